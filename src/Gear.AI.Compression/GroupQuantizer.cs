@@ -1,0 +1,138 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Gear.AI.Compression;
+
+/// <summary>
+/// Asymmetric uniform group-wise quantization (the "D̂" of GEAR, and KIVI's quantizer).
+/// </summary>
+/// <remarks>
+/// For each group of up to g entries: zero = min, scale = (max − min) / (2^b − 1), both rounded to
+/// float16 (what is stored); code = clamp(round((x − zero) / scale), 0, 2^b − 1) computed with the
+/// stored float16 values (0 when scale is 0); x̂ = code · scale + zero. A tail group shorter than g
+/// (length not a multiple of g) is quantized on its own entries.
+/// </remarks>
+public static class GroupQuantizer
+{
+    /// <summary>Quantizes <paramref name="x"/> [..., tokens, features] (float32, float16 or bfloat16; not modified).</summary>
+    /// <param name="x">Input, at least 2-D; the last two dimensions are tokens and features.</param>
+    /// <param name="bits">Bits per code, 1 to 8.</param>
+    /// <param name="groupSize">Group length; per-token groups use min(groupSize, features).</param>
+    /// <param name="axis">Per-channel (groups along tokens) or per-token (groups along features).</param>
+    public static QuantizedTensor Quantize(Tensor x, int bits, int groupSize, QuantAxis axis)
+    {
+        ArgumentNullException.ThrowIfNull(x);
+        if (bits is < 1 or > 8)
+            throw new ArgumentOutOfRangeException(nameof(bits), bits, "bits must be between 1 and 8.");
+        if (groupSize < 1)
+            throw new ArgumentOutOfRangeException(nameof(groupSize), groupSize, "groupSize must be at least 1.");
+        if (x.dim() < 2)
+            throw new ArgumentException($"Expected a tensor [..., tokens, features], got [{string.Join(", ", x.shape)}].", nameof(x));
+        if (!x.is_floating_point())
+            throw new ArgumentException($"Expected a floating-point tensor, got {x.dtype}.", nameof(x));
+
+        using var scope = NewDisposeScope();
+        var xf = x.to(ScalarType.Float32);                                    // [..., n, D]
+        int g = EffectiveGroupSize(groupSize, axis, x.shape[^1]);
+        Tensor codes, scale, zero;
+        if (axis == QuantAxis.PerChannel)
+        {
+            (codes, scale, zero) = QuantizeLastDim(xf.transpose(-1, -2), bits, g); // [..., D, n], [..., D, G]
+            codes = codes.transpose(-1, -2);                                   // [..., n, D]
+            scale = scale.transpose(-1, -2).contiguous();                      // [..., G, D]
+            zero = zero.transpose(-1, -2).contiguous();                        // [..., G, D]
+        }
+        else
+        {
+            (codes, scale, zero) = QuantizeLastDim(xf, bits, g);               // [..., n, D], [..., n, G]
+        }
+        var packed = BitPacking.Pack(codes, bits);                             // [..., n, ceil(D/8)·b]
+        return new QuantizedTensor(
+            packed.DetachFromDisposeScope(), scale.DetachFromDisposeScope(), zero.DetachFromDisposeScope(),
+            x.shape, bits, g, axis);
+    }
+
+    /// <summary>The group length actually used: per-token groups never exceed the feature count.</summary>
+    public static int EffectiveGroupSize(int groupSize, QuantAxis axis, long features) =>
+        axis == QuantAxis.PerToken ? (int)Math.Min(groupSize, features) : groupSize;
+
+    /// <summary>
+    /// Quantizes along the last dimension in groups of <paramref name="g"/> (tail group allowed).
+    /// Returns unpacked uint8 codes [..., m] and float16 scale and zero [..., ceil(m/g)].
+    /// </summary>
+    internal static (Tensor Codes, Tensor Scale, Tensor Zero) QuantizeLastDim(Tensor x, int bits, int g)
+    {
+        using var scope = NewDisposeScope();
+        long m = x.shape[^1];
+        long groups = (m + g - 1) / g;
+        var lead = x.shape[..^1];
+        var padded = x;
+        if (groups * g != m)
+        {
+            // Repeat the last entry: the tail group's min and max stay its own.
+            var last = x.narrow(-1, m - 1, 1).expand([.. lead, groups * g - m]);
+            padded = cat([x, last], -1);                                       // [..., G·g]
+        }
+        var v = padded.reshape([.. lead, groups, g]);                          // [..., G, g]
+        int levels = (1 << bits) - 1;
+        var mn = v.amin([-1L], keepdim: true);                                 // [..., G, 1]
+        var mx = v.amax([-1L], keepdim: true);                                 // [..., G, 1]
+        var scale16 = ((mx - mn) / levels).to(ScalarType.Float16);             // stored
+        var zero16 = mn.to(ScalarType.Float16);                                // stored
+        var s = scale16.to(ScalarType.Float32);
+        var z = zero16.to(ScalarType.Float32);
+        var q = (v - z).div(s).round_().clamp_(0, levels);                     // [..., G, g]
+        q = where(s > 0, q, zeros_like(q));
+        var codes = q.to(ScalarType.Byte).reshape([.. lead, groups * g]);      // [..., G·g]
+        if (groups * g != m)
+            codes = codes.narrow(-1, 0, m);
+        return (codes.contiguous().MoveToOuterDisposeScope(),
+                scale16.squeeze(-1).MoveToOuterDisposeScope(),
+                zero16.squeeze(-1).MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// Dequantizes packed codes [..., n, Dp] with per-group scale/zero, for one block or many stored
+    /// back to back (per-channel groups must then not straddle blocks).
+    /// </summary>
+    internal static Tensor Dequantize(Tensor packed, Tensor scale, Tensor zero, int bits, int g, QuantAxis axis, long features, ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        var codes = BitPacking.Unpack(packed, bits, features).to(ScalarType.Float32); // [..., n, D]
+        long n = codes.shape[^2];
+        var s = scale.to(ScalarType.Float32);
+        var z = zero.to(ScalarType.Float32);
+        Tensor result;
+        if (axis == QuantAxis.PerToken)
+        {
+            long groups = s.shape[^1];                                         // s: [..., n, G]
+            if (groups * g == features)
+            {
+                var lead = codes.shape[..^1];
+                result = (codes.reshape([.. lead, groups, g]) * s.unsqueeze(-1) + z.unsqueeze(-1))
+                         .reshape(codes.shape);                                // [..., n, D]
+            }
+            else
+            {
+                result = codes * s.repeat_interleave(g, -1).narrow(-1, 0, features)
+                         + z.repeat_interleave(g, -1).narrow(-1, 0, features);
+            }
+        }
+        else
+        {
+            long groups = s.shape[^2];                                         // s: [..., G, D]
+            if (groups * g == n)
+            {
+                var lead = codes.shape[..^2];
+                result = (codes.reshape([.. lead, groups, g, features]) * s.unsqueeze(-2) + z.unsqueeze(-2))
+                         .reshape(codes.shape);                                // [..., n, D]
+            }
+            else
+            {
+                result = codes * s.repeat_interleave(g, -2).narrow(-2, 0, n)
+                         + z.repeat_interleave(g, -2).narrow(-2, 0, n);
+            }
+        }
+        return result.to(dtype).MoveToOuterDisposeScope();
+    }
+}

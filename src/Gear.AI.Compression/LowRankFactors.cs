@@ -1,0 +1,76 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Gear.AI.Compression;
+
+/// <summary>
+/// The low-rank part L of GEAR: per (batch, head), L ≈ A·Bᵀ with A [n, r] and B [D, r] in float16.
+/// Owns its tensors. Computed by randomized power iteration with QR orthonormalization.
+/// </summary>
+public sealed class LowRankFactors : IDisposable
+{
+    internal LowRankFactors(Tensor a, Tensor b)
+    {
+        A = a;
+        B = b;
+    }
+
+    /// <summary>Left factor, float16 [..., n, r], orthonormal columns.</summary>
+    public Tensor A { get; }
+
+    /// <summary>Right factor, float16 [..., D, r].</summary>
+    public Tensor B { get; }
+
+    /// <summary>The rank r.</summary>
+    public long Rank => A.shape[^1];
+
+    /// <summary>Exact bytes held.</summary>
+    public long ResidentBytes => Bytes.Of(A) + Bytes.Of(B);
+
+    /// <summary>A·Bᵀ, [..., n, D].</summary>
+    public Tensor Reconstruct(ScalarType dtype = ScalarType.Float32)
+    {
+        using var scope = NewDisposeScope();
+        return A.to(ScalarType.Float32).matmul(B.to(ScalarType.Float32).transpose(-1, -2)).to(dtype).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Rank-<paramref name="rank"/> approximation of <paramref name="residual"/> [..., n, D] for every
+    /// leading index independently: Y = R·Ω (Ω Gaussian [D, r] from <paramref name="seed"/>), then
+    /// <paramref name="iterations"/> rounds of Q = qr(Y), Z = qr(Rᵀ·Q), Y = R·Z; finally A = qr(Y) and B = Rᵀ·A.
+    /// </summary>
+    public static LowRankFactors Approximate(Tensor residual, int rank, int iterations, long seed)
+    {
+        ArgumentNullException.ThrowIfNull(residual);
+        if (residual.dim() < 2)
+            throw new ArgumentException($"Expected [..., n, D], got [{string.Join(", ", residual.shape)}].", nameof(residual));
+        GearOptions.ValidateRank(rank, residual.shape[^2], residual.shape[^1], nameof(rank));
+        if (iterations < 0)
+            throw new ArgumentOutOfRangeException(nameof(iterations), iterations, "iterations must be 0 or more.");
+
+        using var scope = NewDisposeScope();
+        var r = residual.to(ScalarType.Float32);                               // [..., n, D]
+        var rt = r.transpose(-1, -2);                                          // [..., D, n]
+        using var generator = new Generator((ulong)seed, r.device);
+        var omega = randn([.. r.shape[..^2], r.shape[^1], rank], dtype: ScalarType.Float32, device: r.device, generator: generator); // [..., D, r]
+        var y = r.matmul(omega);                                               // [..., n, r]
+        for (int i = 0; i < iterations; i++)
+        {
+            var (q, _) = linalg.qr(y);                                         // [..., n, r]
+            var (z, _) = linalg.qr(rt.matmul(q));                              // [..., D, r]
+            y = r.matmul(z);                                                   // [..., n, r]
+        }
+        var (a, _) = linalg.qr(y);                                             // [..., n, r]
+        var b = rt.matmul(a);                                                  // [..., D, r]
+        return new LowRankFactors(
+            a.to(ScalarType.Float16).DetachFromDisposeScope(),
+            b.to(ScalarType.Float16).DetachFromDisposeScope());
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        B.Dispose();
+        A.Dispose();
+    }
+}
