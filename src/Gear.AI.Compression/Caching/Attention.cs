@@ -1,0 +1,63 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Gear.AI.Compression.Caching;
+
+/// <summary>Shared pieces of cache attention: GQA grouping of query heads and the causal mask.</summary>
+internal static class Attention
+{
+    /// <summary>
+    /// [B, Hq, Tq, D] → [B, Hkv, G·Tq, D]: the G query heads of key/value head j (heads j·G … j·G + G − 1)
+    /// become rows of one matrix, so K/V are never repeated.
+    /// </summary>
+    public static Tensor GroupQueries(Tensor queries, long kvHeads)
+    {
+        long b = queries.shape[0], hq = queries.shape[1], tq = queries.shape[2], d = queries.shape[3];
+        if (hq % kvHeads != 0)
+            throw new ArgumentException($"Query heads ({hq}) must be a multiple of key/value heads ({kvHeads}).", nameof(queries));
+        return queries.reshape(b, kvHeads, hq / kvHeads * tq, d);
+    }
+
+    /// <summary>Inverse of <see cref="GroupQueries"/>.</summary>
+    public static Tensor UngroupQueries(Tensor grouped, long queryHeads, long tq)
+    {
+        long b = grouped.shape[0], d = grouped.shape[3];
+        return grouped.reshape(b, queryHeads, tq, d);
+    }
+
+    /// <summary>
+    /// Boolean mask [G·Tq, T] (true = may attend) for Tq queries that are the last Tq of T keys:
+    /// query i sees keys 0 … T − Tq + i. Null when Tq is 1 (a decode step sees everything).
+    /// </summary>
+    public static Tensor? CausalMask(long tq, long t, long groups, Device device)
+    {
+        if (tq == 1)
+            return null;
+        using var scope = NewDisposeScope();
+        var q = arange(tq, device: device).unsqueeze(1) + (t - tq);           // [Tq, 1]
+        var k = arange(t, device: device).unsqueeze(0);                        // [1, T]
+        var mask = k <= q;                                                     // [Tq, T]
+        return mask.repeat(groups, 1).MoveToOuterDisposeScope();               // [G·Tq, T]
+    }
+
+    /// <summary>Checks a K/V input against the cache shape.</summary>
+    public static void CheckKv(Tensor keys, Tensor values, KvCacheShape shape)
+    {
+        ArgumentNullException.ThrowIfNull(keys);
+        ArgumentNullException.ThrowIfNull(values);
+        if (keys.dim() != 4 || keys.shape[0] != shape.Batch || keys.shape[1] != shape.KeyValueHeads || keys.shape[3] != shape.HeadDim)
+            throw new ArgumentException($"keys must be [{shape.Batch}, {shape.KeyValueHeads}, T, {shape.HeadDim}], got [{string.Join(", ", keys.shape)}].", nameof(keys));
+        if (!keys.shape.SequenceEqual(values.shape))
+            throw new ArgumentException($"values [{string.Join(", ", values.shape)}] must match keys [{string.Join(", ", keys.shape)}].", nameof(values));
+    }
+
+    /// <summary>Checks queries against the cache shape.</summary>
+    public static void CheckQueries(Tensor queries, KvCacheShape shape, long length)
+    {
+        ArgumentNullException.ThrowIfNull(queries);
+        if (queries.dim() != 4 || queries.shape[0] != shape.Batch || queries.shape[3] != shape.HeadDim || queries.shape[1] % shape.KeyValueHeads != 0)
+            throw new ArgumentException($"queries must be [{shape.Batch}, k·{shape.KeyValueHeads}, Tq, {shape.HeadDim}], got [{string.Join(", ", queries.shape)}].", nameof(queries));
+        if (queries.shape[2] > length)
+            throw new ArgumentException($"{queries.shape[2]} queries but only {length} tokens in the cache; append the queries' keys and values first.", nameof(queries));
+    }
+}

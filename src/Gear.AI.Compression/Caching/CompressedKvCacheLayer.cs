@@ -1,0 +1,262 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Gear.AI.Compression.Caching;
+
+/// <summary>
+/// A KIVI / GEAR-L / GEAR cache layer: compressed history plus a float16 streaming buffer of the
+/// newest tokens. Attention runs on the compressed form: the history is dequantized transiently for
+/// this layer only, low-rank terms are applied factored, and the buffer is read as is.
+/// </summary>
+/// <remarks>
+/// Streaming: <see cref="Append"/> puts tokens in the buffer, so the queries of the tokens just
+/// appended attend them exactly. After <see cref="Attend"/> (or at the next append) every whole
+/// n_b-token block of the buffer is compressed as one block — at the prompt rank when the last append
+/// was multi-token (a prompt, a new turn), at the decode rank when it was a single decode step — and
+/// the rest stays buffered. Blocks are aligned to the cache's own start. Blocks of each rank live in
+/// their own <see cref="CompressedStore"/>, so attention costs a fixed number of operations however
+/// many blocks there are; attention is order-free over keys, so scores are simply concatenated.
+/// </remarks>
+public sealed class CompressedKvCacheLayer : IKvCacheLayer
+{
+    private readonly KvCacheShape _shape;
+    private readonly GearOptions _options;
+    private readonly long _seed;
+    private readonly SortedDictionary<int, (CompressedStore Keys, CompressedStore Values)> _stores = [];
+    private readonly List<(int Rank, long Length)> _blocks = []; // every block in time order
+    private Tensor? _bufferKeys;   // [B, Hkv, capacity, D] float16
+    private Tensor? _bufferValues; // [B, Hkv, capacity, D] float16
+    private long _buffered;
+    private bool _lastAppendWasMulti;
+
+    /// <summary>Creates an empty layer.</summary>
+    /// <param name="shape">Batch, heads, head size, compute dtype, device.</param>
+    /// <param name="options">Kind (not Fp16) and compression settings.</param>
+    /// <param name="layerIndex">Mixed into the low-rank seed so layers draw different projections.</param>
+    public CompressedKvCacheLayer(KvCacheShape shape, GearOptions options, int layerIndex = 0)
+    {
+        _shape = shape.Validate();
+        _options = options.Validate();
+        if (!options.IsCompressed)
+            throw new ArgumentException("Use DenseKvCacheLayer for CacheKind.Fp16.", nameof(options));
+        if (options.UsesOutliers && shape.HeadDim % GroupQuantizer.EffectiveGroupSize(options.GroupSize, QuantAxis.PerToken, shape.HeadDim) != 0)
+            throw new ArgumentOutOfRangeException(nameof(options.GroupSize), options.GroupSize, $"GroupSize must divide head_dim ({shape.HeadDim}) for GEAR's per-token outliers.");
+        _seed = options.Seed + 7919L * layerIndex;
+    }
+
+    /// <inheritdoc />
+    public long Length => CompressedLength + _buffered;
+
+    /// <summary>Tokens in compressed blocks.</summary>
+    public long CompressedLength { get; private set; }
+
+    /// <summary>Tokens in the float16 buffer.</summary>
+    public long BufferedLength => _buffered;
+
+    /// <summary>Compressed blocks held.</summary>
+    public int BlockCount => _blocks.Count;
+
+    /// <inheritdoc />
+    public long ResidentBytes => Statistics.ResidentBytes;
+
+    /// <inheritdoc />
+    public long FullPrecisionBytes => 2L * 2 * _shape.Batch * _shape.KeyValueHeads * _shape.HeadDim * Length;
+
+    /// <summary>Bytes by component.</summary>
+    public KvCacheStatistics Statistics
+    {
+        get
+        {
+            long codes = 0, scales = 0, outliers = 0, lowRank = 0;
+            foreach (var (k, v) in _stores.Values)
+            {
+                codes += k.CodeBytes + v.CodeBytes;
+                scales += k.ScaleZeroBytes + v.ScaleZeroBytes;
+                outliers += k.OutlierBytes + v.OutlierBytes;
+                lowRank += k.LowRankBytes + v.LowRankBytes;
+            }
+            return new KvCacheStatistics(Length, CompressedLength, _buffered, codes, scales, outliers, lowRank,
+                Bytes.Of(_bufferKeys) + Bytes.Of(_bufferValues), FullPrecisionBytes);
+        }
+    }
+
+    /// <inheritdoc />
+    public void Append(Tensor keys, Tensor values)
+    {
+        Attention.CheckKv(keys, values, _shape);
+        Flush();
+        long n = keys.shape[2];
+        EnsureBufferCapacity(_buffered + n);
+        using (no_grad())
+        {
+            using var k = _bufferKeys!.narrow(2, _buffered, n);
+            using var v = _bufferValues!.narrow(2, _buffered, n);
+            k.copy_(keys);
+            v.copy_(values);
+        }
+        _buffered += n;
+        _lastAppendWasMulti = n > 1;
+    }
+
+    /// <inheritdoc />
+    public Tensor Attend(Tensor queries)
+    {
+        Attention.CheckQueries(queries, _shape, Length);
+        if (queries.shape[2] > _buffered)
+            throw new InvalidOperationException($"{queries.shape[2]} queries but only {_buffered} buffered tokens: attend right after appending the queries' keys and values.");
+        Tensor output;
+        using (var scope = NewDisposeScope())
+        {
+            var dtype = queries.dtype;
+            long hq = queries.shape[1], tq = queries.shape[2], groups = hq / _shape.KeyValueHeads;
+            double scale = 1.0 / Math.Sqrt(_shape.HeadDim);
+            var q = Attention.GroupQueries(queries, _shape.KeyValueHeads);                     // [B, Hkv, M, D], M = G·Tq
+
+            var scores = new List<Tensor>();
+            var dequantizedValues = new List<Tensor>();
+            foreach (var (keyStore, valueStore) in _stores.Values)
+            {
+                var k = keyStore.Dequantize(dtype);                                           // [B, Hkv, Tc, D]
+                var s = q.matmul(k.transpose(-1, -2));                                        // [B, Hkv, M, Tc]
+                if (keyStore.LowRankScores(q) is { } low)
+                    s = s + low;                                                              // + (q·B)·Aᵀ
+                scores.Add(s);
+            }
+            var bufferK = _bufferKeys!.narrow(2, 0, _buffered).to(dtype);                     // [B, Hkv, Tb, D]
+            var bufferS = q.matmul(bufferK.transpose(-1, -2));                                // [B, Hkv, M, Tb]
+            if (Attention.CausalMask(tq, _buffered, groups, queries.device) is { } mask)
+                bufferS = bufferS.masked_fill(mask.logical_not(), double.NegativeInfinity);
+            scores.Add(bufferS);
+
+            var probs = (cat(scores, -1) * scale).softmax(-1, ScalarType.Float32).to(dtype);    // [B, Hkv, M, T]
+            long offset = 0;
+            Tensor? o = null;
+            foreach (var (keyStore, valueStore) in _stores.Values)
+            {
+                var p = probs.narrow(-1, offset, valueStore.Length);                          // [B, Hkv, M, Tc]
+                var part = p.matmul(valueStore.Dequantize(dtype));                            // [B, Hkv, M, D]
+                if (valueStore.LowRankOutput(p.contiguous()) is { } low)
+                    part = part + low;                                                        // + (p·A)·Bᵀ
+                o = o is null ? part : o + part;
+                offset += valueStore.Length;
+            }
+            var bufferV = _bufferValues!.narrow(2, 0, _buffered).to(dtype);                   // [B, Hkv, Tb, D]
+            var bufferO = probs.narrow(-1, offset, _buffered).matmul(bufferV);                // [B, Hkv, M, D]
+            o = o is null ? bufferO : o + bufferO;
+            output = Attention.UngroupQueries(o, hq, tq).MoveToOuterDisposeScope();           // [B, Hq, Tq, D]
+        }
+        Flush();
+        return output;
+    }
+
+    /// <summary>Compresses every whole n_b-token block in the buffer (done after attention and before appends).</summary>
+    public void Flush()
+    {
+        long n = _buffered / _options.BufferLength * _options.BufferLength;
+        if (n == 0)
+            return;
+        int rank = !_options.UsesLowRank ? 0 : _lastAppendWasMulti ? _options.PromptRank : _options.DecodeRank;
+        rank = (int)Math.Min(rank, Math.Min(n, _shape.HeadDim));
+        var options = _options with { Seed = _seed + _blocks.Count };
+        if (!_stores.TryGetValue(rank, out var stores))
+        {
+            stores = (new CompressedStore(QuantAxis.PerChannel, _options.Bits, _options.GroupSize, _shape.HeadDim),
+                      new CompressedStore(QuantAxis.PerToken, _options.Bits, _options.GroupSize, _shape.HeadDim));
+            _stores[rank] = stores;
+        }
+        using (var scope = NewDisposeScope())
+        {
+            var k = _bufferKeys!.narrow(2, 0, n);                                            // [B, Hkv, n, D]
+            var v = _bufferValues!.narrow(2, 0, n);
+            stores.Keys.Append(GearCompressor.Compress(k, QuantAxis.PerChannel, options, rank));
+            stores.Values.Append(GearCompressor.Compress(v, QuantAxis.PerToken, options, rank));
+        }
+        _blocks.Add((rank, n));
+        CompressedLength += n;
+        // Keep the remainder, in a buffer no larger than one block.
+        ReallocateBuffer(_options.BufferLength, n, _buffered - n);
+        _buffered -= n;
+    }
+
+    private void EnsureBufferCapacity(long needed)
+    {
+        long capacity = _bufferKeys?.shape[2] ?? 0;
+        if (needed > capacity)
+            ReallocateBuffer(Math.Max(needed, _options.BufferLength), 0, _buffered);
+    }
+
+    /// <summary>New buffers of <paramref name="capacity"/> tokens holding tokens [from, from + count) of the old ones.</summary>
+    private void ReallocateBuffer(long capacity, long from, long count)
+    {
+        capacity = Math.Max(capacity, count);
+        long[] size = [_shape.Batch, _shape.KeyValueHeads, capacity, _shape.HeadDim];
+        var keys = empty(size, ScalarType.Float16, _shape.Device).DetachFromDisposeScope();
+        var values = empty(size, ScalarType.Float16, _shape.Device).DetachFromDisposeScope();
+        if (count > 0)
+        {
+            using var k = keys.narrow(2, 0, count);
+            using var v = values.narrow(2, 0, count);
+            using var oldK = _bufferKeys!.narrow(2, from, count);
+            using var oldV = _bufferValues!.narrow(2, from, count);
+            k.copy_(oldK);
+            v.copy_(oldV);
+        }
+        _bufferKeys?.Dispose();
+        _bufferValues?.Dispose();
+        _bufferKeys = keys;
+        _bufferValues = values;
+    }
+
+    /// <inheritdoc />
+    /// <remarks>Compressed blocks are kept or dropped whole: the kept length ends at a block boundary when it falls inside compressed history.</remarks>
+    public long Truncate(long length)
+    {
+        if (length < 0)
+            throw new ArgumentOutOfRangeException(nameof(length), length, "length must be 0 or more.");
+        if (length >= Length)
+            return Length;
+        if (length >= CompressedLength)
+        {
+            _buffered = length - CompressedLength;
+            return Length;
+        }
+        long kept = 0;
+        int keepBlocks = 0;
+        while (keepBlocks < _blocks.Count && kept + _blocks[keepBlocks].Length <= length)
+            kept += _blocks[keepBlocks++].Length;
+        var keepPerRank = _blocks.Take(keepBlocks).GroupBy(b => b.Rank).ToDictionary(g => g.Key, g => g.Count());
+        foreach (var (rank, (k, v)) in _stores)
+        {
+            int keep = keepPerRank.GetValueOrDefault(rank);
+            k.TruncateBlocks(keep);
+            v.TruncateBlocks(keep);
+        }
+        foreach (var rank in _stores.Where(s => s.Value.Keys.BlockCount == 0).Select(s => s.Key).ToArray())
+        {
+            _stores[rank].Keys.Dispose();
+            _stores[rank].Values.Dispose();
+            _stores.Remove(rank);
+        }
+        _blocks.RemoveRange(keepBlocks, _blocks.Count - keepBlocks);
+        CompressedLength = kept;
+        _buffered = 0;
+        return kept;
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        _bufferValues?.Dispose();
+        _bufferKeys?.Dispose();
+        _bufferValues = _bufferKeys = null;
+        foreach (var (k, v) in _stores.Values.Reverse())
+        {
+            v.Dispose();
+            k.Dispose();
+        }
+        _stores.Clear();
+        _blocks.Clear();
+        _buffered = 0;
+        CompressedLength = 0;
+    }
+}

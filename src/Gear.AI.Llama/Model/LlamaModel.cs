@@ -1,0 +1,165 @@
+using Gear.AI.Compression;
+using Gear.AI.Compression.Caching;
+using Gear.AI.Llama.Weights;
+using TorchSharp;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Gear.AI.Llama.Model;
+
+/// <summary>Where and how to load a model.</summary>
+public sealed record ModelLoadOptions
+{
+    /// <summary>"cpu" (default), "cuda" or "cuda:N".</summary>
+    public string Device { get; init; } = "cpu";
+
+    /// <summary>Compute dtype; null picks float32 on CPU and bfloat16 on CUDA.</summary>
+    public ScalarType? ComputeType { get; init; }
+
+    /// <summary>Receives progress while tensors load.</summary>
+    public IProgress<ModelLoadProgress>? Progress { get; init; }
+}
+
+/// <summary>
+/// A Llama transformer: read-only weights plus the forward pass. Per-sequence state lives in the
+/// <see cref="KvCache"/> passed to every call; positions are explicit.
+/// </summary>
+/// <remarks>
+/// Per layer: x += o_proj(attention(rope(q), rope(k), v)) over RMSNorm(x); x += down(silu(gate)·up) over
+/// RMSNorm(x). Attention goes through <see cref="IKvCacheLayer"/>: Append the new K/V, Attend the new queries.
+/// </remarks>
+public sealed class LlamaModel : IDisposable
+{
+    private readonly RotaryEmbedding _rope;
+
+    private LlamaModel(LlamaConfig config, LlamaWeights weights, Device device, ScalarType computeType)
+    {
+        Config = config;
+        Weights = weights;
+        Device = device;
+        ComputeType = computeType;
+        _rope = new RotaryEmbedding(config, device);
+    }
+
+    /// <summary>The architecture.</summary>
+    public LlamaConfig Config { get; }
+
+    /// <summary>The weights.</summary>
+    public LlamaWeights Weights { get; }
+
+    /// <summary>Where the model runs.</summary>
+    public Device Device { get; }
+
+    /// <summary>The dtype activations and weights use.</summary>
+    public ScalarType ComputeType { get; }
+
+    /// <summary>Loads config.json and the safetensors weights of <paramref name="modelDirectory"/>.</summary>
+    /// <exception cref="ModelLoadException">A file is missing or malformed.</exception>
+    /// <exception cref="ArgumentException">The device is not available.</exception>
+    public static LlamaModel Load(string modelDirectory, ModelLoadOptions? options = null)
+    {
+        options ??= new ModelLoadOptions();
+        var config = LlamaConfig.Load(modelDirectory);
+        var device = ResolveDevice(options.Device);
+        var dtype = options.ComputeType ?? (device.type == DeviceType.CUDA ? ScalarType.BFloat16 : ScalarType.Float32);
+        if (dtype is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16))
+            throw new ArgumentOutOfRangeException(nameof(options), dtype, "ComputeType must be Float32, Float16 or BFloat16.");
+        var weights = LlamaWeights.Load(modelDirectory, config, device, dtype, options.Progress);
+        return new LlamaModel(config, weights, device, dtype);
+    }
+
+    /// <summary>Wraps already-loaded weights (tests, synthetic shapes).</summary>
+    public static LlamaModel FromWeights(LlamaConfig config, LlamaWeights weights, Device device, ScalarType computeType) =>
+        new(config, weights, device, computeType);
+
+    /// <summary>Parses "cpu", "cuda", "cuda:1" and checks CUDA is there.</summary>
+    public static Device ResolveDevice(string device)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(device);
+        string d = device.Trim().ToLowerInvariant();
+        if (d == "cpu")
+            return CPU;
+        if (d == "cuda" || d.StartsWith("cuda:", StringComparison.Ordinal))
+        {
+            if (!cuda.is_available())
+                throw new ArgumentException($"Device '{device}' was asked for but CUDA is not available: reference a CUDA backend (TorchBackend=cuda-windows or cuda-linux) and check the driver, or use 'cpu'.", nameof(device));
+            return torch.device(d);
+        }
+        throw new ArgumentException($"Device '{device}' is not known; use 'cpu', 'cuda' or 'cuda:N'.", nameof(device));
+    }
+
+    /// <summary>An empty cache for this model.</summary>
+    public KvCache CreateCache(GearOptions options, int batch = 1, ScalarType? denseStorageType = null) =>
+        KvCache.Create(new KvCacheShape(Config.NumLayers, batch, Config.NumKeyValueHeads, Config.HeadDim, ComputeType, Device), options, denseStorageType);
+
+    /// <summary>
+    /// Runs <paramref name="tokens"/> [B, T] at positions startPosition … startPosition + T − 1 through the
+    /// model, appending their K/V to <paramref name="cache"/>. Returns float32 logits [B, T, V], or [B, 1, V]
+    /// for the last position only when <paramref name="lastOnly"/>.
+    /// </summary>
+    public Tensor Forward(Tensor tokens, long startPosition, KvCache cache, bool lastOnly = false)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        ArgumentNullException.ThrowIfNull(cache);
+        if (tokens.dim() != 2)
+            throw new ArgumentException($"tokens must be [B, T], got [{string.Join(", ", tokens.shape)}].", nameof(tokens));
+        if (startPosition != cache.Length)
+            throw new ArgumentException($"startPosition {startPosition} does not follow the cache, which holds {cache.Length} tokens.", nameof(startPosition));
+        long b = tokens.shape[0], t = tokens.shape[1];
+        if (b != cache.Shape.Batch)
+            throw new ArgumentException($"tokens have batch {b} but the cache was made for {cache.Shape.Batch}.", nameof(tokens));
+        if (startPosition + t > Config.MaxPositionEmbeddings)
+            throw new ContextLengthExceededException((int)(startPosition + t), 0, Config.MaxPositionEmbeddings);
+
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var c = Config;
+        var ids = tokens.to(ScalarType.Int64, Device);
+        var x = Weights.Embedding.index_select(0, ids.reshape(-1)).view(b, t, c.HiddenSize); // [B, T, H]
+        var positions = arange(startPosition, startPosition + t, dtype: ScalarType.Int64, device: Device); // [T]
+        var (cos, sin) = _rope.Tables(positions, ComputeType);                               // [T, D]
+        long qDim = (long)c.NumHeads * c.HeadDim, kvDim = c.KeyValueDim;
+
+        for (int i = 0; i < c.NumLayers; i++)
+        {
+            var w = Weights.Layers[i];
+            var h = RmsNorm(x, w.AttentionNorm);                                             // [B, T, H]
+            var qkv = F.linear(h, w.Qkv, w.QkvBias);                                         // [B, T, (Hq + 2·Hkv)·D]
+            var q = qkv.narrow(-1, 0, qDim).view(b, t, c.NumHeads, c.HeadDim).transpose(1, 2);           // [B, Hq, T, D]
+            var k = qkv.narrow(-1, qDim, kvDim).view(b, t, c.NumKeyValueHeads, c.HeadDim).transpose(1, 2); // [B, Hkv, T, D]
+            var v = qkv.narrow(-1, qDim + kvDim, kvDim).view(b, t, c.NumKeyValueHeads, c.HeadDim).transpose(1, 2);
+            q = RotaryEmbedding.Apply(q, cos, sin);
+            k = RotaryEmbedding.Apply(k, cos, sin);
+            var layer = cache.Layers[i];
+            layer.Append(k, v);
+            var o = layer.Attend(q.contiguous());                                            // [B, Hq, T, D]
+            x = x + F.linear(o.transpose(1, 2).reshape(b, t, qDim), w.Output, w.OutputBias); // [B, T, H]
+
+            h = RmsNorm(x, w.MlpNorm);
+            var gateUp = F.linear(h, w.GateUp);                                              // [B, T, 2·I]
+            var gate = gateUp.narrow(-1, 0, c.IntermediateSize);
+            var up = gateUp.narrow(-1, c.IntermediateSize, c.IntermediateSize);
+            x = x + F.linear(F.silu(gate) * up, w.Down);                                     // [B, T, H]
+        }
+        x = RmsNorm(x, Weights.FinalNorm);
+        if (lastOnly)
+            x = x.narrow(1, t - 1, 1);                                                       // [B, 1, H]
+        var logits = F.linear(x, Weights.LmHead).to(ScalarType.Float32);                     // [B, T', V]
+        return logits.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>RMSNorm computed in float32, as transformers does: w · (x / sqrt(mean(x²) + eps)).</summary>
+    private Tensor RmsNorm(Tensor x, Tensor weight)
+    {
+        var xf = x.to(ScalarType.Float32);
+        var normed = xf * (xf.pow(2).mean([-1L], keepdim: true) + Config.RmsNormEps).rsqrt();
+        return weight * normed.to(x.dtype);
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        _rope.Dispose();
+        Weights.Dispose();
+    }
+}

@@ -1,0 +1,59 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Gear.AI.Llama.Model;
+
+/// <summary>
+/// Rotary position embedding in the rotate-half convention of Hugging Face Llama, with optional
+/// llama3 frequency scaling. Computed in float32 exactly as transformers does, for parity.
+/// </summary>
+internal sealed class RotaryEmbedding : IDisposable
+{
+    private readonly Tensor _invFreq; // [D/2] float32
+
+    public RotaryEmbedding(LlamaConfig config, Device device)
+    {
+        using var scope = NewDisposeScope();
+        int d = config.HeadDim;
+        var exponents = arange(0, d, 2, dtype: ScalarType.Int64).to(ScalarType.Float32) / d;  // [D/2]
+        var invFreq = 1.0f / pow(config.RopeTheta, exponents);                                // [D/2]
+        if (config.RopeScaling is { } s)
+            invFreq = ScaleLlama3(invFreq, s);
+        _invFreq = invFreq.to(device).DetachFromDisposeScope();
+    }
+
+    /// <summary>Llama 3.1 scaling: long wavelengths slowed by the factor, short ones kept, a smooth blend between.</summary>
+    private static Tensor ScaleLlama3(Tensor invFreq, RopeScaling s)
+    {
+        double lowWavelen = s.OriginalMaxPositionEmbeddings / s.LowFreqFactor;
+        double highWavelen = s.OriginalMaxPositionEmbeddings / s.HighFreqFactor;
+        var wavelen = 2 * Math.PI / invFreq;
+        var scaled = where(wavelen > lowWavelen, invFreq / s.Factor, invFreq);
+        var smooth = (s.OriginalMaxPositionEmbeddings / wavelen - s.LowFreqFactor) / (s.HighFreqFactor - s.LowFreqFactor);
+        var smoothed = (1 - smooth) * scaled / s.Factor + smooth * scaled;
+        var medium = (wavelen >= highWavelen).logical_and(wavelen <= lowWavelen);
+        return where(medium, smoothed, scaled);
+    }
+
+    /// <summary>cos and sin tables [T, D] for the given positions, in <paramref name="dtype"/>.</summary>
+    public (Tensor Cos, Tensor Sin) Tables(Tensor positions, ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        var freqs = positions.to(ScalarType.Float32).unsqueeze(1) * _invFreq.unsqueeze(0);   // [T, D/2]
+        var emb = cat([freqs, freqs], -1);                                                  // [T, D]
+        return (emb.cos().to(dtype).MoveToOuterDisposeScope(), emb.sin().to(dtype).MoveToOuterDisposeScope());
+    }
+
+    /// <summary>x·cos + rotate_half(x)·sin for x [B, H, T, D].</summary>
+    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
+    {
+        using var scope = NewDisposeScope();
+        long half = x.shape[^1] / 2;
+        var x1 = x.narrow(-1, 0, half);
+        var x2 = x.narrow(-1, half, half);
+        var rotated = cat([x2.neg(), x1], -1);                                              // [B, H, T, D]
+        return (x * cos + rotated * sin).MoveToOuterDisposeScope();
+    }
+
+    public void Dispose() => _invFreq.Dispose();
+}
