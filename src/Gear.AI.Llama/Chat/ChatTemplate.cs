@@ -1,0 +1,188 @@
+using Gear.AI.Llama.Tokenization;
+
+namespace Gear.AI.Llama.Chat;
+
+/// <summary>Which prompt format a model was trained on.</summary>
+public enum ChatTemplateKind
+{
+    /// <summary>Base models: the messages' text joined by blank lines after BOS (our bundled models).</summary>
+    Plain,
+
+    /// <summary>Llama 2 chat: <c>[INST]</c>, <c>&lt;&lt;SYS&gt;&gt;</c>.</summary>
+    Llama2,
+
+    /// <summary>Llama 3 / 3.1 / 3.2: header tokens and <c>&lt;|eot_id|&gt;</c>.</summary>
+    Llama3,
+
+    /// <summary>Zephyr / TinyLlama chat: <c>&lt;|user|&gt;</c> … <c>&lt;/s&gt;</c>.</summary>
+    Zephyr,
+}
+
+/// <summary>
+/// Renders a conversation into token ids, with special tokens as ids (never as text), ending in the
+/// assistant's turn opener. Text segments are encoded separately, as SentencePiece does after a control token.
+/// </summary>
+public abstract class ChatTemplate
+{
+    /// <summary>The format.</summary>
+    public abstract ChatTemplateKind Kind { get; }
+
+    /// <summary>Token ids that end an assistant turn, beyond the model's EOS.</summary>
+    public virtual IReadOnlyList<int> StopTokenIds(LlamaTextTokenizer tokenizer) => tokenizer.EosId is int e ? [e] : [];
+
+    /// <summary>Renders <paramref name="turns"/> and opens the assistant's reply.</summary>
+    public IReadOnlyList<int> Render(IReadOnlyList<ChatTurn> turns, LlamaTextTokenizer tokenizer)
+    {
+        ArgumentNullException.ThrowIfNull(turns);
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        var ids = new List<int>();
+        Render(turns, new Writer(ids, tokenizer));
+        return ids;
+    }
+
+    /// <summary>Writes the segments of the prompt.</summary>
+    protected abstract void Render(IReadOnlyList<ChatTurn> turns, Writer writer);
+
+    /// <summary>Creates the template of <paramref name="kind"/>.</summary>
+    public static ChatTemplate Create(ChatTemplateKind kind) => kind switch
+    {
+        ChatTemplateKind.Plain => new PlainChatTemplate(),
+        ChatTemplateKind.Llama2 => new Llama2ChatTemplate(),
+        ChatTemplateKind.Llama3 => new Llama3ChatTemplate(),
+        ChatTemplateKind.Zephyr => new ZephyrChatTemplate(),
+        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown chat template."),
+    };
+
+    /// <summary>Picks the template from tokenizer_config.json's chat_template (Plain when there is none).</summary>
+    public static ChatTemplateKind Detect(LlamaTextTokenizer tokenizer)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        string? source = tokenizer.ChatTemplateSource;
+        if (source is null)
+            return tokenizer.Kind == TokenizerKind.Tiktoken && tokenizer.SpecialId("<|start_header_id|>") is not null ? ChatTemplateKind.Llama3 : ChatTemplateKind.Plain;
+        if (source.Contains("<|start_header_id|>", StringComparison.Ordinal))
+            return ChatTemplateKind.Llama3;
+        if (source.Contains("<|user|>", StringComparison.Ordinal))
+            return ChatTemplateKind.Zephyr;
+        if (source.Contains("[INST]", StringComparison.Ordinal))
+            return ChatTemplateKind.Llama2;
+        return ChatTemplateKind.Plain;
+    }
+
+    /// <summary>Appends text and special tokens to the id list.</summary>
+    protected sealed class Writer(List<int> ids, LlamaTextTokenizer tokenizer)
+    {
+        /// <summary>The tokenizer.</summary>
+        public LlamaTextTokenizer Tokenizer => tokenizer;
+
+        /// <summary>Appends BOS if the model has one.</summary>
+        public void Bos()
+        {
+            if (tokenizer.BosId is int b)
+                ids.Add(b);
+        }
+
+        /// <summary>Appends EOS if the model has one.</summary>
+        public void Eos()
+        {
+            if (tokenizer.EosId is int e)
+                ids.Add(e);
+        }
+
+        /// <summary>Appends a special token by its text; fails when the tokenizer lacks it.</summary>
+        public void Special(string token) =>
+            ids.Add(tokenizer.SpecialId(token) ?? throw new InvalidOperationException($"The tokenizer has no special token {token}; this chat template does not fit the model."));
+
+        /// <summary>Appends encoded text.</summary>
+        public void Text(string text) => ids.AddRange(tokenizer.Encode(text));
+    }
+}
+
+/// <summary>Base models: BOS, then the messages' text separated by blank lines.</summary>
+internal sealed class PlainChatTemplate : ChatTemplate
+{
+    public override ChatTemplateKind Kind => ChatTemplateKind.Plain;
+
+    protected override void Render(IReadOnlyList<ChatTurn> turns, Writer writer)
+    {
+        writer.Bos();
+        writer.Text(string.Join("\n\n", turns.Select(t => t.Content.Trim()).Where(c => c.Length > 0)));
+    }
+}
+
+/// <summary>Llama 2 chat: &lt;s&gt;[INST] &lt;&lt;SYS&gt;&gt;\n…\n&lt;&lt;/SYS&gt;&gt;\n\nuser [/INST] answer &lt;/s&gt;&lt;s&gt;[INST] … [/INST]</summary>
+internal sealed class Llama2ChatTemplate : ChatTemplate
+{
+    public override ChatTemplateKind Kind => ChatTemplateKind.Llama2;
+
+    protected override void Render(IReadOnlyList<ChatTurn> turns, Writer writer)
+    {
+        string? system = string.Join("\n", turns.Where(t => t.Role == ChatRole.System).Select(t => t.Content));
+        bool first = true;
+        foreach (var turn in turns.Where(t => t.Role != ChatRole.System))
+        {
+            if (turn.Role is ChatRole.User or ChatRole.Tool)
+            {
+                string content = turn.Content.Trim();
+                if (first && system.Length > 0)
+                    content = $"<<SYS>>\n{system}\n<</SYS>>\n\n{content}";
+                writer.Bos();
+                writer.Text($"[INST] {content} [/INST]");
+                first = false;
+            }
+            else
+            {
+                writer.Text($" {turn.Content.Trim()} ");
+                writer.Eos();
+            }
+        }
+    }
+}
+
+/// <summary>Llama 3: &lt;|begin_of_text|&gt;&lt;|start_header_id|&gt;role&lt;|end_header_id|&gt;\n\ncontent&lt;|eot_id|&gt; … assistant header.</summary>
+internal sealed class Llama3ChatTemplate : ChatTemplate
+{
+    public override ChatTemplateKind Kind => ChatTemplateKind.Llama3;
+
+    public override IReadOnlyList<int> StopTokenIds(LlamaTextTokenizer tokenizer) =>
+        new[] { tokenizer.SpecialId("<|eot_id|>"), tokenizer.SpecialId("<|eom_id|>"), tokenizer.EosId }.OfType<int>().Distinct().ToArray();
+
+    protected override void Render(IReadOnlyList<ChatTurn> turns, Writer writer)
+    {
+        writer.Bos();
+        foreach (var turn in turns)
+        {
+            Header(writer, turn.Role switch { ChatRole.System => "system", ChatRole.User => "user", ChatRole.Assistant => "assistant", _ => "ipython" });
+            writer.Text(turn.Content.Trim());
+            writer.Special("<|eot_id|>");
+        }
+        Header(writer, "assistant");
+    }
+
+    private static void Header(Writer writer, string role)
+    {
+        writer.Special("<|start_header_id|>");
+        writer.Text(role);
+        writer.Special("<|end_header_id|>");
+        writer.Text("\n\n");
+    }
+}
+
+/// <summary>Zephyr / TinyLlama: &lt;|system|&gt;\n…&lt;/s&gt;\n&lt;|user|&gt;\n…&lt;/s&gt;\n&lt;|assistant|&gt;\n</summary>
+internal sealed class ZephyrChatTemplate : ChatTemplate
+{
+    public override ChatTemplateKind Kind => ChatTemplateKind.Zephyr;
+
+    protected override void Render(IReadOnlyList<ChatTurn> turns, Writer writer)
+    {
+        writer.Bos();
+        foreach (var turn in turns)
+        {
+            string role = turn.Role switch { ChatRole.System => "system", ChatRole.User or ChatRole.Tool => "user", _ => "assistant" };
+            writer.Text($"<|{role}|>\n{turn.Content.Trim()}");
+            writer.Eos();
+            writer.Text("\n");
+        }
+        writer.Text("<|assistant|>\n");
+    }
+}

@@ -1,0 +1,94 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Gear.AI.Llama.Generation;
+
+/// <summary>
+/// Picks the next token from logits on the logits' device; only the chosen id crosses to the host.
+/// Keeps the token counts the penalties need. One sampler per sequence.
+/// </summary>
+public sealed class Sampler : IDisposable
+{
+    private readonly SamplingOptions _options;
+    private readonly Generator? _generator;
+    private readonly Tensor? _seen;       // [V] bool: in prompt or output (repetition penalty)
+    private readonly Tensor? _counts;     // [V] float32: occurrences in the output (frequency/presence)
+
+    /// <summary>Creates a sampler for a vocabulary of <paramref name="vocabSize"/> on <paramref name="device"/>.</summary>
+    public Sampler(SamplingOptions options, int vocabSize, Device device, IEnumerable<int>? promptIds = null)
+    {
+        _options = (options ?? throw new ArgumentNullException(nameof(options))).Validate();
+        if (options.Temperature > 0)
+            _generator = new Generator((ulong)(options.Seed ?? Random.Shared.NextInt64()), device);
+        if (options.RepetitionPenalty != 1.0)
+        {
+            _seen = zeros(vocabSize, ScalarType.Bool, device).DetachFromDisposeScope();
+            if (promptIds is not null)
+            {
+                using var ids = tensor(promptIds.Select(i => (long)i).ToArray(), device: device);
+                if (ids.numel() > 0)
+                    _seen.index_fill_(0, ids, true);
+            }
+        }
+        if (options.FrequencyPenalty != 0 || options.PresencePenalty != 0)
+            _counts = zeros(vocabSize, ScalarType.Float32, device).DetachFromDisposeScope();
+    }
+
+    /// <summary>Chooses a token from <paramref name="logits"/> [V] (float32) and records it.</summary>
+    public int Next(Tensor logits)
+    {
+        ArgumentNullException.ThrowIfNull(logits);
+        int id;
+        using (var scope = NewDisposeScope())
+        {
+            var l = logits.reshape(-1).to(ScalarType.Float32);                                 // [V]
+            if (_seen is not null)
+            {
+                var p = (float)_options.RepetitionPenalty;
+                l = where(_seen, where(l > 0, l / p, l * p), l);
+            }
+            if (_counts is not null)
+                l = l - _counts * (float)_options.FrequencyPenalty - (_counts > 0).to(ScalarType.Float32) * (float)_options.PresencePenalty;
+            id = _options.Temperature == 0 ? (int)l.argmax().item<long>() : Sample(l);
+        }
+        Record(id);
+        return id;
+    }
+
+    private int Sample(Tensor logits)
+    {
+        var l = logits / (float)_options.Temperature;                                           // [V]
+        if (_options.TopK > 0 && _options.TopK < l.shape[0])
+        {
+            var kth = l.topk(_options.TopK).values[-1];
+            l = l.masked_fill(l < kth, float.NegativeInfinity);
+        }
+        if (_options.TopP < 1)
+        {
+            var (sorted, order) = l.sort(descending: true);                                    // [V]
+            var probs = sorted.softmax(-1);
+            var before = probs.cumsum(-1) - probs;                                              // mass of strictly more likely tokens
+            var dropSorted = before >= (float)_options.TopP;
+            var drop = zeros_like(dropSorted).scatter(0, order, dropSorted);                    // back to vocabulary order
+            l = l.masked_fill(drop, float.NegativeInfinity);
+        }
+        var choice = l.softmax(-1).multinomial(1, generator: _generator);                       // [1]
+        return (int)choice.item<long>();
+    }
+
+    private void Record(int id)
+    {
+        if (_seen is not null)
+            _seen[id] = true;
+        if (_counts is not null)
+            _counts[id] += 1f;
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        _counts?.Dispose();
+        _seen?.Dispose();
+        _generator?.Dispose();
+    }
+}

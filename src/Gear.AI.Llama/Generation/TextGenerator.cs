@@ -1,0 +1,103 @@
+using System.Diagnostics;
+using Gear.AI.Compression.Caching;
+using Gear.AI.Llama.Model;
+using Gear.AI.Llama.Tokenization;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Gear.AI.Llama.Generation;
+
+/// <summary>
+/// Generation as a handful of small steps: check the context, prefill what the cache lacks, then
+/// decode one token at a time, sampling on the device, streaming UTF-8-safe text and honouring stop
+/// tokens, stop sequences and the token budget.
+/// </summary>
+public sealed class TextGenerator
+{
+    private readonly LlamaModel _model;
+    private readonly LlamaTextTokenizer _tokenizer;
+
+    /// <summary>Creates a generator over a model and its tokenizer.</summary>
+    public TextGenerator(LlamaModel model, LlamaTextTokenizer tokenizer)
+    {
+        _model = model ?? throw new ArgumentNullException(nameof(model));
+        _tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));
+    }
+
+    /// <summary>
+    /// Generates a continuation of <paramref name="promptIds"/>. The first <c>cache.Length</c> prompt
+    /// tokens must already be in <paramref name="cache"/> (prefix reuse); the rest are prefilled. The
+    /// cache holds prompt and output afterwards. Each step runs in its own dispose scope; nothing is
+    /// held across a yield.
+    /// </summary>
+    /// <exception cref="ContextLengthExceededException">Prompt plus MaxNewTokens exceed the context; thrown before any work.</exception>
+    /// <exception cref="OperationCanceledException">The token was cancelled (checked before every token).</exception>
+    public IEnumerable<GenerationUpdate> Generate(IReadOnlyList<int> promptIds, KvCache cache, SamplingOptions options, IReadOnlyList<int>? extraStopTokenIds = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(promptIds);
+        ArgumentNullException.ThrowIfNull(cache);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        if (promptIds.Count == 0)
+            throw new ArgumentException("The prompt must hold at least one token (e.g. BOS).", nameof(promptIds));
+        int context = _model.Config.MaxPositionEmbeddings;
+        if (promptIds.Count + options.MaxNewTokens > context)
+            throw new ContextLengthExceededException(promptIds.Count, options.MaxNewTokens, context);
+        int cached = (int)cache.Length;
+        if (cached >= promptIds.Count)
+            throw new ArgumentException($"The cache already holds {cached} tokens but the prompt has {promptIds.Count}; truncate the cache to a shorter prefix first.", nameof(cache));
+        return Run(promptIds, cached, cache, options, extraStopTokenIds ?? [], cancellationToken);
+    }
+
+    private IEnumerable<GenerationUpdate> Run(IReadOnlyList<int> promptIds, int cached, KvCache cache, SamplingOptions options, IReadOnlyList<int> extraStops, CancellationToken ct)
+    {
+        var stops = new HashSet<int>(options.StopTokenIds.Concat(extraStops));
+        if (_tokenizer.EosId is int eos)
+            stops.Add(eos);
+        var detokenizer = new StreamingDetokenizer(_tokenizer, promptIds[^1]);
+        var filter = new StopSequenceFilter(options.StopSequences);
+        using var sampler = new Sampler(options, _model.Config.VocabSize, _model.Device, promptIds);
+
+        ct.ThrowIfCancellationRequested();
+        var clock = Stopwatch.StartNew();
+        int next = Step(promptIds.Skip(cached).ToArray(), cached, cache, sampler);
+        var prefill = clock.Elapsed;
+        clock.Restart();
+
+        int generated = 0;
+        StopReason reason = StopReason.MaxTokens;
+        while (true)
+        {
+            generated++;
+            if (stops.Contains(next))
+            {
+                reason = StopReason.EndOfSequence;
+                break;
+            }
+            string text = filter.Push(detokenizer.Push(next));
+            if (filter.Stopped)
+            {
+                reason = StopReason.StopSequence;
+                yield return new GenerationUpdate(text, next);
+                break;
+            }
+            yield return new GenerationUpdate(text, next);
+            if (generated >= options.MaxNewTokens)
+                break;
+            ct.ThrowIfCancellationRequested();
+            next = Step([next], (int)cache.Length, cache, sampler);
+        }
+        string tail = reason == StopReason.StopSequence ? string.Empty : filter.Push(detokenizer.Flush()) + filter.Flush();
+        var summary = new GenerationSummary(reason, promptIds.Count, cached, generated, prefill, clock.Elapsed);
+        yield return new GenerationUpdate(tail, null, summary);
+    }
+
+    /// <summary>One forward over <paramref name="ids"/> and one sampled token: one dispose scope.</summary>
+    private int Step(int[] ids, int position, KvCache cache, Sampler sampler)
+    {
+        using var scope = NewDisposeScope();
+        var input = tensor(ids.Select(i => (long)i).ToArray(), dtype: ScalarType.Int64, device: _model.Device).reshape(1, ids.Length); // [1, T]
+        var logits = _model.Forward(input, position, cache, lastOnly: true);                    // [1, 1, V]
+        return sampler.Next(logits);
+    }
+}

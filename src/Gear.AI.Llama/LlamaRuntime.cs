@@ -1,0 +1,68 @@
+using Gear.AI.Llama.Chat;
+using Gear.AI.Llama.Generation;
+using Gear.AI.Llama.Model;
+using Gear.AI.Llama.Tokenization;
+
+namespace Gear.AI.Llama;
+
+/// <summary>
+/// Everything a model directory provides, loaded together: the network, its tokenizer and its chat
+/// template. Read-only and shareable; per-conversation state lives in caches.
+/// </summary>
+public sealed class LlamaRuntime : IDisposable
+{
+    private LlamaRuntime(string directory, LlamaModel model, LlamaTextTokenizer tokenizer, ChatTemplate template)
+    {
+        Directory = directory;
+        Model = model;
+        Tokenizer = tokenizer;
+        Template = template;
+        Generator = new TextGenerator(model, tokenizer);
+    }
+
+    /// <summary>The model directory.</summary>
+    public string Directory { get; }
+
+    /// <summary>The model id (the directory's name).</summary>
+    public string ModelId => Path.GetFileName(Directory.TrimEnd(Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar));
+
+    /// <summary>The network.</summary>
+    public LlamaModel Model { get; }
+
+    /// <summary>Text ↔ ids.</summary>
+    public LlamaTextTokenizer Tokenizer { get; }
+
+    /// <summary>The prompt format.</summary>
+    public ChatTemplate Template { get; }
+
+    /// <summary>Generation over <see cref="Model"/>.</summary>
+    public TextGenerator Generator { get; }
+
+    /// <summary>Loads model, tokenizer and template from <paramref name="directory"/>.</summary>
+    /// <param name="directory">A Hugging Face model directory.</param>
+    /// <param name="options">Device, compute dtype, progress.</param>
+    /// <param name="template">Prompt format; detected from tokenizer_config.json when null.</param>
+    /// <exception cref="ModelLoadException">A file is missing or malformed.</exception>
+    public static LlamaRuntime Load(string directory, ModelLoadOptions? options = null, ChatTemplateKind? template = null)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        if (!System.IO.Directory.Exists(directory))
+            throw new ModelLoadException(directory, "model directory not found.");
+        var tokenizer = LlamaTextTokenizer.Load(directory);
+        var model = LlamaModel.Load(directory, options);
+        return new LlamaRuntime(Path.GetFullPath(directory), model, tokenizer, ChatTemplate.Create(template ?? ChatTemplate.Detect(tokenizer)));
+    }
+
+    /// <summary>BOS followed by the encoded text (the raw, template-free prompt).</summary>
+    public IReadOnlyList<int> EncodeRaw(string text)
+    {
+        var ids = new List<int>();
+        if (Tokenizer.BosId is int bos)
+            ids.Add(bos);
+        ids.AddRange(Tokenizer.Encode(text));
+        return ids;
+    }
+
+    /// <inheritdoc />
+    public void Dispose() => Model.Dispose();
+}
