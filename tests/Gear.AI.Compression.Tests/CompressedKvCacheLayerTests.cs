@@ -109,7 +109,8 @@ public class CompressedKvCacheLayerTests
             var s = layer.Statistics;
             compressedBytes.Add(s.ResidentBytes - s.BufferBytes);
             Assert.True(layer.BufferedLength < 64);
-            Assert.Equal(2L * 2 * 2 * 64 * 64 * 2, s.BufferBytes); // buffer: one block, float16, K and V, batch 2
+            Assert.True(s.BufferBytes <= 2L * 2 * 2 * 64 * 64 * 2); // buffer: at most one block, float16, K and V, batch 2
+            Assert.True(s.BufferBytes >= 2L * 2 * 2 * layer.BufferedLength * 64 * 2);
         }
         // Compressed bytes change only when a block of 64 is flushed: at tokens 64, 128, 192.
         var changes = compressedBytes.Select((b, i) => (b, i)).Where(x => x.i > 0 && x.b != compressedBytes[x.i - 1]).Select(x => x.i + 1).ToArray();
@@ -133,9 +134,9 @@ public class CompressedKvCacheLayerTests
         long keyOutliers = bh * d * 40 * (2 + 2) + 40 * 8;                                  // 2·20 per channel: fp16 + int16, + slot offsets
         long valueOutliers = bh * n * 2 * (2 + 1);                                          // 2 per token-group: fp16 + uint8
         Assert.Equal(keyOutliers + valueOutliers, s.OutlierBytes);
-        Assert.Equal(2L * 2 * 64 * 64 * 2, s.BufferBytes);
+        Assert.Equal(0, s.BufferBytes); // 2048 = 32 whole blocks: no buffer is held
         Assert.Equal(2L * 2 * bh * n * d, s.FullPrecisionBytes);
-        Assert.InRange(s.Ratio, 0.25, 0.30);
+        Assert.InRange(s.Ratio, 0.25, 0.27);
     }
 
     [Fact]

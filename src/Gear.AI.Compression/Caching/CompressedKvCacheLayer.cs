@@ -62,7 +62,7 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
     /// <inheritdoc />
     public long FullPrecisionBytes => 2L * 2 * _shape.Batch * _shape.KeyValueHeads * _shape.HeadDim * Length;
 
-    /// <summary>Bytes by component.</summary>
+    /// <inheritdoc />
     public KvCacheStatistics Statistics
     {
         get
@@ -173,16 +173,30 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
         }
         _blocks.Add((rank, n));
         CompressedLength += n;
-        // Keep the remainder, in a buffer no larger than one block.
-        ReallocateBuffer(_options.BufferLength, n, _buffered - n);
-        _buffered -= n;
+        // Keep the remainder in a buffer no larger than one block; hold none when nothing is left.
+        long remainder = _buffered - n;
+        if (remainder == 0)
+            ReleaseBuffer();
+        else
+            ReallocateBuffer(_options.BufferLength, n, remainder);
+        _buffered = remainder;
     }
 
+    /// <summary>Grows the buffer geometrically from 16 tokens up to a block (more only for a long append).</summary>
     private void EnsureBufferCapacity(long needed)
     {
         long capacity = _bufferKeys?.shape[2] ?? 0;
-        if (needed > capacity)
-            ReallocateBuffer(Math.Max(needed, _options.BufferLength), 0, _buffered);
+        if (needed <= capacity)
+            return;
+        long grown = Math.Max(needed, Math.Min(_options.BufferLength, Math.Max(16, capacity * 2)));
+        ReallocateBuffer(grown, 0, _buffered);
+    }
+
+    private void ReleaseBuffer()
+    {
+        _bufferKeys?.Dispose();
+        _bufferValues?.Dispose();
+        _bufferKeys = _bufferValues = null;
     }
 
     /// <summary>New buffers of <paramref name="capacity"/> tokens holding tokens [from, from + count) of the old ones.</summary>
@@ -201,8 +215,7 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
             k.copy_(oldK);
             v.copy_(oldV);
         }
-        _bufferKeys?.Dispose();
-        _bufferValues?.Dispose();
+        ReleaseBuffer();
         _bufferKeys = keys;
         _bufferValues = values;
     }
@@ -240,15 +253,14 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
         _blocks.RemoveRange(keepBlocks, _blocks.Count - keepBlocks);
         CompressedLength = kept;
         _buffered = 0;
+        ReleaseBuffer();
         return kept;
     }
 
     /// <inheritdoc />
     public void Dispose()
     {
-        _bufferValues?.Dispose();
-        _bufferKeys?.Dispose();
-        _bufferValues = _bufferKeys = null;
+        ReleaseBuffer();
         foreach (var (k, v) in _stores.Values.Reverse())
         {
             v.Dispose();

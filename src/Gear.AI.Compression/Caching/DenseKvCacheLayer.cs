@@ -35,6 +35,9 @@ public sealed class DenseKvCacheLayer : IKvCacheLayer
     public long FullPrecisionBytes => 2L * 2 * _shape.Batch * _shape.KeyValueHeads * _shape.HeadDim * _length;
 
     /// <inheritdoc />
+    public KvCacheStatistics Statistics => new(_length, 0, _length, 0, 0, 0, 0, ResidentBytes, FullPrecisionBytes);
+
+    /// <inheritdoc />
     public void Append(Tensor keys, Tensor values)
     {
         Attention.CheckKv(keys, values, _shape);

@@ -17,6 +17,9 @@ public interface IKvCacheLayer : IDisposable
     /// <summary>What the held tokens take as float16 K and V: 2 bytes × elements at the current length.</summary>
     long FullPrecisionBytes { get; }
 
+    /// <summary>Tokens and bytes by component.</summary>
+    KvCacheStatistics Statistics { get; }
+
     /// <summary>Appends keys and values [B, Hkv, Tnew, D] (post-RoPE). Copies its inputs; the caller keeps ownership of them.</summary>
     void Append(Tensor keys, Tensor values);
 

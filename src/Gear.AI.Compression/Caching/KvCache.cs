@@ -35,6 +35,9 @@ public sealed class KvCache : IDisposable
     /// <summary>Float16 bytes of the same K/V at the current length, all layers.</summary>
     public long FullPrecisionBytes => _layers.Sum(l => l.FullPrecisionBytes);
 
+    /// <summary>Tokens and bytes by component, summed over layers.</summary>
+    public KvCacheStatistics Statistics => _layers.Aggregate(KvCacheStatistics.Empty, (sum, l) => sum + l.Statistics);
+
     /// <summary>Creates an empty cache.</summary>
     /// <param name="shape">Layers, batch, heads, head size, compute dtype and device.</param>
     /// <param name="options">Kind and compression settings (validated).</param>

@@ -1,0 +1,79 @@
+// Gear.Bench — quality, memory and speed of the GEAR KV cache against the FP16 cache (and KIVI),
+// measured in the same process. Each command prints a table and, with --json FILE, writes
+// {command, model, machine, date, rows}.
+using System.CommandLine;
+using Gear.AI.Llama;
+using Gear.AI.Llama.Model;
+using Gear.Bench;
+
+Option<string> ModelOption() => new("--model") { Description = "Model directory or name under models/", DefaultValueFactory = _ => "gear-tiny" };
+Option<string> TextOption() => new("--text") { Description = "Held-out text file", DefaultValueFactory = _ => DefaultText() };
+Option<string> CachesOption() => new("--caches") { Description = "Cache kinds besides fp16", DefaultValueFactory = _ => "kivi,gearl,gear" };
+Option<string> BitsOption() => new("--bits") { Description = "Bit widths", DefaultValueFactory = _ => "2,4" };
+Option<string> DeviceOption() => new("--device") { Description = "cpu or cuda", DefaultValueFactory = _ => "cpu" };
+Option<string?> JsonOption() => new("--json") { Description = "Write the rows as JSON to this file" };
+Option<string> ContextsOption(string defaults) => new("--contexts") { Description = "Comma-separated context lengths", DefaultValueFactory = _ => defaults };
+
+static string DefaultText()
+{
+    string models = ModelLocator.Resolve("gear-tiny");
+    return Path.Combine(models, "..", "..", "bench", "data", "doyle-hound-of-the-baskervilles.txt");
+}
+
+static int[] Ints(string csv) => csv.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray();
+
+static LlamaRuntime Load(string model, string device) =>
+    LlamaRuntime.Load(ModelLocator.Resolve(model), new ModelLoadOptions { Device = device });
+
+var root = new RootCommand("Gear.AI benchmarks: the GEAR cache against FP16 and KIVI, same process, same prompt.");
+
+{
+    var model = ModelOption(); var text = TextOption(); var caches = CachesOption(); var bits = BitsOption(); var device = DeviceOption(); var json = JsonOption();
+    var context = new Option<int>("--context") { DefaultValueFactory = _ => 2048, Description = "Window length C (scored: C − 64)" };
+    var windows = new Option<int>("--windows") { DefaultValueFactory = _ => 4, Description = "Windows per cache kind" };
+    var prompt = new Option<int>("--prompt-tokens") { DefaultValueFactory = _ => 512, Description = "Tokens prefilled before one-at-a-time feeding" };
+    var command = new Command("quality", "Perplexity and greedy agreement per cache kind") { model, text, context, windows, prompt, caches, bits, device, json };
+    command.SetAction(p =>
+    {
+        using var runtime = Load(p.GetValue(model)!, p.GetValue(device)!);
+        QualityBench.Run(runtime, p.GetValue(text)!, p.GetValue(context), p.GetValue(windows), p.GetValue(prompt),
+            CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!), Machine.Describe(p.GetValue(device)!), p.GetValue(json));
+    });
+    root.Add(command);
+}
+{
+    var model = ModelOption(); var text = TextOption(); var caches = CachesOption(); var bits = BitsOption(); var device = DeviceOption(); var json = JsonOption();
+    var contexts = ContextsOption("512,1024,2048");
+    var shape = new Option<string?>("--shape") { Description = "config.json of a model shape (no weights): synthetic K/V of that shape" };
+    var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 1, Description = "Sequences (shape mode)" };
+    var command = new Command("memory", "Resident KV bytes vs FP16 per cache kind") { model, text, contexts, shape, batch, caches, bits, device, json };
+    command.SetAction(p =>
+    {
+        var configs = CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!);
+        string machine = Machine.Describe(p.GetValue(device)!);
+        if (p.GetValue(shape) is { } shapeFile)
+        {
+            MemoryBench.RunShape(shapeFile, p.GetValue(batch), Ints(p.GetValue(contexts)!), configs, p.GetValue(device)!, machine, p.GetValue(json));
+            return;
+        }
+        using var runtime = Load(p.GetValue(model)!, p.GetValue(device)!);
+        MemoryBench.RunModel(runtime, p.GetValue(text)!, Ints(p.GetValue(contexts)!), configs, machine, p.GetValue(json));
+    });
+    root.Add(command);
+}
+{
+    var model = ModelOption(); var text = TextOption(); var caches = CachesOption(); var bits = BitsOption(); var device = DeviceOption(); var json = JsonOption();
+    var contexts = ContextsOption("256,2048");
+    var decode = new Option<int>("--decode-tokens") { DefaultValueFactory = _ => 64, Description = "Decode steps timed per measurement" };
+    var repeats = new Option<int>("--repeats") { DefaultValueFactory = _ => 3, Description = "Measurements per configuration (median kept)" };
+    var command = new Command("speed", "Prefill and decode tokens/s per cache kind, decode ratio to Fp16") { model, text, contexts, decode, repeats, caches, bits, device, json };
+    command.SetAction(p =>
+    {
+        using var runtime = Load(p.GetValue(model)!, p.GetValue(device)!);
+        SpeedBench.Run(runtime, p.GetValue(text)!, Ints(p.GetValue(contexts)!), p.GetValue(decode), p.GetValue(repeats),
+            CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!), Machine.Describe(p.GetValue(device)!), p.GetValue(json));
+    });
+    root.Add(command);
+}
+
+return root.Parse(args).Invoke();
