@@ -98,7 +98,7 @@ public static class GroupQuantizer
     internal static Tensor Dequantize(Tensor packed, Tensor scale, Tensor zero, int bits, int g, QuantAxis axis, long features, ScalarType dtype)
     {
         using var scope = NewDisposeScope();
-        var codes = BitPacking.Unpack(packed, bits, features).to(ScalarType.Float32); // [..., n, D]
+        var codes = UnpackToFloat(packed, bits, features);                     // [..., n, D] float32
         long n = codes.shape[^2];
         var s = scale.to(ScalarType.Float32);
         var z = zero.to(ScalarType.Float32);
@@ -109,8 +109,8 @@ public static class GroupQuantizer
             if (groups * g == features)
             {
                 var lead = codes.shape[..^1];
-                result = (codes.reshape([.. lead, groups, g]) * s.unsqueeze(-1) + z.unsqueeze(-1))
-                         .reshape(codes.shape);                                // [..., n, D]
+                result = addcmul(z.unsqueeze(-1), codes.view([.. lead, groups, g]), s.unsqueeze(-1), 1) // x = z + code · s
+                         .view(codes.shape);                                   // [..., n, D]
             }
             else
             {
@@ -124,8 +124,8 @@ public static class GroupQuantizer
             if (groups * g == n)
             {
                 var lead = codes.shape[..^2];
-                result = (codes.reshape([.. lead, groups, g, features]) * s.unsqueeze(-2) + z.unsqueeze(-2))
-                         .reshape(codes.shape);                                // [..., n, D]
+                result = addcmul(z.unsqueeze(-2), codes.view([.. lead, groups, g, features]), s.unsqueeze(-2), 1)
+                         .view(codes.shape);                                   // [..., n, D]
             }
             else
             {
@@ -133,6 +133,37 @@ public static class GroupQuantizer
                          + z.repeat_interleave(g, -2).narrow(-2, 0, n);
             }
         }
-        return result.to(dtype).MoveToOuterDisposeScope();
+        return (result.dtype == dtype ? result : result.to(dtype)).MoveToOuterDisposeScope();
+    }
+
+    private static readonly Dictionary<(int Bits, string Device), Tensor> s_tables = [];
+
+    /// <summary>
+    /// Packed codes straight to float32 [..., n, D]. For 1, 2, 4 and 8 bits one table lookup per byte
+    /// gives its 8/b codes as floats (one pass instead of shift, mask, reshape and convert).
+    /// </summary>
+    private static Tensor UnpackToFloat(Tensor packed, int bits, long features)
+    {
+        if (8 % bits != 0 || features % (8 / bits) != 0)
+            return BitPacking.Unpack(packed, bits, features).to(ScalarType.Float32);
+        int perByte = 8 / bits;
+        Tensor table;
+        lock (s_tables)
+        {
+            var key = (bits, packed.device.ToString());
+            if (!s_tables.TryGetValue(key, out table!))
+            {
+                var values = new float[256 * perByte];
+                for (int b = 0; b < 256; b++)
+                    for (int i = 0; i < perByte; i++)
+                        values[b * perByte + i] = (b >> (i * bits)) & ((1 << bits) - 1);
+                table = tensor(values, [256, perByte], device: packed.device).DetachFromDisposeScope();
+                s_tables[key] = table;
+            }
+        }
+        var lead = packed.shape[..^1];
+        long bytes = features / perByte;
+        var index = packed.narrow(-1, 0, bytes).reshape(-1).to(ScalarType.Int64); // [N·bytes]
+        return table.index_select(0, index).view([.. lead, features]);            // [..., n, D]
     }
 }

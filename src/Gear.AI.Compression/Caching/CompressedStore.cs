@@ -116,8 +116,11 @@ internal sealed class CompressedStore : IDisposable
             var values = _outlierValues.to(dtype);
             if (_axis == QuantAxis.PerChannel)
             {
-                var token = _outlierIndex!.to(ScalarType.Int64) + _outlierOffset!;             // [B, H, D, ΣK]
-                x.scatter_(-2, token.transpose(-1, -2), values.transpose(-1, -2));             // x[.., token, c] = value
+                // Flat position token·D + channel in each (batch, head) slice: a contiguous scatter.
+                long b = x.shape[0], h = x.shape[1], slots = _outlierValues.shape[^1];
+                var channel = arange(_headDim, dtype: ScalarType.Int64, device: x.device).unsqueeze(-1); // [D, 1]
+                var flat = (_outlierIndex!.to(ScalarType.Int64) + _outlierOffset!) * _headDim + channel;  // [B, H, D, ΣK]
+                x.view(b * h, -1).scatter_(1, flat.view(b * h, -1), values.view(b * h, -1)); // x[.., token, c] = value
             }
             else
             {
@@ -128,6 +131,9 @@ internal sealed class CompressedStore : IDisposable
         return x.MoveToOuterDisposeScope();
     }
 
+    /// <summary>Above this many query rows the low-rank terms use batched matmuls; below, broadcasts (decode).</summary>
+    private const long FewQueries = 16;
+
     /// <summary>Key side of L: q·(A·Bᵀ)ᵀ = (q·B)·Aᵀ per block, [B, H, M, T]; null without low rank.</summary>
     public Tensor? LowRankScores(Tensor q)
     {
@@ -136,9 +142,15 @@ internal sealed class CompressedStore : IDisposable
         using var scope = NewDisposeScope();
         long b = q.shape[0], h = q.shape[1], m = q.shape[2], r = _a.shape[^1], groups = _groupBlock!.shape[0];
         var qb = q.unsqueeze(2).matmul(_b!.to(q.dtype));                                        // [B, H, nblk, M, r]
-        var perGroup = BlockCount == 1 ? qb.expand(b, h, groups, m, r) : qb.index_select(2, _groupBlock); // [B, H, Ng, M, r]
-        var a = _a.to(q.dtype).view(b, h, groups, _groupSize, r);                               // [B, H, Ng, g, r]
-        var scores = a.matmul(perGroup.transpose(-1, -2));                                      // [B, H, Ng, g, M]
+        var a = _a.to(q.dtype);                                                                 // [B, H, T, r]
+        if (BlockCount == 1)
+            return qb.squeeze(2).matmul(a.transpose(-1, -2)).MoveToOuterDisposeScope();         // [B, H, M, T]
+        var perGroup = qb.index_select(2, _groupBlock);                                         // [B, H, Ng, M, r]
+        Tensor scores;
+        if (m <= FewQueries)
+            scores = (a.view(b, h, groups, _groupSize, 1, r) * perGroup.unsqueeze(3)).sum(-1);  // [B, H, Ng, g, M]
+        else
+            scores = a.view(b, h, groups, _groupSize, r).matmul(perGroup.transpose(-1, -2));    // [B, H, Ng, g, M]
         return scores.reshape(b, h, Length, m).transpose(-1, -2).MoveToOuterDisposeScope();     // [B, H, M, T]
     }
 
@@ -150,14 +162,17 @@ internal sealed class CompressedStore : IDisposable
         using var scope = NewDisposeScope();
         long b = p.shape[0], h = p.shape[1], m = p.shape[2], r = _a.shape[^1], groups = _groupBlock!.shape[0];
         int blocks = BlockCount;
-        var pg = p.view(b, h, m, groups, _groupSize).permute(0, 1, 3, 2, 4);                   // [B, H, Ng, M, g]
-        var a = _a.to(p.dtype).view(b, h, groups, _groupSize, r);                               // [B, H, Ng, g, r]
-        var pa = pg.matmul(a);                                                                  // [B, H, Ng, M, r]
-        var perBlock = blocks == 1
-            ? pa.sum(2, keepdim: true)
-            : zeros([b, h, blocks, m, r], dtype: p.dtype, device: p.device).index_add_(2, _groupBlock, pa, 1); // [B, H, nblk, M, r]
-        var left = perBlock.permute(0, 1, 3, 2, 4).reshape(b, h, m, blocks * r);                // [B, H, M, nblk·r]
+        var a = _a.to(p.dtype);                                                                 // [B, H, T, r]
         var right = _b!.to(p.dtype).permute(0, 1, 2, 4, 3).reshape(b, h, blocks * r, _headDim); // [B, H, nblk·r, D]
+        if (blocks == 1)
+            return p.matmul(a).matmul(right).MoveToOuterDisposeScope();                         // [B, H, M, D]
+        Tensor pa;                                                                              // [B, H, Ng, M, r]
+        if (m <= FewQueries)
+            pa = (p.view(b, h, m, groups, _groupSize, 1) * a.view(b, h, 1, groups, _groupSize, r)).sum(-2).transpose(2, 3);
+        else
+            pa = p.view(b, h, m, groups, _groupSize).permute(0, 1, 3, 2, 4).matmul(a.view(b, h, groups, _groupSize, r));
+        var perBlock = zeros([b, h, blocks, m, r], dtype: p.dtype, device: p.device).index_add_(2, _groupBlock, pa, 1); // [B, H, nblk, M, r]
+        var left = perBlock.permute(0, 1, 3, 2, 4).reshape(b, h, m, blocks * r);                // [B, H, M, nblk·r]
         return left.matmul(right).MoveToOuterDisposeScope();                                    // [B, H, M, D]
     }
 
