@@ -1,0 +1,123 @@
+using Gear.AI.Compression;
+using Gear.AI.Llama.Chat;
+
+namespace Gear.AI;
+
+/// <summary>
+/// Settings of a <see cref="GearChatClient"/>: which model, where it runs, its KV cache and the
+/// defaults of a request. Bindable from configuration (section "Gear"); checked by <see cref="Validate"/>.
+/// </summary>
+public sealed class GearChatClientOptions
+{
+    /// <summary>The configuration section <c>AddGearChatClient(IConfiguration)</c> reads by convention.</summary>
+    public const string SectionName = "Gear";
+
+    /// <summary>A model directory, or the name of a model under <c>models/</c> (default: the bundled stories260K).</summary>
+    public string Model { get; set; } = Llama.ModelLocator.DefaultModel;
+
+    /// <summary>"cpu" (default), "cuda" or "cuda:N".</summary>
+    public string Device { get; set; } = "cpu";
+
+    /// <summary>Prompt format; detected from tokenizer_config.json when null.</summary>
+    public ChatTemplateKind? ChatTemplate { get; set; }
+
+    /// <summary>KV cache kind (default GEAR).</summary>
+    public CacheKind Cache { get; set; } = CacheKind.Gear;
+
+    /// <summary>Bits per compressed KV element, 1–8 (default 4).</summary>
+    public int Bits { get; set; } = GearOptions.DefaultBits;
+
+    /// <summary>Quantization group length (default 64).</summary>
+    public int GroupSize { get; set; } = 64;
+
+    /// <summary>Outlier share for GEAR (default 0.02).</summary>
+    public double OutlierRatio { get; set; } = 0.02;
+
+    /// <summary>Low-rank rank for prompt blocks (default 4).</summary>
+    public int PromptRank { get; set; } = 4;
+
+    /// <summary>Low-rank rank for decode blocks (default 2).</summary>
+    public int DecodeRank { get; set; } = 2;
+
+    /// <summary>Streaming buffer length n_b, a multiple of GroupSize (default 64).</summary>
+    public int BufferLength { get; set; } = 64;
+
+    /// <summary>Bytes all resident conversation caches may hold together; least recently used ones are evicted beyond it (default 1 GiB).</summary>
+    public long CacheBudgetBytes { get; set; } = 1L << 30;
+
+    /// <summary>Most conversations kept resident (default 16).</summary>
+    public int MaxSessions { get; set; } = 16;
+
+    /// <summary>When true, responses carry a ConversationId and requests that pass it send only new messages (default false: stateless, prefix reuse).</summary>
+    public bool StatefulConversations { get; set; }
+
+    /// <summary>Output-token cap when a request sets none (default 128; never more than the context leaves).</summary>
+    public int DefaultMaxOutputTokens { get; set; } = 128;
+
+    /// <summary>Temperature when a request sets none (default 0.7).</summary>
+    public double DefaultTemperature { get; set; } = 0.7;
+
+    /// <summary>Top-p when a request sets none (default 0.9).</summary>
+    public double DefaultTopP { get; set; } = 0.9;
+
+    /// <summary>What to do when a conversation outgrows the context (default: fail).</summary>
+    public ContextOverflowPolicy ContextOverflow { get; set; } = ContextOverflowPolicy.Fail;
+
+    /// <summary>Log prompt and response text (default false: only counts are logged).</summary>
+    public bool LogContent { get; set; }
+
+    /// <summary>The cache settings as a validated <see cref="GearOptions"/>.</summary>
+    public GearOptions ToCacheOptions() => new GearOptions
+    {
+        Kind = Cache,
+        Bits = Bits,
+        GroupSize = GroupSize,
+        OutlierRatio = OutlierRatio,
+        PromptRank = PromptRank,
+        DecodeRank = DecodeRank,
+        BufferLength = BufferLength,
+    }.Validate();
+
+    /// <summary>Every problem with these options, each naming the option; empty when valid.</summary>
+    public IReadOnlyList<string> Problems()
+    {
+        var problems = new List<string>();
+        if (string.IsNullOrWhiteSpace(Model))
+            problems.Add("Model must name a model directory or a model under models/.");
+        if (Device is null || !(Device == "cpu" || Device == "cuda" || Device.StartsWith("cuda:", StringComparison.Ordinal)))
+            problems.Add($"Device '{Device}' must be 'cpu', 'cuda' or 'cuda:N'.");
+        try
+        {
+            ToCacheOptions();
+        }
+        catch (ArgumentOutOfRangeException e)
+        {
+            problems.Add($"{e.ParamName}: {e.Message.Split(" (Parameter")[0]}");
+        }
+        if (CacheBudgetBytes <= 0)
+            problems.Add("CacheBudgetBytes must be positive.");
+        if (MaxSessions < 1)
+            problems.Add("MaxSessions must be at least 1.");
+        if (DefaultMaxOutputTokens < 1)
+            problems.Add("DefaultMaxOutputTokens must be at least 1.");
+        if (!(DefaultTemperature >= 0))
+            problems.Add("DefaultTemperature must be 0 or more.");
+        if (!(DefaultTopP > 0 && DefaultTopP <= 1))
+            problems.Add("DefaultTopP must be in (0, 1].");
+        if (!Enum.IsDefined(ContextOverflow))
+            problems.Add($"ContextOverflow '{ContextOverflow}' is not Fail or DropOldestMessages.");
+        return problems;
+    }
+
+    /// <summary>Throws <see cref="ArgumentException"/> listing every problem (each names its option).</summary>
+    public GearChatClientOptions Validate()
+    {
+        var problems = Problems();
+        if (problems.Count > 0)
+            throw new ArgumentException("Invalid GearChatClientOptions: " + string.Join(" ", problems));
+        return this;
+    }
+
+    /// <summary>A copy (options are never mutated once a client holds them).</summary>
+    public GearChatClientOptions Clone() => (GearChatClientOptions)MemberwiseClone();
+}
