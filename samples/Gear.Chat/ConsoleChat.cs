@@ -1,87 +1,79 @@
-using Gear.AI.Compression;
-using Gear.AI.Compression.Caching;
-using Gear.AI.Llama;
-using Gear.AI.Llama.Chat;
-using Gear.AI.Llama.Generation;
+using System.Diagnostics;
+using Gear.AI;
+using Microsoft.Extensions.AI;
 
-/// <summary>One-shot and interactive chat on a console, keeping the compressed cache between turns.</summary>
-internal sealed class ConsoleChat(LlamaRuntime runtime, GearOptions cacheOptions, SamplingOptions sampling, bool raw)
+/// <summary>One-shot and interactive chat on a console; the client keeps the compressed cache between turns.</summary>
+internal sealed class ConsoleChat(GearChatClient client, ChatOptions options)
 {
-    private readonly List<ChatTurn> _turns = [];
-    private readonly List<int> _cachedIds = [];
+    private readonly List<ChatMessage> _conversation = [];
 
-    public int Once(string prompt)
+    public async Task<int> OnceAsync(string prompt, CancellationToken ct)
     {
-        using var cache = runtime.Model.CreateCache(cacheOptions);
-        var ids = raw ? runtime.EncodeRaw(prompt) : runtime.Template.Render([new ChatTurn(ChatRole.User, prompt)], runtime.Tokenizer);
-        using var cts = CancelOnCtrlC();
-        Reply(ids, cache, cts.Token);
+        await ReplyAsync([new ChatMessage(ChatRole.User, prompt)], ct);
         return 0;
     }
 
-    public int Interactive()
+    public async Task<int> InteractiveAsync(TextReader input, CancellationToken ct)
     {
-        using var cache = runtime.Model.CreateCache(cacheOptions);
-        Console.Error.WriteLine($"Gear.Chat — {runtime.ModelId}, {CacheKindNames.Name(cacheOptions.Kind)} cache" +
-                                (cacheOptions.IsCompressed ? $" at {cacheOptions.Bits} bits" : "") + ". Empty line or Ctrl+D quits.");
-        while (true)
+        var o = client.Options;
+        Console.Error.WriteLine($"Gear.Chat — {Path.GetFileName(o.Model)}, {o.Cache} cache" + (o.Cache == Gear.AI.Compression.CacheKind.Fp16 ? "" : $" at {o.Bits} bits") +
+                                ". Empty line or Ctrl+D quits; Ctrl+C stops a reply.");
+        while (!ct.IsCancellationRequested)
         {
             Console.Error.Write("> ");
-            string? line = Console.ReadLine();
+            string? line = await input.ReadLineAsync(ct);
             if (string.IsNullOrWhiteSpace(line))
                 return 0;
-            _turns.Add(new ChatTurn(ChatRole.User, line));
-            var ids = runtime.Template.Render(_turns, runtime.Tokenizer);
-            // Reuse the longest prefix the cache already holds; compressed blocks are kept whole.
-            int common = 0;
-            while (common < Math.Min(ids.Count - 1, _cachedIds.Count) && ids[common] == _cachedIds[common])
-                common++;
-            int kept = (int)cache.Truncate(common);
-            _cachedIds.RemoveRange(kept, _cachedIds.Count - kept);
-            using var cts = CancelOnCtrlC();
+            _conversation.Add(new ChatMessage(ChatRole.User, line));
+            using var stop = new CancellationTokenSource();
+            ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; stop.Cancel(); };
+            Console.CancelKeyPress += onCancel;
             try
             {
-                string reply = Reply(ids, cache, cts.Token);
-                _turns.Add(new ChatTurn(ChatRole.Assistant, reply));
+                var reply = await ReplyAsync(_conversation, stop.Token);
+                _conversation.Add(reply);
             }
             catch (OperationCanceledException)
             {
-                Console.Error.WriteLine("\n(cancelled)");
-                _turns.RemoveAt(_turns.Count - 1);
-                cache.Truncate(0);
-                _cachedIds.Clear();
+                Console.Error.WriteLine("\n(stopped)");
+                _conversation.RemoveAt(_conversation.Count - 1);
+            }
+            finally
+            {
+                Console.CancelKeyPress -= onCancel;
             }
         }
+        return 0;
     }
 
-    private string Reply(IReadOnlyList<int> ids, KvCache cache, CancellationToken ct)
+    private async Task<ChatMessage> ReplyAsync(IReadOnlyList<ChatMessage> messages, CancellationToken ct)
     {
-        var text = new System.Text.StringBuilder();
-        var generated = new List<int>();
-        GenerationSummary? summary = null;
-        foreach (var update in runtime.Generator.Generate(ids, cache, sampling, runtime.Template.StopTokenIds(runtime.Tokenizer), ct))
+        var updates = new List<ChatResponseUpdate>();
+        var clock = Stopwatch.StartNew();
+        TimeSpan? first = null;
+        await foreach (var update in client.GetStreamingResponseAsync(messages, options, ct))
         {
-            Console.Out.Write(update.Text);
-            Console.Out.Flush();
-            text.Append(update.Text);
-            if (update.TokenId is int id)
-                generated.Add(id);
-            summary ??= update.Summary;
+            if (update.Text.Length > 0)
+            {
+                first ??= clock.Elapsed;
+                Console.Out.Write(update.Text);
+                Console.Out.Flush();
+            }
+            updates.Add(update);
         }
         Console.Out.WriteLine();
-        // The cache now holds the prompt and every generated token but the last.
-        _cachedIds.Clear();
-        _cachedIds.AddRange(ids.Concat(generated).Take((int)cache.Length));
-        var s = summary!;
+        var response = updates.ToChatResponse();
+        var usage = response.Usage!;
+        long resident = usage.AdditionalCounts?.GetValueOrDefault("gear.kv.resident_bytes") ?? 0;
+        long fp16 = usage.AdditionalCounts?.GetValueOrDefault("gear.kv.fp16_bytes") ?? 0;
+        double decodeSeconds = (clock.Elapsed - (first ?? clock.Elapsed)).TotalSeconds;
+        double speed = decodeSeconds > 0 ? Math.Max(0, (usage.OutputTokenCount ?? 0) - 1) / decodeSeconds : 0;
         Console.Error.WriteLine(
-            $"[prompt {s.PromptTokens} tokens ({s.CachedPromptTokens} cached), generated {s.GeneratedTokens}, " +
-            $"prefill {s.PrefillTokensPerSecond:F1} tok/s, decode {s.DecodeTokensPerSecond:F1} tok/s, " +
-            $"KV {Format(cache.ResidentBytes)} vs FP16 {Format(cache.FullPrecisionBytes)} ({Ratio(cache)}), {s.Reason}]");
-        return text.ToString();
+            $"[prompt {usage.InputTokenCount} tokens ({usage.CachedInputTokenCount ?? 0} cached), generated {usage.OutputTokenCount}, " +
+            $"{speed:F1} tokens/s, first token {first?.TotalMilliseconds ?? 0:F0} ms, " +
+            $"KV {Format(resident)} vs FP16 {Format(fp16)} ({(fp16 == 0 ? 0 : (double)resident / fp16):F2}x), finish {response.FinishReason}]");
+        return response.Messages.LastOrDefault() ?? new ChatMessage(ChatRole.Assistant, "");
     }
-
-    private static string Ratio(KvCache cache) =>
-        cache.FullPrecisionBytes == 0 ? "-" : $"{(double)cache.ResidentBytes / cache.FullPrecisionBytes:F2}x";
 
     private static string Format(long bytes) => bytes switch
     {
@@ -90,15 +82,4 @@ internal sealed class ConsoleChat(LlamaRuntime runtime, GearOptions cacheOptions
         >= 1 << 10 => $"{bytes / 1024.0:F1} KiB",
         _ => $"{bytes} B",
     };
-
-    private static CancellationTokenSource CancelOnCtrlC()
-    {
-        var cts = new CancellationTokenSource();
-        Console.CancelKeyPress += (_, e) =>
-        {
-            e.Cancel = true;
-            try { cts.Cancel(); } catch (ObjectDisposedException) { }
-        };
-        return cts;
-    }
 }

@@ -160,8 +160,8 @@ public sealed class GearChatClient : IChatClient
                 "gear.prompt_rank" => o with { PromptRank = AsInt(key, value) },
                 "gear.decode_rank" => o with { DecodeRank = AsInt(key, value) },
                 "gear.buffer_length" => o with { BufferLength = AsInt(key, value) },
-                "gear.repetition_penalty" => o,
-                _ => throw new ArgumentException($"Unknown additional property '{key}'; Gear reads gear.cache, gear.bits, gear.group_size, gear.outlier_ratio, gear.prompt_rank, gear.decode_rank, gear.buffer_length, gear.repetition_penalty.", nameof(options)),
+                "gear.repetition_penalty" or "gear.raw" => o,
+                _ => throw new ArgumentException($"Unknown additional property '{key}'; Gear reads gear.cache, gear.bits, gear.group_size, gear.outlier_ratio, gear.prompt_rank, gear.decode_rank, gear.buffer_length, gear.repetition_penalty, gear.raw.", nameof(options)),
             };
         }
         try
@@ -233,12 +233,17 @@ public sealed class GearChatClient : IChatClient
 
         var sampling = Sampling(options);
         int context = runtime.Model.Config.MaxPositionEmbeddings;
-        IReadOnlyList<int> ids = runtime.Template.Render([.. preambleTurns, .. messageTurns], runtime.Tokenizer);
+        // "gear.raw": no chat template, just BOS and the messages' text (base-model continuation).
+        bool raw = options?.AdditionalProperties?.TryGetValue("gear.raw", out var rawValue) == true && rawValue is true or "true";
+        IReadOnlyList<int> Render(List<ChatTurn> turns) => raw
+            ? runtime.EncodeRaw(string.Join("\n\n", turns.Select(t => t.Content)))
+            : runtime.Template.Render(turns, runtime.Tokenizer);
+        IReadOnlyList<int> ids = Render([.. preambleTurns, .. messageTurns]);
         while (ids.Count + (options?.MaxOutputTokens ?? 1) > context && _options.ContextOverflow == ContextOverflowPolicy.DropOldestMessages
                && messageTurns.Count(t => t.Role != Llama.Chat.ChatRole.System) > 1)
         {
             messageTurns.RemoveAt(messageTurns.FindIndex(t => t.Role != Llama.Chat.ChatRole.System));
-            ids = runtime.Template.Render([.. preambleTurns, .. messageTurns], runtime.Tokenizer);
+            ids = Render([.. preambleTurns, .. messageTurns]);
         }
         int maxNew = options?.MaxOutputTokens ?? Math.Min(_options.DefaultMaxOutputTokens, context - ids.Count);
         if (maxNew < 1 || ids.Count + maxNew > context)
