@@ -1,0 +1,105 @@
+using System.Text.Json;
+
+namespace Gear.Samples.Tests;
+
+/// <summary>Every sample runs on the bundled models with one command and does what its header says.</summary>
+public class SampleSmokeTests
+{
+    [Fact]
+    public void GearChat_GreedyRawFromBos_PrintsLlama2cStoryAndStatistics()
+    {
+        var (code, stdout, stderr) = SampleRunner.Run("samples", "Gear.Chat", "", "--raw", "--temperature", "0", "--max-tokens", "20", "--cache", "fp16", "");
+        Assert.True(code == 0, stderr);
+        Assert.StartsWith("Once upon a time, there was a little girl named Lily.", stdout.TrimStart());
+        Assert.Contains("prompt 1 tokens", stderr);
+        Assert.Contains("generated 20", stderr);
+        Assert.Contains("KV ", stderr);
+        Assert.DoesNotContain("[prompt", stdout); // statistics go to stderr only
+    }
+
+    [Fact]
+    public void GearChat_Interactive_SecondTurnReportsCachedTokens()
+    {
+        var (code, stdout, stderr) = SampleRunner.Run("samples", "Gear.Chat", "Once upon a time\nThe dog ran.\n\n", "--temperature", "0", "--max-tokens", "8", "--cache", "gear", "--bits", "2");
+        Assert.True(code == 0, stderr);
+        var stats = stderr.Split('\n').Where(l => l.StartsWith("> [prompt") || l.StartsWith("[prompt")).ToArray();
+        Assert.Equal(2, stats.Length);
+        Assert.Contains("(0 cached)", stats[0]);
+        Assert.DoesNotContain("(0 cached)", stats[1]);
+        Assert.False(string.IsNullOrWhiteSpace(stdout));
+    }
+
+    [Fact]
+    public void GearChat_BadOption_ExitsNonZeroWithMessage()
+    {
+        var (code, _, stderr) = SampleRunner.Run("samples", "Gear.Chat", "", "--bits", "12", "hi");
+        Assert.NotEqual(0, code);
+        Assert.Contains("Bits", stderr);
+    }
+
+    [Fact]
+    public void LongDocumentChat_KeepsBookResident_SecondTurnCached()
+    {
+        var (code, stdout, stderr) = SampleRunner.Run("samples", "Gear.LongDocumentChat", "", "--turns", "2", "--max-tokens", "8");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("--- turn 2", stdout);
+        var turn2 = stderr.Split('\n').Single(l => l.StartsWith("[turn 2"));
+        int cached = int.Parse(turn2.Split(" cached")[0].Split(' ')[^1]);
+        Assert.True(cached > 1500, turn2);
+        Assert.Contains("vs FP16", turn2);
+    }
+
+    [Fact]
+    public void SemanticKernel_PromptFunctionAndToolWiringRun()
+    {
+        var (code, stdout, stderr) = SampleRunner.Run("samples", "Gear.SemanticKernel", "");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("prompt function:", stdout);
+        Assert.Contains("with tools offered:", stdout);
+    }
+
+    [Fact]
+    public void Agent_MultiTurnSession_ReusesCache()
+    {
+        var (code, stdout, stderr) = SampleRunner.Run("samples", "Gear.Agent", "");
+        Assert.True(code == 0, stderr);
+        Assert.Equal(3, stdout.Split('\n').Count(l => l.StartsWith("Storyteller:")));
+        var stats = stderr.Split('\n').Where(l => l.StartsWith("[prompt")).ToArray();
+        Assert.Equal(3, stats.Length);
+        Assert.DoesNotContain("(0 cached)", stats[2]);
+    }
+
+    [Fact]
+    public void Hosted_WarmsUpServesAndShutsDownGracefully()
+    {
+        var (code, stdout, stderr) = SampleRunner.Run("samples", "Gear.Hosted", "", "--Gear:Bits=2");
+        string all = stdout + stderr;
+        Assert.True(code == 0, all);
+        Assert.Contains("Warming up Gear model", all);
+        Assert.Contains("Once upon a time", stdout);
+        Assert.Contains("Application is shutting down", all);
+    }
+
+    [Fact]
+    public void Hosted_InvalidConfiguration_FailsAtStartupNamingTheOption()
+    {
+        var (code, stdout, stderr) = SampleRunner.Run("samples", "Gear.Hosted", "", "--Gear:GroupSize=0");
+        Assert.NotEqual(0, code);
+        Assert.Contains("GroupSize", stdout + stderr);
+    }
+
+    [Fact]
+    public void Bench_Memory_WritesJsonRowsWithRatios()
+    {
+        string json = Path.Combine(Path.GetTempPath(), $"gear-memory-{Guid.NewGuid():N}.json");
+        var (code, stdout, stderr) = SampleRunner.Run("bench", "Gear.Bench", "", "memory", "--contexts", "256", "--bits", "2", "--json", json);
+        Assert.True(code == 0, stderr);
+        using var doc = JsonDocument.Parse(File.ReadAllText(json));
+        File.Delete(json);
+        Assert.Equal("memory", doc.RootElement.GetProperty("command").GetString());
+        var rows = doc.RootElement.GetProperty("rows").EnumerateArray().ToArray();
+        Assert.Equal(["fp16", "kivi", "gearl", "gear"], rows.Select(r => r.GetProperty("cache").GetString()));
+        Assert.All(rows.Skip(1), r => Assert.True(r.GetProperty("ratio").GetDouble() < 0.5));
+        Assert.Contains("| cache", stdout);
+    }
+}
