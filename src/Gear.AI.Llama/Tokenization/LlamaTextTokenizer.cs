@@ -104,7 +104,7 @@ public sealed class LlamaTextTokenizer
             string? template = root.TryGetProperty("chat_template", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null;
             return (Token(root, "bos_token"), Token(root, "eos_token"), template);
         }
-        catch (JsonException e)
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
         {
             throw new ModelLoadException(path, $"is not valid JSON: {e.Message}", e);
         }

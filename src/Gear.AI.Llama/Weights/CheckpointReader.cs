@@ -67,7 +67,7 @@ public sealed class CheckpointReader
             }
             return result;
         }
-        catch (JsonException e)
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
         {
             throw new ModelLoadException(path, $"is not valid JSON: {e.Message}", e);
         }

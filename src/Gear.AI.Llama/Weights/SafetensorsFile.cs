@@ -20,6 +20,8 @@ public sealed record SafetensorsEntry(string Name, ScalarType DType, long[] Shap
 /// </summary>
 public sealed class SafetensorsFile
 {
+    private static readonly System.Text.UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
     /// <summary>The format's upper bound on the JSON header (safetensors rejects larger headers).</summary>
     public const long MaxHeaderBytes = 100_000_000;
 
@@ -64,6 +66,14 @@ public sealed class SafetensorsFile
 
     private static SafetensorsFile Parse(string path, byte[] header, long dataStart, long dataLength)
     {
+        try
+        {
+            StrictUtf8.GetCharCount(header);
+        }
+        catch (System.Text.DecoderFallbackException)
+        {
+            throw new ModelLoadException(path, "header is not valid UTF-8; the file is corrupt or not safetensors.");
+        }
         JsonDocument doc;
         try
         {
