@@ -317,9 +317,21 @@ public sealed class GearChatClient : IChatClient
             Record(activity, summary!, runtime, request.Cache);
             _sessions.Return(session);
         }
+        catch (OperationCanceledException)
+        {
+            // Cancellation lands between tokens, so every layer is consistent: keep the prefix the cache
+            // had before this request (another conversation may still need it) and drop the rest.
+            int before = (int)session.Cache.Truncate(Math.Min(session.Tokens.Count, shared));
+            session.Tokens.RemoveRange(before, session.Tokens.Count - before);
+            if (before > 0)
+                _sessions.Return(session);
+            else
+                session.Dispose();
+            throw;
+        }
         catch
         {
-            session.Dispose(); // a failed or cancelled request keeps nothing half-done
+            session.Dispose(); // a failed request keeps nothing half-done
             throw;
         }
     }
