@@ -54,17 +54,24 @@ internal static class MemoryBench
         report.Finish(json);
     }
 
-    /// <summary>Appends <paramref name="tokens"/> random K/V to every layer in prompt-sized chunks and compresses them.</summary>
-    internal static void FillSynthetic(KvCache cache, int tokens, ScalarType dtype, Device device)
+    /// <summary>
+    /// Appends <paramref name="tokens"/> random K/V to every layer, in prompt chunks of up to 1024 tokens (as a
+    /// server prefills long prompts), compressing as it goes. No forward pass: bytes do not depend on values.
+    /// </summary>
+    internal static void FillSynthetic(KvCache cache, int tokens, ScalarType dtype, Device device, int chunk = 1024)
     {
         var s = cache.Shape;
         foreach (var layer in cache.Layers)
         {
-            using var scope = NewDisposeScope();
-            var k = randn([s.Batch, s.KeyValueHeads, tokens, s.HeadDim], dtype: dtype, device: device);
-            var v = randn([s.Batch, s.KeyValueHeads, tokens, s.HeadDim], dtype: dtype, device: device);
-            layer.Append(k, v);
-            (layer as CompressedKvCacheLayer)?.Flush();
+            for (int start = 0; start < tokens; start += chunk)
+            {
+                using var scope = NewDisposeScope();
+                int n = Math.Min(chunk, tokens - start);
+                var k = randn([s.Batch, s.KeyValueHeads, n, s.HeadDim], dtype: dtype, device: device);
+                var v = randn([s.Batch, s.KeyValueHeads, n, s.HeadDim], dtype: dtype, device: device);
+                layer.Append(k, v);
+                (layer as CompressedKvCacheLayer)?.Flush();
+            }
         }
     }
 

@@ -76,4 +76,44 @@ var root = new RootCommand("Gear.AI benchmarks: the GEAR cache against FP16 and 
     root.Add(command);
 }
 
+static TorchSharp.torch.ScalarType DType(string name) => name switch
+{
+    "bf16" or "bfloat16" => TorchSharp.torch.ScalarType.BFloat16,
+    "fp16" or "float16" => TorchSharp.torch.ScalarType.Float16,
+    "fp32" or "float32" => TorchSharp.torch.ScalarType.Float32,
+    _ => throw new ArgumentException($"--dtype '{name}' is not bf16, fp16 or fp32."),
+};
+{
+    var model = ModelOption(); var text = TextOption(); var json = JsonOption();
+    var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "fp16", Description = "GPU compute dtype: bf16, fp16, fp32" };
+    var command = new Command("gpu-selftest", "CUDA against CPU on gear-tiny: greedy 32 tokens equal (Fp16 cache), perplexity within 1% for every cache kind; exit 1 on failure") { model, text, dtype, json };
+    command.SetAction(p => GpuBench.SelfTest(p.GetValue(model)!, p.GetValue(text)!, Machine.Describe("cuda"), p.GetValue(json), DType(p.GetValue(dtype)!)));
+    root.Add(command);
+}
+{
+    var shape = new Option<string>("--shape") { Required = true, Description = "config.json of the model shape (random weights)" };
+    var contexts = ContextsOption("4096,16384,32768"); var caches = CachesOption(); var bits = BitsOption(); var json = JsonOption();
+    var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 1 };
+    var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 16, Description = "Timed decode steps" };
+    var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "bf16" };
+    var command = new Command("gpu-latency", "Decode ms/token per cache kind at long contexts (synthetic K/V, random weights)") { shape, contexts, batch, steps, caches, bits, dtype, json };
+    command.SetAction(p => GpuBench.Latency(p.GetValue(shape)!, Ints(p.GetValue(contexts)!), p.GetValue(batch), p.GetValue(steps),
+        CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!), DType(p.GetValue(dtype)!), Machine.Describe("cuda"), p.GetValue(json)));
+    root.Add(command);
+}
+{
+    var shape = new Option<string>("--shape") { Required = true, Description = "config.json of the model shape (random weights)" };
+    var caches = CachesOption(); var bits = BitsOption(); var json = JsonOption();
+    var budget = new Option<double>("--budget-gib") { DefaultValueFactory = _ => 60, Description = "GPU memory budget for weights, caches and activations" };
+    var prompt = new Option<int>("--prompt") { DefaultValueFactory = _ => 4096 };
+    var generate = new Option<int>("--generate") { DefaultValueFactory = _ => 256 };
+    var maxBatch = new Option<int>("--max-batch") { DefaultValueFactory = _ => 256 };
+    var noFp16 = new Option<bool>("--only") { Description = "Measure exactly the listed kinds (no Fp16 baseline), e.g. to read one kind's peak memory alone" };
+    var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "bf16" };
+    var command = new Command("gpu-throughput", "Largest batch within a memory budget and generated tokens/s per cache kind") { shape, budget, prompt, generate, maxBatch, caches, bits, noFp16, dtype, json };
+    command.SetAction(p => GpuBench.Throughput(p.GetValue(shape)!, (long)(p.GetValue(budget) * (1L << 30)), p.GetValue(prompt), p.GetValue(generate), p.GetValue(maxBatch),
+        CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!, withFp16: !p.GetValue(noFp16)), DType(p.GetValue(dtype)!), Machine.Describe("cuda"), p.GetValue(json)));
+    root.Add(command);
+}
+
 return root.Parse(args).Invoke();

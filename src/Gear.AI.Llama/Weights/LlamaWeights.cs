@@ -158,6 +158,55 @@ public sealed class LlamaWeights : IDisposable
         }
     }
 
+    /// <summary>
+    /// Weights of <paramref name="config"/>'s shape drawn at random (normal, std 0.02; norms 1), made
+    /// directly on the device: for speed and memory runs of large shapes, never for quality.
+    /// </summary>
+    public static LlamaWeights Random(LlamaConfig config, Device device, ScalarType dtype, long seed = 0)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        using var generator = new Generator((ulong)seed, device);
+        var owned = new List<Tensor>();
+        Tensor Normal(params long[] shape)
+        {
+            var t = (randn(shape, dtype: dtype, device: device, generator: generator) * 0.02).DetachFromDisposeScope();
+            owned.Add(t);
+            return t;
+        }
+        Tensor Ones(long n)
+        {
+            var t = ones(n, dtype: dtype, device: device).DetachFromDisposeScope();
+            owned.Add(t);
+            return t;
+        }
+        try
+        {
+            long h = config.HiddenSize, q = (long)config.NumHeads * config.HeadDim, kv = config.KeyValueDim, i = config.IntermediateSize;
+            var embedding = Normal(config.VocabSize, h);
+            var layers = new LayerWeights[config.NumLayers];
+            for (int l = 0; l < layers.Length; l++)
+            {
+                layers[l] = new LayerWeights
+                {
+                    AttentionNorm = Ones(h),
+                    Qkv = Normal(q + 2 * kv, h),
+                    Output = Normal(h, q),
+                    MlpNorm = Ones(h),
+                    GateUp = Normal(2 * i, h),
+                    Down = Normal(h, i),
+                };
+            }
+            var norm = Ones(h);
+            var head = config.TieWordEmbeddings ? embedding : Normal(config.VocabSize, h);
+            return new LlamaWeights(embedding, layers, norm, head, config.TieWordEmbeddings);
+        }
+        catch
+        {
+            foreach (var t in owned) t.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>Names and shapes config.json implies.</summary>
     internal static Dictionary<string, long[]> ExpectedShapes(LlamaConfig c)
     {

@@ -1,0 +1,190 @@
+using System.Diagnostics;
+using Gear.AI.Compression;
+using Gear.AI.Compression.Caching;
+using Gear.AI.Llama;
+using Gear.AI.Llama.Model;
+using Gear.AI.Llama.Weights;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Gear.Bench;
+
+internal sealed record GpuSelfTestRow(string Check, string Cache, int Bits, double Cpu, double Gpu, bool Passed, string Detail);
+
+internal sealed record GpuLatencyRow(string Cache, int Bits, int Context, int Batch, double DecodeMsPerToken, double DecodeTokensPerS, double RatioVsFp16, long KvResidentBytes, long KvFp16Bytes);
+
+internal sealed record GpuThroughputRow(string Cache, int Bits, int Batch, double BatchRatioVsFp16, int PromptTokens, int GeneratedTokens, double GeneratedTokensPerS,
+    double ThroughputRatioVsFp16, long KvResidentBytes, long PeakDeviceBytes, long BudgetBytes);
+
+/// <summary>GPU correctness against the CPU, batch-1 decode latency, and serving throughput at equal memory.</summary>
+internal static class GpuBench
+{
+    /// <summary>
+    /// gear-tiny on CPU (float32) and CUDA (the given compute dtype): greedy continuation with the Fp16 cache
+    /// equal for 32 tokens and perplexity within 1%; every compressed kind runs on CUDA too. Exit code 1 on failure.
+    /// </summary>
+    public static int SelfTest(string model, string textFile, string machine, string? json, ScalarType dtype)
+    {
+        if (!cuda.is_available())
+        {
+            Console.Error.WriteLine("CUDA is not available");
+            return 2;
+        }
+        string dir = ModelLocator.Resolve(model);
+        using var cpu = LlamaRuntime.Load(dir);
+        using var gpu = LlamaRuntime.Load(dir, new ModelLoadOptions { Device = "cuda", ComputeType = dtype });
+        var ids = cpu.Tokenizer.Encode(File.ReadAllText(textFile)).Take(1024).Prepend(cpu.Tokenizer.BosId ?? 1).ToArray();
+        var report = new BenchReport<GpuSelfTestRow>("gpu-selftest", cpu.ModelId, machine);
+        bool ok = true;
+
+        var cpuGreedy = Greedy(cpu, ids[..64], GearOptions.Fp16, 32);
+        var gpuGreedy = Greedy(gpu, ids[..64], GearOptions.Fp16, 32);
+        int same = cpuGreedy.Zip(gpuGreedy).TakeWhile(p => p.First == p.Second).Count();
+        ok &= same == 32;
+        report.Add(new GpuSelfTestRow("greedy_32", "fp16", 16, 32, same, same == 32, $"first {same} of 32 tokens equal"));
+
+        foreach (var options in CacheConfigs.Parse("kivi,gearl,gear", "2,4").Prepend(GearOptions.Fp16).DistinctBy(CacheConfigs.Label))
+        {
+            double pc = Perplexity(cpu, ids, options), pg = Perplexity(gpu, ids, options);
+            bool pass = Math.Abs(pg / pc - 1) <= 0.01;
+            ok &= pass;
+            report.Add(new GpuSelfTestRow("perplexity_1024", CacheConfigs.Name(options), CacheConfigs.Bits(options), pc, pg, pass, $"{100 * (pg / pc - 1):+0.000;-0.000}%"));
+        }
+        report.Finish(json);
+        Console.WriteLine(ok ? "gpu-selftest: PASS" : "gpu-selftest: FAIL");
+        return ok ? 0 : 1;
+    }
+
+    private static int[] Greedy(LlamaRuntime runtime, int[] prompt, GearOptions options, int n)
+    {
+        using var cache = runtime.Model.CreateCache(options);
+        var result = new List<int>();
+        var updates = runtime.Generator.Generate(prompt, cache, Gear.AI.Llama.Generation.SamplingOptions.Greedy with { MaxNewTokens = n, StopTokenIds = [] });
+        foreach (var u in updates)
+            if (u.TokenId is int id)
+                result.Add(id);
+        return [.. result];
+    }
+
+    /// <summary>Perplexity with a 256-token prefill and the rest fed one token at a time.</summary>
+    private static double Perplexity(LlamaRuntime runtime, int[] ids, GearOptions options)
+    {
+        var model = runtime.Model;
+        using var cache = model.CreateCache(options);
+        double nll = 0;
+        int count = 0;
+        const int prompt = 256;
+        Tensor Feed(int[] tokens, long position)
+        {
+            using var scope = NewDisposeScope();
+            var input = tensor(tokens.Select(t => (long)t).ToArray(), device: model.Device).reshape(1, tokens.Length);
+            return model.Forward(input, position, cache, lastOnly: true).reshape(-1).log_softmax(0).cpu().MoveToOuterDisposeScope();
+        }
+        var logProbs = Feed(ids[..prompt], 0);
+        for (int i = prompt; i < ids.Length; i++)
+        {
+            nll -= logProbs[ids[i]].item<float>();
+            count++;
+            logProbs.Dispose();
+            if (i + 1 < ids.Length)
+                logProbs = Feed([ids[i]], i);
+            else
+                logProbs = empty(0);
+        }
+        logProbs.Dispose();
+        return Math.Exp(nll / count);
+    }
+
+    /// <summary>Batch-1 (or B) decode time per token at each context, caches filled with synthetic K/V; random weights.</summary>
+    public static void Latency(string shapeConfig, IReadOnlyList<int> contexts, int batch, int steps, IReadOnlyList<GearOptions> caches, ScalarType dtype, string machine, string? json)
+    {
+        var config = LlamaConfig.Load(Path.GetDirectoryName(Path.GetFullPath(shapeConfig))!);
+        var device = torch.device("cuda");
+        using var model = LlamaModel.FromWeights(config, LlamaWeights.Random(config, device, dtype), device, dtype);
+        var report = new BenchReport<GpuLatencyRow>("gpu-latency", ShapeName(shapeConfig), machine);
+        foreach (int context in contexts)
+        {
+            double fp16Ms = 0;
+            foreach (var options in caches)
+            {
+                using var cache = model.CreateCache(options, batch);
+                MemoryBench.FillSynthetic(cache, context - steps - 1, dtype, device);
+                var (ms, _) = Decode(model, cache, batch, steps);
+                if (!options.IsCompressed)
+                    fp16Ms = ms;
+                report.Add(new GpuLatencyRow(CacheConfigs.Name(options), CacheConfigs.Bits(options), context, batch, ms, 1000.0 * batch / ms,
+                    fp16Ms / ms, cache.ResidentBytes, cache.FullPrecisionBytes));
+            }
+        }
+        report.Finish(json);
+    }
+
+    /// <summary>
+    /// Serving throughput at equal memory: for each cache kind the largest batch whose weights, caches
+    /// (prompt + generated tokens) and activations fit the budget, then generated tokens/s at that batch.
+    /// Per-sequence cache bytes are measured on a real cache of one sequence, not estimated.
+    /// </summary>
+    public static void Throughput(string shapeConfig, long budgetBytes, int prompt, int generate, int maxBatch, IReadOnlyList<GearOptions> caches, ScalarType dtype, string machine, string? json)
+    {
+        var config = LlamaConfig.Load(Path.GetDirectoryName(Path.GetFullPath(shapeConfig))!);
+        var device = torch.device("cuda");
+        using var model = LlamaModel.FromWeights(config, LlamaWeights.Random(config, device, dtype), device, dtype);
+        long weights = model.Weights.Bytes;
+        var report = new BenchReport<GpuThroughputRow>("gpu-throughput", ShapeName(shapeConfig), machine);
+        int fp16Batch = 0;
+        double fp16Rate = 0;
+        foreach (var options in caches)
+        {
+            long perSequence;
+            using (var probe = model.CreateCache(options, 1))
+            {
+                MemoryBench.FillSynthetic(probe, prompt + generate, dtype, device);
+                perSequence = probe.ResidentBytes;
+            }
+            // Activations and transient dequantized K/V of one layer for the batch: reserve a quarter of what is left.
+            long room = (long)((budgetBytes - weights) * 0.75);
+            int batch = (int)Math.Clamp(room / perSequence, 1, maxBatch);
+            cuda.synchronize();
+            using var cache = model.CreateCache(options, batch);
+            MemoryBench.FillSynthetic(cache, prompt, dtype, device);
+            var (ms, _) = Decode(model, cache, batch, generate);
+            double rate = 1000.0 * batch / ms;
+            long peak = DeviceMemory.UsedBytes();
+            if (!options.IsCompressed)
+            {
+                fp16Batch = batch;
+                fp16Rate = rate;
+            }
+            report.Add(new GpuThroughputRow(CacheConfigs.Name(options), CacheConfigs.Bits(options), batch, fp16Batch == 0 ? 0 : (double)batch / fp16Batch, prompt, generate, rate,
+                fp16Rate == 0 ? 0 : rate / fp16Rate, cache.ResidentBytes, peak, budgetBytes));
+        }
+        report.Finish(json);
+    }
+
+    /// <summary>Decodes <paramref name="steps"/> tokens for the whole batch; returns ms per step.</summary>
+    private static (double MsPerStep, long Next) Decode(LlamaModel model, KvCache cache, int batch, int steps)
+    {
+        long position = cache.Length;
+        var next = zeros([batch, 1], dtype: ScalarType.Int64, device: model.Device).DetachFromDisposeScope();
+        // Two warm-up steps, then timed steps; the argmax stays on the device, as in serving.
+        var clock = new Stopwatch();
+        for (int i = 0; i < steps + 2; i++)
+        {
+            if (i == 2)
+            {
+                cuda.synchronize();
+                clock.Start();
+            }
+            using var scope = NewDisposeScope();
+            var logits = model.Forward(next, position++, cache, lastOnly: true);                 // [B, 1, V]
+            var chosen = logits.argmax(-1).DetachFromDisposeScope();                             // [B, 1]
+            next.Dispose();
+            next = chosen;
+        }
+        cuda.synchronize();
+        next.Dispose();
+        return (clock.Elapsed.TotalMilliseconds / steps, 0);
+    }
+
+    private static string ShapeName(string shapeConfig) => Path.GetFileName(Path.GetDirectoryName(Path.GetFullPath(shapeConfig)))!;
+}
