@@ -51,8 +51,9 @@ public sealed class LowRankFactors : IDisposable
         using var scope = NewDisposeScope();
         var r = residual.to(ScalarType.Float32);                               // [..., n, D]
         var rt = r.transpose(-1, -2);                                          // [..., D, n]
-        using var generator = new Generator((ulong)seed, r.device);
-        var omega = randn([.. r.shape[..^2], r.shape[^1], rank], dtype: ScalarType.Float32, device: r.device, generator: generator); // [..., D, r]
+        // Ω is drawn on the CPU and moved: the same seed gives the same projection on every device.
+        using var generator = new Generator((ulong)seed, CPU);
+        var omega = randn([.. r.shape[..^2], r.shape[^1], rank], dtype: ScalarType.Float32, generator: generator).to(r.device); // [..., D, r]
         var y = r.matmul(omega);                                               // [..., n, r]
         for (int i = 0; i < iterations; i++)
         {

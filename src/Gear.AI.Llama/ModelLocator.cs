@@ -9,7 +9,7 @@ public static class ModelLocator
     /// <summary>
     /// Resolves <paramref name="nameOrPath"/>: an existing directory is returned as is; otherwise
     /// <c>models/&lt;name&gt;</c> is searched for walking up from <paramref name="startDirectory"/>
-    /// (the app's base directory by default) to the file-system root.
+    /// (the app's base directory by default) to the file-system root, then up from the working directory.
     /// </summary>
     /// <exception cref="DirectoryNotFoundException">Neither exists; the message lists what was tried.</exception>
     public static string Resolve(string nameOrPath, string? startDirectory = null)
@@ -17,11 +17,15 @@ public static class ModelLocator
         ArgumentException.ThrowIfNullOrWhiteSpace(nameOrPath);
         if (Directory.Exists(nameOrPath))
             return Path.GetFullPath(nameOrPath);
-        for (var dir = new DirectoryInfo(startDirectory ?? AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        // The app's own folder first (run from the repository), then the working directory (a published app).
+        foreach (var start in new[] { startDirectory ?? AppContext.BaseDirectory, Directory.GetCurrentDirectory() })
         {
-            string candidate = Path.Combine(dir.FullName, "models", nameOrPath);
-            if (Directory.Exists(candidate))
-                return candidate;
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+            {
+                string candidate = Path.Combine(dir.FullName, "models", nameOrPath);
+                if (Directory.Exists(candidate))
+                    return candidate;
+            }
         }
         throw new DirectoryNotFoundException(
             $"Model '{nameOrPath}' not found: it is not a directory and no models/{nameOrPath} exists above {startDirectory ?? AppContext.BaseDirectory}. Pass --model with a Hugging Face model directory.");

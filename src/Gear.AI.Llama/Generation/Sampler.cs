@@ -10,7 +10,7 @@ namespace Gear.AI.Llama.Generation;
 public sealed class Sampler : IDisposable
 {
     private readonly SamplingOptions _options;
-    private readonly Generator? _generator;
+    private readonly Random? _random;       // draws one uniform number per sampled token (inverse-CDF sampling)
     private readonly Tensor? _seen;       // [V] bool: in prompt or output (repetition penalty)
     private readonly Tensor? _counts;     // [V] float32: occurrences in the output (frequency/presence)
 
@@ -19,7 +19,7 @@ public sealed class Sampler : IDisposable
     {
         _options = (options ?? throw new ArgumentNullException(nameof(options))).Validate();
         if (options.Temperature > 0)
-            _generator = new Generator((ulong)(options.Seed ?? Random.Shared.NextInt64()), device);
+            _random = options.Seed is long seed ? new Random(unchecked((int)(seed ^ (seed >> 32)))) : new Random();
         if (options.RepetitionPenalty != 1.0)
         {
             _seen = zeros(vocabSize, ScalarType.Bool, device).DetachFromDisposeScope();
@@ -72,8 +72,12 @@ public sealed class Sampler : IDisposable
             var drop = zeros_like(dropSorted).scatter(0, order, dropSorted);                    // back to vocabulary order
             l = l.masked_fill(drop, float.NegativeInfinity);
         }
-        var choice = l.softmax(-1).multinomial(1, generator: _generator);                       // [1]
-        return (int)choice.item<long>();
+        // Inverse-CDF sampling with one uniform number drawn on the host: the same seed gives the same
+        // token on every device, and only that number and the chosen id cross between host and device.
+        var cdf = l.softmax(-1, ScalarType.Float64).cumsum(-1);                                 // [V]
+        double u = _random!.NextDouble() * cdf[-1].item<double>();
+        long id = (cdf <= u).sum().item<long>();
+        return (int)Math.Min(id, l.shape[0] - 1);
     }
 
     private void Record(int id)
@@ -89,6 +93,5 @@ public sealed class Sampler : IDisposable
     {
         _counts?.Dispose();
         _seen?.Dispose();
-        _generator?.Dispose();
     }
 }

@@ -165,11 +165,15 @@ public sealed class LlamaWeights : IDisposable
     public static LlamaWeights Random(LlamaConfig config, Device device, ScalarType dtype, long seed = 0)
     {
         ArgumentNullException.ThrowIfNull(config);
-        using var generator = new Generator((ulong)seed, device);
+        // The device's default generator, seeded: a CPU-side generator cannot feed CUDA randn.
+        if (device.type == DeviceType.CUDA)
+            cuda.manual_seed(seed);
+        else
+            manual_seed(seed);
         var owned = new List<Tensor>();
         Tensor Normal(params long[] shape)
         {
-            var t = (randn(shape, dtype: dtype, device: device, generator: generator) * 0.02).DetachFromDisposeScope();
+            var t = (randn(shape, dtype: dtype, device: device) * 0.02).DetachFromDisposeScope();
             owned.Add(t);
             return t;
         }
