@@ -108,7 +108,7 @@ internal static class GpuBench
             foreach (var options in caches)
             {
                 using var cache = model.CreateCache(options, batch);
-                MemoryBench.FillSynthetic(cache, context - steps - 1, dtype, device);
+                MemoryBench.FillSynthetic(cache, context - steps - 2, dtype, device); // two warm-up steps + timed steps end at the context
                 var (ms, _) = Decode(model, cache, batch, steps);
                 if (!options.IsCompressed)
                     fp16Ms = ms;
@@ -146,7 +146,7 @@ internal static class GpuBench
             int batch = (int)Math.Clamp(room / perSequence, 1, maxBatch);
             cuda.synchronize();
             using var cache = model.CreateCache(options, batch);
-            MemoryBench.FillSynthetic(cache, prompt, dtype, device);
+            MemoryBench.FillSynthetic(cache, prompt - 2, dtype, device); // two warm-up steps, then the generated tokens
             var (ms, _) = Decode(model, cache, batch, generate);
             double rate = 1000.0 * batch / ms;
             long peak = DeviceMemory.UsedBytes();
