@@ -102,6 +102,7 @@ internal static class GpuBench
         var device = torch.device("cuda");
         using var model = LlamaModel.FromWeights(config, LlamaWeights.Random(config, device, dtype), device, dtype);
         var report = new BenchReport<GpuLatencyRow>("gpu-latency", ShapeName(shapeConfig), machine);
+        WarmUp(model, dtype, device);
         foreach (int context in contexts)
         {
             double fp16Ms = 0;
@@ -131,6 +132,7 @@ internal static class GpuBench
         using var model = LlamaModel.FromWeights(config, LlamaWeights.Random(config, device, dtype), device, dtype);
         long weights = model.Weights.Bytes;
         var report = new BenchReport<GpuThroughputRow>("gpu-throughput", ShapeName(shapeConfig), machine);
+        WarmUp(model, dtype, device);
         int fp16Batch = 0;
         double fp16Rate = 0;
         foreach (var options in caches)
@@ -146,7 +148,7 @@ internal static class GpuBench
             int batch = (int)Math.Clamp(room / perSequence, 1, maxBatch);
             cuda.synchronize();
             using var cache = model.CreateCache(options, batch);
-            MemoryBench.FillSynthetic(cache, prompt - 2, dtype, device); // two warm-up steps, then the generated tokens
+            MemoryBench.FillSynthetic(cache, prompt - 2, dtype, device, chunk: 256); // two warm-up steps, then the generated tokens
             var (ms, _) = Decode(model, cache, batch, generate);
             double rate = 1000.0 * batch / ms;
             long peak = DeviceMemory.UsedBytes();
@@ -184,6 +186,17 @@ internal static class GpuBench
         cuda.synchronize();
         next.Dispose();
         return (clock.Elapsed.TotalMilliseconds / steps, 0);
+    }
+
+    /// <summary>A few decode steps on a short cache of every path, so the first measured row does not pay for CUDA/cuBLAS start-up.</summary>
+    private static void WarmUp(LlamaModel model, ScalarType dtype, Device device)
+    {
+        foreach (var options in new[] { GearOptions.Fp16, new GearOptions { Kind = CacheKind.Gear, Bits = 2 } })
+        {
+            using var cache = model.CreateCache(options, 1);
+            MemoryBench.FillSynthetic(cache, 256, dtype, device);
+            Decode(model, cache, 1, 4);
+        }
     }
 
     private static string ShapeName(string shapeConfig) => Path.GetFileName(Path.GetDirectoryName(Path.GetFullPath(shapeConfig)))!;

@@ -30,6 +30,20 @@ public static class BitPacking
         long m = codes.shape[^1];
         long groups = (m + 7) / 8;
         var lead = codes.shape[..^1];
+        if (8 % bits == 0)
+        {
+            // 1, 2, 4, 8 bits: OR the 8/bits codes of each byte together, staying in uint8 (no wide temporaries).
+            int perByte = 8 / bits;
+            var c8 = codes.to(ScalarType.Byte);                                             // [..., m]
+            if (groups * 8 != m)
+                c8 = nn.functional.pad(c8, [0, groups * 8 - m]);                           // [..., 8·groups]
+            var parts = c8.reshape([.. lead, groups * bits, perByte]);                     // [..., bytes, perByte]
+            var packedBytes = parts.select(-1, 0).clone();
+            for (int i = 1; i < perByte; i++)
+                packedBytes.bitwise_or_(parts.select(-1, i).bitwise_left_shift(i * bits));
+            return packedBytes.MoveToOuterDisposeScope();                                  // [..., groups·bits]
+        }
+        // 3, 5, 6, 7 bits: each group of 8 codes becomes one 8·bits-bit word, written as `bits` bytes.
         var c = codes.to(ScalarType.Int64);                                    // [..., m]
         if (groups * 8 != m)
             c = nn.functional.pad(c, [0, groups * 8 - m]);                     // [..., 8·groups]
