@@ -113,10 +113,11 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
             var q = Attention.GroupQueries(queries, _shape.KeyValueHeads);                     // [B, Hkv, M, D], M = G·Tq
 
             var scores = new List<Tensor>();
+            var dequantizedValues = new List<Tensor>();
             foreach (var (keyStore, valueStore) in _stores.Values)
             {
-                var s = keyStore.FusedScores(q)                                               // [B, Hkv, M, Tc]
-                        ?? q.matmul(keyStore.Dequantize(dtype).transpose(-1, -2));
+                var k = keyStore.Dequantize(dtype);                                           // [B, Hkv, Tc, D]
+                var s = q.matmul(k.transpose(-1, -2));                                        // [B, Hkv, M, Tc]
                 if (keyStore.LowRankScores(q) is { } low)
                     s = s + low;                                                              // + (q·B)·Aᵀ
                 scores.Add(s);
@@ -133,7 +134,7 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
             foreach (var (keyStore, valueStore) in _stores.Values)
             {
                 var p = probs.narrow(-1, offset, valueStore.Length);                          // [B, Hkv, M, Tc]
-                var part = valueStore.FusedOutput(p) ?? p.matmul(valueStore.Dequantize(dtype)); // [B, Hkv, M, D]
+                var part = p.matmul(valueStore.Dequantize(dtype));                            // [B, Hkv, M, D]
                 if (valueStore.LowRankOutput(p.contiguous()) is { } low)
                     part = part + low;                                                        // + (p·A)·Bᵀ
                 o = o is null ? part : o + part;

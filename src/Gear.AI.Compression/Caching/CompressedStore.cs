@@ -131,18 +131,6 @@ internal sealed class CompressedStore : IDisposable
         return x.MoveToOuterDisposeScope();
     }
 
-    /// <summary>q·(D̂ + S)ᵀ [B, H, M, T] straight from the packed codes (CPU decode), or null where the fused path does not apply.</summary>
-    public Tensor? FusedScores(Tensor q) =>
-        _axis == QuantAxis.PerChannel && FusedCpuAttention.Applies(q, _bits, _headDim)
-            ? FusedCpuAttention.KeyScores(q, _codes!, _scale!, _zero!, _outlierValues, _outlierIndex, _outlierOffset, _bits, _groupSize)
-            : null;
-
-    /// <summary>p·(D̂ + S) [B, H, M, D] straight from the packed codes (CPU decode), or null where the fused path does not apply.</summary>
-    public Tensor? FusedOutput(Tensor p) =>
-        _axis == QuantAxis.PerToken && _headDim % _groupSize == 0 && FusedCpuAttention.Applies(p, _bits, _headDim)
-            ? FusedCpuAttention.ValueOutput(p, _codes!, _scale!, _zero!, _outlierValues, _outlierIndex, _bits, _groupSize)
-            : null;
-
     /// <summary>Above this many query rows the low-rank terms use batched matmuls; below, broadcasts (decode).</summary>
     private const long FewQueries = 16;
 
