@@ -312,6 +312,8 @@ public sealed class GearChatClient : IChatClient
             };
             writer.TryWrite(last);
 
+            if (_options.LogContent)
+                _logger.LogDebug("Prompt: {Prompt}\nResponse: {Response}", runtime.Tokenizer.Decode(ids), reply);
             if (conversationId is not null)
                 Remember(conversationId, messageTurns, calls is not null ? string.Join("\n", calls.Select(ToolCalling.RenderCall)) : reply);
             Record(activity, summary!, runtime, request.Cache);

@@ -63,7 +63,7 @@ public sealed class GearChatClientOptions
     /// <summary>What to do when a conversation outgrows the context (default: fail).</summary>
     public ContextOverflowPolicy ContextOverflow { get; set; } = ContextOverflowPolicy.Fail;
 
-    /// <summary>Log prompt and response text (default false: only counts are logged).</summary>
+    /// <summary>Log prompt and response text at Debug level (default false: only counts are logged).</summary>
     public bool LogContent { get; set; }
 
     /// <summary>The cache settings as a validated <see cref="GearOptions"/>.</summary>

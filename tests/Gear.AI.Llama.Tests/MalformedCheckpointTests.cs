@@ -184,3 +184,25 @@ public sealed class MalformedCheckpointTests : IDisposable
         Assert.EndsWith("model-00002-of-00003.safetensors", e.FilePath);
     }
 }
+
+public class LoadProgressTests
+{
+    private sealed class Recorder : IProgress<Weights.ModelLoadProgress>
+    {
+        public List<Weights.ModelLoadProgress> Reports { get; } = [];
+        public void Report(Weights.ModelLoadProgress value) => Reports.Add(value);
+    }
+
+    [Fact]
+    public void Load_ShardedCheckpoint_ReportsEveryTensorUpToTheTotal()
+    {
+        var recorder = new Recorder();
+        using var model = Model.LlamaModel.Load(TestModels.GearTinyDir, new Model.ModelLoadOptions { Progress = recorder });
+        Assert.NotEmpty(recorder.Reports);
+        var last = recorder.Reports[^1];
+        Assert.Equal(last.TensorsTotal, last.TensorsLoaded);
+        Assert.Equal(last.BytesTotal, last.BytesLoaded);
+        Assert.Equal(25_175_808, last.BytesTotal); // model.safetensors.index.json metadata total_size
+        Assert.True(recorder.Reports.Select(r => r.BytesLoaded).SequenceEqual(recorder.Reports.Select(r => r.BytesLoaded).Order()));
+    }
+}
