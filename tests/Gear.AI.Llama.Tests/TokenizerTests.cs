@@ -132,4 +132,28 @@ public class TokenizerTests
             Directory.Delete(dir, true);
         }
     }
+
+    [Fact]
+    public void Llama3TiktokenModelFile_LoadsWithMetaSpecialTokensAfterTheRanks()
+    {
+        string dir = Directory.CreateTempSubdirectory("gear-tiktoken-").FullName;
+        try
+        {
+            var lines = Enumerable.Range(0, 256).Select(b => $"{Convert.ToBase64String([(byte)b])} {b}").ToList();
+            foreach (var merged in new[] { "he", "ll", "hell", "hello" })
+                lines.Add($"{Convert.ToBase64String(Encoding.UTF8.GetBytes(merged))} {lines.Count}");
+            File.WriteAllLines(Path.Combine(dir, "tokenizer.model"), lines);
+            var tok = LlamaTextTokenizer.Load(dir);
+            Assert.Equal(TokenizerKind.Tiktoken, tok.Kind);
+            Assert.Equal(260, tok.BosId);                              // <|begin_of_text|> right after the 260 ranks
+            Assert.Equal(260 + 9, tok.SpecialId("<|eot_id|>"));
+            Assert.Equal([259], tok.Encode("hello"));
+            Assert.Equal("hello world", tok.Decode(tok.Encode("hello world")));
+            Assert.Equal(ChatTemplateKind.Llama3, ChatTemplate.Detect(tok));
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
 }
