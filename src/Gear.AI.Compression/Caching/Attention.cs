@@ -40,6 +40,16 @@ internal static class Attention
         return mask.repeat(groups, 1).MoveToOuterDisposeScope();               // [G·Tq, T]
     }
 
+    /// <summary>Copies keys and values [B, H, n, D] into token positions [at, at + n) of two [B, H, capacity, D] buffers.</summary>
+    public static void CopyTokens(Tensor keyBuffer, Tensor valueBuffer, long at, Tensor keys, Tensor values)
+    {
+        using var _ = no_grad();
+        using var k = keyBuffer.narrow(2, at, keys.shape[2]);
+        using var v = valueBuffer.narrow(2, at, values.shape[2]);
+        k.copy_(keys);
+        v.copy_(values);
+    }
+
     /// <summary>Checks a K/V input against the cache shape.</summary>
     public static void CheckKv(Tensor keys, Tensor values, KvCacheShape shape)
     {

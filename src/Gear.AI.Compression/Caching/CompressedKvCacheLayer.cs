@@ -87,13 +87,7 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
         Flush();
         long n = keys.shape[2];
         EnsureBufferCapacity(_buffered + n);
-        using (no_grad())
-        {
-            using var k = _bufferKeys!.narrow(2, _buffered, n);
-            using var v = _bufferValues!.narrow(2, _buffered, n);
-            k.copy_(keys);
-            v.copy_(values);
-        }
+        Attention.CopyTokens(_bufferKeys!, _bufferValues!, _buffered, keys, values);
         _buffered += n;
         _lastAppendWasMulti = n > 1;
     }
@@ -208,12 +202,9 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
         var values = empty(size, ScalarType.Float16, _shape.Device).DetachFromDisposeScope();
         if (count > 0)
         {
-            using var k = keys.narrow(2, 0, count);
-            using var v = values.narrow(2, 0, count);
             using var oldK = _bufferKeys!.narrow(2, from, count);
             using var oldV = _bufferValues!.narrow(2, from, count);
-            k.copy_(oldK);
-            v.copy_(oldV);
+            Attention.CopyTokens(keys, values, 0, oldK, oldV);
         }
         ReleaseBuffer();
         _bufferKeys = keys;

@@ -43,13 +43,7 @@ public sealed class DenseKvCacheLayer : IKvCacheLayer
         Attention.CheckKv(keys, values, _shape);
         long n = keys.shape[2];
         EnsureCapacity(_length + n);
-        using (no_grad())
-        {
-            using var k = _keys!.narrow(2, _length, n);
-            using var v = _values!.narrow(2, _length, n);
-            k.copy_(keys);
-            v.copy_(values);
-        }
+        Attention.CopyTokens(_keys!, _values!, _length, keys, values);
         _length += n;
     }
 
@@ -63,12 +57,9 @@ public sealed class DenseKvCacheLayer : IKvCacheLayer
         var values = empty(size, _storageType, _shape.Device).DetachFromDisposeScope();
         if (_length > 0)
         {
-            using var k = keys.narrow(2, 0, _length);
-            using var v = values.narrow(2, 0, _length);
             using var oldK = _keys!.narrow(2, 0, _length);
             using var oldV = _values!.narrow(2, 0, _length);
-            k.copy_(oldK);
-            v.copy_(oldV);
+            Attention.CopyTokens(keys, values, 0, oldK, oldV);
         }
         _keys?.Dispose();
         _values?.Dispose();
