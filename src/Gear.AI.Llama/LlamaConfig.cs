@@ -169,34 +169,28 @@ public sealed record LlamaConfig
             throw new ModelLoadException(path, $"field '{name}' must be an integer, got {node.ToJsonString()}.");
         }
 
-        public double? OptionalDouble(string name)
-        {
-            var node = root[name];
-            if (node is null)
-                return null;
-            if (node is JsonValue v && v.TryGetValue(out double d) && double.IsFinite(d))
-                return d;
-            throw new ModelLoadException(path, $"field '{name}' must be a number, got {node.ToJsonString()}.");
-        }
+        public double? OptionalDouble(string name) =>
+            TryOptional(name, "a number", out double d, double.IsFinite) ? d : null;
 
-        public bool? OptionalBool(string name)
-        {
-            var node = root[name];
-            if (node is null)
-                return null;
-            if (node is JsonValue v && v.TryGetValue(out bool b))
-                return b;
-            throw new ModelLoadException(path, $"field '{name}' must be true or false, got {node.ToJsonString()}.");
-        }
+        public bool? OptionalBool(string name) =>
+            TryOptional(name, "true or false", out bool b) ? b : null;
 
-        public string? OptionalString(string name)
+        public string? OptionalString(string name) =>
+            TryOptional(name, "a string", out string? text) ? text : null;
+
+        /// <summary>False when the field is absent; a field of the wrong type is a <see cref="ModelLoadException"/>.</summary>
+        private bool TryOptional<T>(string name, string expected, out T value, Func<T, bool>? valid = null)
         {
+            value = default!;
             var node = root[name];
             if (node is null)
-                return null;
-            if (node is JsonValue v && v.TryGetValue(out string? s))
-                return s;
-            throw new ModelLoadException(path, $"field '{name}' must be a string, got {node.ToJsonString()}.");
+                return false;
+            if (node is JsonValue v && v.TryGetValue(out T? read) && read is not null && (valid is null || valid(read)))
+            {
+                value = read;
+                return true;
+            }
+            throw new ModelLoadException(path, $"field '{name}' must be {expected}, got {node.ToJsonString()}.");
         }
 
         public IReadOnlyList<int> IntOrIntList(string name)

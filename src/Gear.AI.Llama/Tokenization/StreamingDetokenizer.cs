@@ -27,9 +27,6 @@ public sealed class StreamingDetokenizer
         }
     }
 
-    /// <summary>All text emitted so far.</summary>
-    public string Text { get; private set; } = string.Empty;
-
     /// <summary>Adds one id and returns the new complete text (possibly empty).</summary>
     public string Push(int id)
     {
@@ -46,7 +43,6 @@ public sealed class StreamingDetokenizer
             return string.Empty;
         string piece = generated[_emitted..end];
         _emitted = end;
-        Text += piece;
         return piece;
     }
 
@@ -59,7 +55,6 @@ public sealed class StreamingDetokenizer
             return string.Empty;
         string piece = generated[_emitted..];
         _emitted = generated.Length;
-        Text += piece;
         return piece;
     }
 }

@@ -258,9 +258,14 @@ public sealed class LlamaWeights : IDisposable
         public Tensor Load(string name)
         {
             var (file, entry) = checkpoint[name];
-            Tensor result;
-            using (var raw = file.Read(entry))
+            // Read once; convert (and free the read copy) only when dtype or device differ.
+            var raw = file.Read(entry);
+            Tensor result = raw;
+            if (raw.dtype != dtype || device.type != DeviceType.CPU)
+            {
                 result = raw.to(dtype, device, copy: true).DetachFromDisposeScope();
+                raw.Dispose();
+            }
             _done++;
             _bytes += entry.Length;
             progress?.Report(new ModelLoadProgress(_done, total, _bytes, _totalBytes, name));
