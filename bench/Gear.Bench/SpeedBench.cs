@@ -20,7 +20,8 @@ internal static class SpeedBench
     {
         var ids = runtime.Tokenizer.Encode(File.ReadAllText(textFile));
         var report = new BenchReport<SpeedRow>("speed", runtime.ModelId, machine);
-        Measure(runtime, ids, Math.Min(128, contexts.Min()), Math.Min(8, decodeTokens), caches[0]); // warm-up
+        foreach (var options in caches)                                        // warm-up: JIT and allocator, every kind
+            Measure(runtime, ids, Math.Min(128, contexts.Min()), Math.Min(8, decodeTokens), options);
         foreach (int context in contexts)
         {
             if (context > runtime.Model.Config.MaxPositionEmbeddings || context - decodeTokens < 1)

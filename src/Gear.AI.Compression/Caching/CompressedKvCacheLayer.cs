@@ -1,3 +1,4 @@
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -99,8 +100,13 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
         if (queries.shape[2] > _buffered)
             throw new InvalidOperationException($"{queries.shape[2]} queries but only {_buffered} buffered tokens: attend right after appending the queries' keys and values.");
         Tensor output;
-        using (var scope = NewDisposeScope())
+        if (CanUseCpuKernel(queries))
         {
+            output = AttendCpu(queries);
+        }
+        else
+        {
+            using var scope = NewDisposeScope();
             var dtype = queries.dtype;
             long hq = queries.shape[1], tq = queries.shape[2], groups = hq / _shape.KeyValueHeads;
             double scale = 1.0 / Math.Sqrt(_shape.HeadDim);
@@ -141,6 +147,105 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
         }
         Flush();
         return output;
+    }
+
+    /// <summary>
+    /// Whether decode-sized attention on the CPU runs the fused kernel over the packed codes (on by default;
+    /// the tensor path is the reference the kernel is tested against and what CUDA and prefill use).
+    /// </summary>
+    internal bool UseCpuKernel { get; set; } = true;
+
+    /// <summary>Query rows (G·Tq) up to which the fused CPU kernel is used; longer appends are matmul-bound.</summary>
+    internal const int CpuKernelMaxRows = 16;
+
+    private bool CanUseCpuKernel(Tensor queries) =>
+        UseCpuKernel && queries.device_type == DeviceType.CPU && queries.dtype == ScalarType.Float32
+        && queries.shape[1] / _shape.KeyValueHeads * queries.shape[2] <= CpuKernelMaxRows && _shape.HeadDim % 8 == 0
+        && _stores.Values.All(s => s.Keys.SupportsCpuKernel && s.Values.SupportsCpuKernel);
+
+    /// <summary>
+    /// Attention for a few query rows on the CPU in one pass per (batch, head): scores from the packed keys,
+    /// one softmax over compressed history and buffer, then the packed values — no dequantized copy.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private unsafe Tensor AttendCpu(Tensor queries)
+    {
+        long b = _shape.Batch, hkv = _shape.KeyValueHeads, hq = queries.shape[1], tq = queries.shape[2];
+        int d = (int)_shape.HeadDim, rows = (int)(hq / hkv * tq);
+        long total = Length, capacity = _bufferKeys!.shape[2];
+        using var scope = NewDisposeScope();
+        var q = Attention.GroupQueries(queries, hkv).contiguous();                            // [B, Hkv, M, D]
+        var output = zeros([b, hkv, rows, d], ScalarType.Float32);                             // [B, Hkv, M, D]
+        float* qAll = TensorMemory.Pointer<float>(q), oAll = TensorMemory.Pointer<float>(output);
+        Half* keys16 = TensorMemory.Pointer<Half>(_bufferKeys), values16 = TensorMemory.Pointer<Half>(_bufferValues!);
+        // One thread: spreading slices over cores measured slower inside a forward pass, where libtorch's
+        // own worker threads still hold the other cores between operations.
+        for (long bh = 0; bh < b * hkv; bh++)
+            AttendSlice(bh, qAll + bh * rows * d, oAll + bh * rows * d, rows, tq, keys16 + bh * capacity * d, values16 + bh * capacity * d);
+        return Attention.UngroupQueries(output, hq, tq).MoveToOuterDisposeScope();            // [B, Hq, Tq, D]
+    }
+
+    private const float SoftmaxFloor = -64f;
+
+    /// <summary>Attention of one (batch, key/value head) slice: q [M, D] → o [M, D], buffer slices at <paramref name="keys16"/>/<paramref name="values16"/>.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private unsafe void AttendSlice(long bh, float* qs, float* o, int rows, long tq, Half* keys16, Half* values16)
+    {
+        int d = (int)_shape.HeadDim;
+        long total = Length, compressed = CompressedLength;
+        float scale = 1f / MathF.Sqrt(d);
+        float[] scratch = System.Buffers.ArrayPool<float>.Shared.Rent((int)(rows * total) + d);
+        try
+        {
+            fixed (float* scores = scratch)
+            {
+                float* row = scores + rows * total;
+                long offset = 0;
+                foreach (var (keyStore, _) in _stores.Values)
+                {
+                    keyStore.CpuKeyScores(bh, qs, rows, scores + offset, total);
+                    offset += keyStore.Length;
+                }
+                for (long t = 0; t < _buffered; t++)
+                {
+                    TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(keys16 + t * d, d), new Span<float>(row, d));
+                    for (int i = 0; i < rows; i++)                                            // query i % Tq sees keys up to total − Tq + i % Tq
+                        scores[i * total + compressed + t] = compressed + t <= total - tq + i % tq
+                            ? TensorPrimitives.Dot(new ReadOnlySpan<float>(qs + i * d, d), new ReadOnlySpan<float>(row, d))
+                            : float.NegativeInfinity;
+                }
+                for (int i = 0; i < rows; i++)
+                {
+                    var p = new Span<float>(scores + i * total, (int)total);
+                    TensorPrimitives.Multiply(p, scale, p);
+                    TensorPrimitives.Subtract(p, TensorPrimitives.Max(p), p);
+                    // Weights below e^-64 (relative to the largest) become e^-64, not subnormal: subnormal
+                    // floats cost a microcode assist per operation on x86 and the change is far below float precision.
+                    TensorPrimitives.Max(p, SoftmaxFloor, p);
+                    TensorPrimitives.Exp(p, p);
+                    TensorPrimitives.Multiply(p, 1f / TensorPrimitives.Sum(p), p);
+                }
+                offset = 0;
+                foreach (var (_, valueStore) in _stores.Values)
+                {
+                    valueStore.CpuValueOutput(bh, scores + offset, total, rows, o);
+                    offset += valueStore.Length;
+                }
+                for (long t = 0; t < _buffered; t++)
+                {
+                    TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(values16 + t * d, d), new Span<float>(row, d));
+                    for (int i = 0; i < rows; i++)
+                    {
+                        var oi = new Span<float>(o + i * d, d);
+                        TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(row, d), scores[i * total + compressed + t], oi, oi);
+                    }
+                }
+            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(scratch);
+        }
     }
 
     /// <summary>Compresses every whole n_b-token block in the buffer (done after attention and before appends).</summary>

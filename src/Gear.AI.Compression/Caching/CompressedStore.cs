@@ -9,7 +9,7 @@ namespace Gear.AI.Compression.Caching;
 /// with a fixed number of operations whatever the block count. Storage grows by exactly one block
 /// per append (what is allocated is what is counted); history is never decompressed and recompressed.
 /// </summary>
-internal sealed class CompressedStore : IDisposable
+internal sealed partial class CompressedStore : IDisposable
 {
     private readonly QuantAxis _axis;
     private readonly int _bits;
@@ -95,9 +95,12 @@ internal sealed class CompressedStore : IDisposable
     /// <summary>Appends <paramref name="part"/> along <paramref name="dim"/>: a new tensor of exactly the new size.</summary>
     private static void Grow(ref Tensor? store, Tensor part, long dim)
     {
-        var grown = store is null ? part.clone() : cat([store, part], dim);
+        var grown = store is null ? ContiguousCopy(part) : cat([store, part], dim);
         Replace(ref store, grown);
     }
+
+    /// <summary>A contiguous tensor of its own (the CPU kernel reads stores as dense row-major memory).</summary>
+    private static Tensor ContiguousCopy(Tensor t) => t.is_contiguous() ? t.clone() : t.contiguous();
 
     private static void Replace(ref Tensor? store, Tensor value)
     {
@@ -222,7 +225,7 @@ internal sealed class CompressedStore : IDisposable
     private static void Narrow(ref Tensor? store, long dim, long length)
     {
         using var view = store!.narrow(dim, 0, length);
-        Replace(ref store, view.clone());
+        Replace(ref store, ContiguousCopy(view));
     }
 
     private void DisposeTensors()

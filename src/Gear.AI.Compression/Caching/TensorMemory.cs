@@ -1,0 +1,30 @@
+using System.Runtime.InteropServices;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Gear.AI.Compression.Caching;
+
+/// <summary>Raw access to the memory of contiguous CPU tensors, for the fused CPU decode kernel.</summary>
+internal static unsafe class TensorMemory
+{
+    // The export TorchSharp's own TensorAccessor reads: the address of the tensor's first element
+    // (storage offset included). TorchSharp has already loaded the library by the time a tensor exists.
+    [DllImport("LibTorchSharp")]
+    private static extern IntPtr THSTensor_data(IntPtr handle);
+
+    /// <summary>The first element of <paramref name="tensor"/>, which must be a contiguous CPU tensor of <typeparamref name="T"/>-sized elements.</summary>
+    public static T* Pointer<T>(Tensor tensor) where T : unmanaged
+    {
+        if (tensor.ElementSize != sizeof(T))
+            throw new InvalidOperationException($"Expected {sizeof(T)}-byte elements, got {tensor.dtype}.");
+        return (T*)Address(tensor);
+    }
+
+    /// <summary>The first element of a contiguous CPU tensor of any element type.</summary>
+    public static void* Address(Tensor tensor)
+    {
+        if (tensor.device_type != DeviceType.CPU || !tensor.is_contiguous())
+            throw new InvalidOperationException($"Expected a contiguous CPU tensor, got {tensor.dtype} on {tensor.device}.");
+        return (void*)THSTensor_data(tensor.Handle);
+    }
+}
