@@ -102,6 +102,15 @@ static TorchSharp.torch.ScalarType DType(string name) => name switch
     root.Add(command);
 }
 {
+    var shape = new Option<string>("--shape") { Required = true, Description = "config.json of the model shape (heads and head size)" };
+    var contexts = new Option<string>("--contexts") { DefaultValueFactory = _ => "4096,32768" };
+    var caches = CachesOption(); var bits = BitsOption(); var json = JsonOption();
+    var command = new Command("gpu-attend", "One layer's decode attention on CUDA per cache kind: the fused kernels against the TorchSharp path and the Fp16 cache") { shape, contexts, caches, bits, json };
+    command.SetAction(p => GpuBench.Attend(p.GetValue(shape)!, Ints(p.GetValue(contexts)!), CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!),
+        Machine.Describe("cuda"), p.GetValue(json)));
+    root.Add(command);
+}
+{
     var shape = new Option<string>("--shape") { Required = true, Description = "config.json of the model shape (random weights)" };
     var caches = CachesOption(); var bits = BitsOption(); var json = JsonOption();
     var budget = new Option<double>("--budget-gib") { DefaultValueFactory = _ => 60, Description = "GPU memory budget for weights, caches and activations" };

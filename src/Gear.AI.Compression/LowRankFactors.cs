@@ -57,16 +57,24 @@ public sealed class LowRankFactors : IDisposable
         var y = r.matmul(omega);                                               // [..., n, r]
         for (int i = 0; i < iterations; i++)
         {
-            var (q, _) = linalg.qr(y);                                         // [..., n, r]
-            var (z, _) = linalg.qr(rt.matmul(q));                              // [..., D, r]
+            var q = Orthonormal(y);                                            // [..., n, r]
+            var z = Orthonormal(rt.matmul(q));                                 // [..., D, r]
             y = r.matmul(z);                                                   // [..., n, r]
         }
-        var (a, _) = linalg.qr(y);                                             // [..., n, r]
+        var a = Orthonormal(y);                                                // [..., n, r]
         var b = rt.matmul(a);                                                  // [..., D, r]
         return new LowRankFactors(
             a.to(ScalarType.Float16).DetachFromDisposeScope(),
             b.to(ScalarType.Float16).DetachFromDisposeScope());
     }
+
+    /// <summary>
+    /// Q of a thin QR: LAPACK's Householder QR on the CPU; on CUDA one Gram-Schmidt kernel launch for the whole
+    /// batch (linalg.qr there makes solver calls per matrix, hundreds per layer for one decode block).
+    /// Either is an orthonormal basis of the same column space; only column signs may differ.
+    /// </summary>
+    private static Tensor Orthonormal(Tensor y) =>
+        y.shape[^1] <= 64 && Cuda.CudaKernels.Orthonormalize(y) is { } q ? q : linalg.qr(y).Q;
 
     /// <inheritdoc />
     public void Dispose()

@@ -184,4 +184,26 @@ public class CompressedKvCacheLayerTests
         Assert.Equal(2L * 2 * 2 * 300 * 64 * 2, layer.FullPrecisionBytes);
         Assert.Equal(2L * 2 * 2 * 512 * 64 * 2, layer.ResidentBytes);
     }
+
+    [Fact]
+    public void DenseLayer_Reserve_HoldsExactlyTheRoomAsked_AndKeepsTokens()
+    {
+        using var layer = new DenseKvCacheLayer(Shape);
+        var (k, v) = Kv(100, 9);
+        using var _k = k; using var _v = v;
+        layer.Append(k, v);
+        layer.Reserve(300);
+        Assert.Equal(300, layer.Capacity);
+        Assert.Equal(2L * 2 * 2 * 300 * 64 * 2, layer.ResidentBytes);
+        var (k2, v2) = Kv(200, 10);
+        using var _k2 = k2; using var _v2 = v2;
+        layer.Append(k2, v2);
+        Assert.Equal(300, layer.Capacity);                                       // no growth past the reservation
+        using var q = randn(2, 6, 1, 64);
+        using var allK = cat([k, k2], 2); using var allV = cat([v, v2], 2);
+        using var expected = ReferenceAttention(q, allK.to(ScalarType.Float16).to(ScalarType.Float32), allV.to(ScalarType.Float16).to(ScalarType.Float32));
+        using var actual = layer.Attend(q);
+        Assert.True(TensorAssert.RelativeError(actual, expected) < 1e-4);
+        Assert.Throws<ArgumentOutOfRangeException>(() => layer.Reserve(10));
+    }
 }

@@ -11,7 +11,7 @@ public class CpuKernelTests
     private static void AssertKernelMatchesReference(GearOptions options, KvCacheShape shape, long prompt, int steps, int queriesPerStep, int seed)
     {
         using var kernel = new CompressedKvCacheLayer(shape, options, layerIndex: 3);
-        using var reference = new CompressedKvCacheLayer(shape, options, layerIndex: 3) { UseCpuKernel = false };
+        using var reference = new CompressedKvCacheLayer(shape, options, layerIndex: 3) { UseFusedKernels = false };
         using var g = new Generator((ulong)seed);
         long b = shape.Batch, h = shape.KeyValueHeads, d = shape.HeadDim, hq = 3 * h;
         int used = 0;
@@ -68,7 +68,7 @@ public class CpuKernelTests
         var shape = new KvCacheShape(1, 1, 2, 64, ScalarType.Float32, CPU);
         var options = new GearOptions { Kind = CacheKind.Gear, Bits = 2 };
         using var kernel = new CompressedKvCacheLayer(shape, options);
-        using var reference = new CompressedKvCacheLayer(shape, options) { UseCpuKernel = false };
+        using var reference = new CompressedKvCacheLayer(shape, options) { UseFusedKernels = false };
         foreach (var layer in new[] { kernel, reference })
         {
             using var scope = NewDisposeScope();

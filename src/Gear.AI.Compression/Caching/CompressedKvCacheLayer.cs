@@ -104,6 +104,10 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
         {
             output = AttendCpu(queries);
         }
+        else if (CudaModule(queries) is { } module)
+        {
+            output = AttendCuda(queries, module);
+        }
         else
         {
             using var scope = NewDisposeScope();
@@ -150,18 +154,59 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
     }
 
     /// <summary>
-    /// Whether decode-sized attention on the CPU runs the fused kernel over the packed codes (on by default;
-    /// the tensor path is the reference the kernel is tested against and what CUDA and prefill use).
+    /// Whether decode-sized attention runs the fused kernels over the packed codes (on by default): C# SIMD on
+    /// the CPU, <c>gear_decode.cu</c> on CUDA. The tensor path is the reference they are tested against and what
+    /// prefill-sized attention uses.
     /// </summary>
-    internal bool UseCpuKernel { get; set; } = true;
+    internal bool UseFusedKernels { get; set; } = true;
 
     /// <summary>Query rows (G·Tq) up to which the fused CPU kernel is used; longer appends are matmul-bound.</summary>
     internal const int CpuKernelMaxRows = 16;
 
     private bool CanUseCpuKernel(Tensor queries) =>
-        UseCpuKernel && queries.device_type == DeviceType.CPU && queries.dtype == ScalarType.Float32
+        UseFusedKernels && queries.device_type == DeviceType.CPU && queries.dtype == ScalarType.Float32
         && queries.shape[1] / _shape.KeyValueHeads * queries.shape[2] <= CpuKernelMaxRows && _shape.HeadDim % 8 == 0
         && _stores.Values.All(s => s.Keys.SupportsCpuKernel && s.Values.SupportsCpuKernel);
+
+    private Cuda.CudaKernels.Module? CudaModule(Tensor queries) =>
+        UseFusedKernels && queries.device_type == DeviceType.CUDA && _shape.HeadDim % 8 == 0
+        && queries.shape[1] / _shape.KeyValueHeads * queries.shape[2] <= Cuda.CudaKernels.MaxRows
+        && _stores.Values.All(s => s.Keys.SupportsCudaKernel && s.Values.SupportsCudaKernel)
+            ? Cuda.CudaKernels.For(queries.device) : null;
+
+    /// <summary>
+    /// Attention for a few query rows on CUDA: scores of each store from its packed keys (one kernel, plus one for
+    /// key outliers), the buffer by matmul, one softmax, then each store's packed values (one kernel and a sum).
+    /// </summary>
+    private Tensor AttendCuda(Tensor queries, Cuda.CudaKernels.Module module)
+    {
+        using var scope = NewDisposeScope();
+        long b = _shape.Batch, hkv = _shape.KeyValueHeads, hq = queries.shape[1], tq = queries.shape[2];
+        long rows = hq / hkv * tq, total = Length, compressed = CompressedLength;
+        var q = Attention.GroupQueries(queries, hkv).to(ScalarType.Float32).contiguous();     // [B, Hkv, M, D]
+        var scores = empty([b, hkv, rows, total], ScalarType.Float32, queries.device);         // [B, Hkv, M, T]
+        long offset = 0;
+        foreach (var (keyStore, _) in _stores.Values)
+        {
+            keyStore.CudaKeyScores(module, q, scores, offset);
+            offset += keyStore.Length;
+        }
+        var bufferK = _bufferKeys!.narrow(2, 0, _buffered).to(ScalarType.Float32);            // [B, Hkv, Tb, D]
+        var bufferScores = scores.narrow(-1, compressed, _buffered);
+        bufferScores.copy_(q.matmul(bufferK.transpose(-1, -2)));
+        if (Attention.CausalMask(tq, _buffered, hq / hkv, queries.device) is { } mask)
+            bufferScores.masked_fill_(mask.logical_not(), double.NegativeInfinity);
+        var probs = (scores * (1.0 / Math.Sqrt(_shape.HeadDim))).softmax(-1);                  // [B, Hkv, M, T] float32
+        var bufferV = _bufferValues!.narrow(2, 0, _buffered).to(ScalarType.Float32);
+        var o = probs.narrow(-1, compressed, _buffered).matmul(bufferV);                      // [B, Hkv, M, D]
+        offset = 0;
+        foreach (var (_, valueStore) in _stores.Values)
+        {
+            o.add_(valueStore.CudaValueOutput(module, probs, offset));
+            offset += valueStore.Length;
+        }
+        return Attention.UngroupQueries(o.to(queries.dtype), hq, tq).MoveToOuterDisposeScope(); // [B, Hq, Tq, D]
+    }
 
     /// <summary>
     /// Attention for a few query rows on the CPU in one pass per (batch, head): scores from the packed keys,

@@ -47,11 +47,26 @@ public sealed class DenseKvCacheLayer : IKvCacheLayer
         _length += n;
     }
 
+    /// <summary>
+    /// Allocates room for exactly <paramref name="tokens"/> tokens when the final length is known (a serving
+    /// budget, a benchmark), instead of growing geometrically past it; held tokens are kept.
+    /// </summary>
+    public void Reserve(long tokens)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(tokens, _length);
+        if (tokens > Capacity)
+            Reallocate(tokens);
+    }
+
     private void EnsureCapacity(long needed)
     {
         if (needed <= Capacity)
             return;
-        long capacity = Math.Max(needed, Math.Max(64, Capacity * 2));
+        Reallocate(Math.Max(needed, Math.Max(64, Capacity * 2)));
+    }
+
+    private void Reallocate(long capacity)
+    {
         long[] size = [_shape.Batch, _shape.KeyValueHeads, capacity, _shape.HeadDim];
         var keys = empty(size, _storageType, _shape.Device).DetachFromDisposeScope();
         var values = empty(size, _storageType, _shape.Device).DetachFromDisposeScope();

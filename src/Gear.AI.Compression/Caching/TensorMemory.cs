@@ -20,6 +20,14 @@ internal static unsafe class TensorMemory
         return (T*)Address(tensor);
     }
 
+    /// <summary>The address of a contiguous tensor's first element on its own device (a device pointer for CUDA tensors).</summary>
+    public static IntPtr DeviceAddress(Tensor tensor)
+    {
+        if (!tensor.is_contiguous())
+            throw new InvalidOperationException($"Expected a contiguous tensor, got {tensor.dtype} [{string.Join(", ", tensor.shape)}].");
+        return THSTensor_data(tensor.Handle);
+    }
+
     /// <summary>The first element of a contiguous CPU tensor of any element type.</summary>
     public static void* Address(Tensor tensor)
     {

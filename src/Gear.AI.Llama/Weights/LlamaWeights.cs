@@ -173,7 +173,8 @@ public sealed class LlamaWeights : IDisposable
         var owned = new List<Tensor>();
         Tensor Normal(params long[] shape)
         {
-            var t = (randn(shape, dtype: dtype, device: device) * 0.02).DetachFromDisposeScope();
+            var t = randn(shape, dtype: dtype, device: device).DetachFromDisposeScope();
+            t.mul_(0.02);                                                      // in place: no second copy of the weights
             owned.Add(t);
             return t;
         }

@@ -1,0 +1,86 @@
+using System.Reflection;
+using System.Runtime.InteropServices;
+
+namespace Gear.AI.Compression.Cuda;
+
+/// <summary>
+/// The few CUDA driver API calls the fused decode kernels need (module load, function lookup, launch),
+/// bound to the driver the GPU build of libtorch already uses: libcuda.so.1 on Linux, nvcuda.dll on Windows.
+/// </summary>
+internal static unsafe class CudaDriver
+{
+    private const string Library = "gear-cuda-driver";
+
+    static CudaDriver() => NativeLibrary.SetDllImportResolver(typeof(CudaDriver).Assembly, Resolve);
+
+    private static IntPtr Resolve(string name, Assembly assembly, DllImportSearchPath? path)
+    {
+        if (name != Library)
+            return IntPtr.Zero;                                                    // everything else: default probing
+        foreach (var candidate in OperatingSystem.IsWindows() ? new[] { "nvcuda.dll" } : ["libcuda.so.1", "libcuda.so"])
+            if (NativeLibrary.TryLoad(candidate, assembly, path, out var handle))
+                return handle;
+        throw new DllNotFoundException("The CUDA driver (libcuda.so.1 / nvcuda.dll) was not found; install the NVIDIA driver.");
+    }
+
+    [DllImport(Library)] private static extern int cuInit(uint flags);
+    [DllImport(Library)] private static extern int cuCtxGetCurrent(out IntPtr context);
+    [DllImport(Library)] private static extern int cuCtxSetCurrent(IntPtr context);
+    [DllImport(Library)] private static extern int cuDevicePrimaryCtxRetain(out IntPtr context, int device);
+    [DllImport(Library)] private static extern int cuModuleLoadData(out IntPtr module, byte* image);
+    [DllImport(Library)] private static extern int cuModuleGetFunction(out IntPtr function, IntPtr module, [MarshalAs(UnmanagedType.LPStr)] string name);
+    [DllImport(Library)] private static extern int cuGetErrorString(int error, out IntPtr message);
+    [DllImport(Library)] private static extern int cuDriverGetVersion(out int version);
+
+    [DllImport(Library)]
+    private static extern int cuLaunchKernel(IntPtr function, uint gridX, uint gridY, uint gridZ, uint blockX, uint blockY, uint blockZ,
+                                             uint sharedBytes, IntPtr stream, void** parameters, void** extra);
+
+    /// <summary>The context current on this thread, made current from the device's primary context (the one PyTorch uses) if none is.</summary>
+    public static IntPtr CurrentContext(int device)
+    {
+        Check(cuInit(0), "cuInit");
+        Check(cuCtxGetCurrent(out var context), "cuCtxGetCurrent");
+        if (context == IntPtr.Zero)
+        {
+            Check(cuDevicePrimaryCtxRetain(out context, device), "cuDevicePrimaryCtxRetain");
+            Check(cuCtxSetCurrent(context), "cuCtxSetCurrent");
+        }
+        return context;
+    }
+
+    /// <summary>The driver's CUDA version, e.g. 12040 for 12.4.</summary>
+    public static int DriverVersion()
+    {
+        Check(cuDriverGetVersion(out int version), "cuDriverGetVersion");
+        return version;
+    }
+
+    /// <summary>Loads a PTX module (NUL-terminated text) into the current context.</summary>
+    public static IntPtr LoadModule(byte[] ptx)
+    {
+        fixed (byte* image = ptx)
+        {
+            Check(cuModuleLoadData(out var module, image), "cuModuleLoadData");
+            return module;
+        }
+    }
+
+    public static IntPtr Function(IntPtr module, string name)
+    {
+        Check(cuModuleGetFunction(out var function, module, name), $"cuModuleGetFunction({name})");
+        return function;
+    }
+
+    /// <summary>Launches on the legacy default stream, the one TorchSharp's operations run on, so it is ordered with them.</summary>
+    public static void Launch(IntPtr function, (uint X, uint Y) grid, uint block, uint sharedBytes, void** parameters) =>
+        Check(cuLaunchKernel(function, grid.X, grid.Y, 1, block, 1, 1, sharedBytes, IntPtr.Zero, parameters, null), "cuLaunchKernel");
+
+    private static void Check(int result, string call)
+    {
+        if (result == 0)
+            return;
+        string message = cuGetErrorString(result, out var text) == 0 && text != IntPtr.Zero ? Marshal.PtrToStringAnsi(text) ?? "" : "";
+        throw new GearException($"CUDA driver call {call} failed with error {result} ({message}).");
+    }
+}

@@ -1,0 +1,112 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Gear.AI.Compression.Cuda;
+
+/// <summary>
+/// The fused decode-attention kernels of <c>gear_decode.cu</c>, compiled to PTX and shipped as a resource,
+/// loaded once per CUDA context through the driver API.
+/// </summary>
+/// <remarks>
+/// Building the PTX (needs nvcc, any CUDA 11.8 or later; PTX of an older ISA loads on newer drivers):
+/// <c>nvcc -ptx -arch=compute_70 -O3 -o gear_decode.ptx gear_decode.cu</c> in this folder.
+/// <c>GEAR_CUDA_PTX=/path/file.ptx</c> loads another build instead (kernel development);
+/// <c>GEAR_CUDA_KERNELS=0</c> turns the kernels off (the TorchSharp path then runs, as it does wherever
+/// the module cannot load, e.g. a driver too old for the PTX; <see cref="UnavailableReason"/> says why).
+/// </remarks>
+internal static class CudaKernels
+{
+    /// <summary>Query rows one launch handles (kernels are instantiated for 1 … MaxRows).</summary>
+    public const int MaxRows = 8;
+
+    /// <summary>Largest low-rank rank the kernels apply in place (larger ranks use the TorchSharp path).</summary>
+    public const int MaxRank = 8;
+
+    /// <summary>The kernel entry points, as declared in the PTX.</summary>
+    public static readonly IReadOnlyList<string> EntryPoints =
+        [.. Enumerable.Range(1, MaxRows).Select(m => $"gear_key_scores_m{m}"),
+         .. Enumerable.Range(1, MaxRows).Select(m => $"gear_value_chunk_m{m}"),
+         "gear_key_outliers", "gear_orthonormalize"];
+
+    internal sealed record Module(IntPtr[] KeyScores, IntPtr[] ValueChunk, IntPtr KeyOutliers, IntPtr Orthonormalize);
+
+    private static readonly object Gate = new();
+    private static readonly Dictionary<IntPtr, Module> Modules = [];
+
+    /// <summary>Why the kernels are not in use, or null when they are (or have not been needed yet).</summary>
+    public static string? UnavailableReason { get; private set; }
+
+    /// <summary>Whether the environment switched the kernels off.</summary>
+    public static bool Disabled => Environment.GetEnvironmentVariable("GEAR_CUDA_KERNELS") == "0";
+
+    /// <summary>The module for <paramref name="device"/>'s context on this thread, or null when the kernels cannot be used.</summary>
+    public static Module? For(Device device)
+    {
+        if (Disabled)
+            return null;
+        lock (Gate)
+        {
+            if (UnavailableReason is not null)
+                return null;
+            try
+            {
+                var context = CudaDriver.CurrentContext(device.index < 0 ? 0 : device.index);
+                if (Modules.TryGetValue(context, out var module))
+                    return module;
+                var handle = CudaDriver.LoadModule(Ptx());
+                module = new Module(
+                    [.. Enumerable.Range(1, MaxRows).Select(m => CudaDriver.Function(handle, $"gear_key_scores_m{m}"))],
+                    [.. Enumerable.Range(1, MaxRows).Select(m => CudaDriver.Function(handle, $"gear_value_chunk_m{m}"))],
+                    CudaDriver.Function(handle, "gear_key_outliers"),
+                    CudaDriver.Function(handle, "gear_orthonormalize"));
+                Modules[context] = module;
+                return module;
+            }
+            catch (Exception e) when (e is GearException or DllNotFoundException or EntryPointNotFoundException or IOException)
+            {
+                UnavailableReason = e.Message;
+                return null;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Orthonormal columns of every matrix of <paramref name="y"/> [..., n, r] (float32, CUDA): one launch for the whole
+    /// batch, where linalg.qr on CUDA makes a solver call per matrix. Null when the kernels are not available.
+    /// </summary>
+    public static unsafe Tensor? Orthonormalize(Tensor y)
+    {
+        if (y.device_type != DeviceType.CUDA || For(y.device) is not { } module)
+            return null;
+        var q = y.to(ScalarType.Float32).contiguous().clone();                     // the kernel works in place
+        long n = q.shape[^2];
+        int r = (int)q.shape[^1];
+        long batch = q.numel() / Math.Max(1, n * r);
+        if (batch == 0)
+            return q;
+        IntPtr data = Caching.TensorMemory.DeviceAddress(q);
+        void** args = stackalloc void*[3];
+        args[0] = &data; args[1] = &n; args[2] = &r;
+        CudaDriver.Launch(module.Orthonormalize, ((uint)batch, 1), 256, 0, args);
+        return q;
+    }
+
+    /// <summary>The PTX text, NUL-terminated as cuModuleLoadData wants it.</summary>
+    public static byte[] Ptx()
+    {
+        byte[] text;
+        if (Environment.GetEnvironmentVariable("GEAR_CUDA_PTX") is { Length: > 0 } path)
+        {
+            text = File.ReadAllBytes(path);
+        }
+        else
+        {
+            using var stream = typeof(CudaKernels).Assembly.GetManifestResourceStream("Gear.AI.Compression.Cuda.gear_decode.ptx")
+                ?? throw new IOException("The gear_decode.ptx resource is missing from Gear.AI.Compression.");
+            using var copy = new MemoryStream();
+            stream.CopyTo(copy);
+            text = copy.ToArray();
+        }
+        return [.. text, 0];
+    }
+}
