@@ -14,6 +14,7 @@ internal sealed partial class CompressedStore
     /// <summary>Whether the CUDA kernels can read this store: byte-aligned code widths, rank ≤ 8, groups of at most 256 features.</summary>
     public bool SupportsCudaKernel =>
         _bits is 1 or 2 or 4 or 8 && _headDim % 8 == 0 && _headDim <= 1024 && _groupSize <= 1024
+        && (_axis == QuantAxis.PerToken || _groupSize % 32 == 0)                          // key groups: whole warps of tokens
         && (_axis == QuantAxis.PerChannel || _groupSize <= 256)
         && (_a is null || _a.shape[^1] <= CudaKernels.MaxRank);
 
@@ -33,21 +34,19 @@ internal sealed partial class CompressedStore
         args[0] = &qp; args[1] = &codes; args[2] = &scale; args[3] = &zero; args[4] = &a; args[5] = &b; args[6] = &groupBlock;
         args[7] = &r; args[8] = &blocks; args[9] = &sp; args[10] = &length; args[11] = &d; args[12] = &bits; args[13] = &g;
         args[14] = &ld; args[15] = &offset;
-        uint shared = (uint)(sizeof(float) * (m * d + m + m * CudaKernels.MaxRank));
+        uint shared = (uint)(sizeof(float) * (m * d + m + m * r));
         CudaDriver.Launch(module.KeyScores[m - 1], ((uint)(length / g), (uint)bh), (uint)g, shared, args);
 
         if (_outlierValues is null)
             return;
         int slots = (int)_outlierValues.shape[^1], indexBytes = (int)_outlierIndex!.ElementSize;
-        long total = (long)bh * d * slots;
         IntPtr values = Address(_outlierValues), index = Address(_outlierIndex), slotOffset = Address(_outlierOffset!);
-        void** outlierArgs = stackalloc void*[18];
+        void** outlierArgs = stackalloc void*[16];
         outlierArgs[0] = &qp; outlierArgs[1] = &codes; outlierArgs[2] = &scale; outlierArgs[3] = &zero; outlierArgs[4] = &values;
-        outlierArgs[5] = &index; outlierArgs[6] = &indexBytes; outlierArgs[7] = &slotOffset; outlierArgs[8] = &sp; outlierArgs[9] = &bh;
-        outlierArgs[10] = &m; outlierArgs[11] = &length; outlierArgs[12] = &d; outlierArgs[13] = &bits; outlierArgs[14] = &g;
-        outlierArgs[15] = &slots; outlierArgs[16] = &ld; outlierArgs[17] = &offset;
-        const int threads = 256;
-        CudaDriver.Launch(module.KeyOutliers, ((uint)((total + threads - 1) / threads), 1), threads, 0, outlierArgs);
+        outlierArgs[5] = &index; outlierArgs[6] = &indexBytes; outlierArgs[7] = &slotOffset; outlierArgs[8] = &sp; outlierArgs[9] = &length;
+        outlierArgs[10] = &d; outlierArgs[11] = &bits; outlierArgs[12] = &g; outlierArgs[13] = &slots; outlierArgs[14] = &ld; outlierArgs[15] = &offset;
+        uint tiles = (uint)((length + CudaKernels.OutlierTile - 1) / CudaKernels.OutlierTile);
+        CudaDriver.Launch(module.KeyOutliers[m - 1], (tiles, (uint)bh), 256, (uint)(sizeof(float) * m * CudaKernels.OutlierTile), outlierArgs);
     }
 
     /// <summary>p·V̂ (dequantized values, outliers, low rank) for the probabilities in columns [offset, offset + T) of <paramref name="p"/>.</summary>
@@ -72,7 +71,7 @@ internal sealed partial class CompressedStore
         args[7] = &a; args[8] = &b; args[9] = &groupBlock; args[10] = &r; args[11] = &blocks; args[12] = &out_;
         args[13] = &length; args[14] = &d; args[15] = &bits; args[16] = &gv; args[17] = &chunk; args[18] = &ld; args[19] = &offset;
         uint threads = (uint)Math.Max(64, (d + 31) / 32 * 32);
-        uint shared = (uint)(sizeof(float) * (m * chunk + m * d + m * CudaKernels.MaxRank));
+        uint shared = (uint)(sizeof(float) * (m * chunk * (d / gv) + m * (d / gv) + m * r + m * d));
         CudaDriver.Launch(module.ValueChunk[m - 1], ((uint)chunks, (uint)bh), threads, shared, args);
         return partial.sum(1).view(p.shape[0], p.shape[1], m, d).MoveToOuterDisposeScope();
     }

@@ -26,9 +26,13 @@ internal static class CudaKernels
     public static readonly IReadOnlyList<string> EntryPoints =
         [.. Enumerable.Range(1, MaxRows).Select(m => $"gear_key_scores_m{m}"),
          .. Enumerable.Range(1, MaxRows).Select(m => $"gear_value_chunk_m{m}"),
-         "gear_key_outliers", "gear_orthonormalize"];
+         .. Enumerable.Range(1, MaxRows).Select(m => $"gear_key_outliers_m{m}"),
+         "gear_orthonormalize"];
 
-    internal sealed record Module(IntPtr[] KeyScores, IntPtr[] ValueChunk, IntPtr KeyOutliers, IntPtr Orthonormalize);
+    /// <summary>Tokens per thread block of the key-outlier kernel (OUTLIER_TILE in the source).</summary>
+    public const int OutlierTile = 1024;
+
+    internal sealed record Module(IntPtr[] KeyScores, IntPtr[] ValueChunk, IntPtr[] KeyOutliers, IntPtr Orthonormalize);
 
     private static readonly object Gate = new();
     private static readonly Dictionary<IntPtr, Module> Modules = [];
@@ -57,7 +61,7 @@ internal static class CudaKernels
                 module = new Module(
                     [.. Enumerable.Range(1, MaxRows).Select(m => CudaDriver.Function(handle, $"gear_key_scores_m{m}"))],
                     [.. Enumerable.Range(1, MaxRows).Select(m => CudaDriver.Function(handle, $"gear_value_chunk_m{m}"))],
-                    CudaDriver.Function(handle, "gear_key_outliers"),
+                    [.. Enumerable.Range(1, MaxRows).Select(m => CudaDriver.Function(handle, $"gear_key_outliers_m{m}"))],
                     CudaDriver.Function(handle, "gear_orthonormalize"));
                 Modules[context] = module;
                 return module;

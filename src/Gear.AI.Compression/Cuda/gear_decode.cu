@@ -19,7 +19,13 @@ __device__ __forceinline__ int code_at(const uint8_t* row, int d, int bits)
     return (row[bit >> 3] >> (bit & 7)) & ((1 << bits) - 1);
 }
 
-// Scores of one g-token group for M query rows: grid (T/g, BH), block g threads (one token each).
+__device__ __forceinline__ float warp_sum(float value)
+{
+    for (int o = 16; o > 0; o >>= 1) value += __shfl_xor_sync(0xffffffff, value, o);
+    return value;
+}
+
+// Scores of one g-token group for M query rows: grid (T/g, BH), block g threads (one token each, a multiple of 32).
 // q [BH, M, D] float; codes [BH, T, rowBytes]; scale, zero [BH, T/g, D] half;
 // A [BH, T, r] half, B [BH, nblk, D, r] half, groupBlock [T/g] int64 (r = 0: no low rank);
 // scores [BH, M, ld] float, written at columns [offset, offset + T).
@@ -32,75 +38,136 @@ __device__ void key_scores(const float* __restrict__ q, const uint8_t* __restric
     extern __shared__ float sh[];
     float* qs = sh;                 // [M, D] q·scale of this group
     float* zq = qs + M * D;         // [M]    q·zero
-    float* qb = zq + M;             // [M, MAX_RANK] q·B of this group's block
-    const int grp = blockIdx.x, bh = blockIdx.y, tid = threadIdx.x;
+    float* qb = zq + M;             // [M, r] q·B of this group's block
+    const int grp = blockIdx.x, bh = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warps = blockDim.x >> 5;
     const float* qh = q + (long long)bh * M * D;
     const __half* sc = scale + ((long long)bh * (T / g) + grp) * D;
     const __half* ze = zero + ((long long)bh * (T / g) + grp) * D;
+    const __half* Bb = r > 0 ? B + ((long long)bh * nblk + groupBlock[grp]) * D * r : nullptr;
     for (int i = tid; i < M * D; i += blockDim.x)
         qs[i] = qh[i] * __half2float(sc[i % D]);
-    for (int i = tid; i < M; i += blockDim.x) zq[i] = 0.f;
-    for (int i = tid; i < M * MAX_RANK; i += blockDim.x) qb[i] = 0.f;
-    __syncthreads();
-    for (int i = tid; i < M * D; i += blockDim.x)
-        atomicAdd(&zq[i / D], qh[i] * __half2float(ze[i % D]));
-    if (r > 0)
+    // M + M·r dot products over D, one warp each.
+    for (int o = tid >> 5; o < M + M * r; o += warps)
     {
-        const __half* Bb = B + ((long long)bh * nblk + groupBlock[grp]) * D * r;
-        for (int i = tid; i < M * D * r; i += blockDim.x)
+        float s = 0.f;
+        if (o < M)
+            for (int d = lane; d < D; d += 32) s += qh[o * D + d] * __half2float(ze[d]);
+        else
         {
-            int m = i / (D * r), rest = i % (D * r), d = rest / r, rho = rest % r;
-            atomicAdd(&qb[m * MAX_RANK + rho], qh[m * D + d] * __half2float(Bb[d * r + rho]));
+            const int m = (o - M) / r, rho = (o - M) % r;
+            for (int d = lane; d < D; d += 32) s += qh[m * D + d] * __half2float(Bb[d * r + rho]);
         }
+        s = warp_sum(s);
+        if (lane == 0) zq[o] = s;   // zq[m] for o < M, then qb[m·r + ρ]
     }
     __syncthreads();
     if (tid >= g) return;
     const long long t = (long long)grp * g + tid;
-    const int rowBytes = D / 8 * bits;
+    const int rowBytes = D / 8 * bits, perWord = 32 / bits;
     const uint8_t* row = codes + ((long long)bh * T + t) * rowBytes;
+    const unsigned mask = (1u << bits) - 1u;
     float acc[M];
 #pragma unroll
     for (int m = 0; m < M; m++) acc[m] = 0.f;
-    for (int d = 0; d < D; d++)
+    if ((rowBytes & 3) == 0)
     {
-        float c = (float)code_at(row, d, bits);
+        // 32-bit words: 32/bits consecutive channels each (codes are little-endian within and across bytes).
+        const unsigned* words = (const unsigned*)row;
+        for (int w = 0; w < rowBytes / 4; w++)
+        {
+            const unsigned word = words[w];
+            const int d0 = w * perWord;
+#pragma unroll 8
+            for (int i = 0; i < perWord; i++)
+            {
+                const float c = (float)((word >> (i * bits)) & mask);
 #pragma unroll
-        for (int m = 0; m < M; m++) acc[m] += qs[m * D + d] * c;
+                for (int m = 0; m < M; m++) acc[m] += qs[m * D + d0 + i] * c;
+            }
+        }
     }
+    else
+        for (int d = 0; d < D; d++)
+        {
+            const float c = (float)code_at(row, d, bits);
+#pragma unroll
+            for (int m = 0; m < M; m++) acc[m] += qs[m * D + d] * c;
+        }
     for (int rho = 0; rho < r; rho++)
     {
-        float a = __half2float(A[((long long)bh * T + t) * r + rho]);
+        const float a = __half2float(A[((long long)bh * T + t) * r + rho]);
 #pragma unroll
-        for (int m = 0; m < M; m++) acc[m] += a * qb[m * MAX_RANK + rho];
+        for (int m = 0; m < M; m++) acc[m] += a * qb[m * r + rho];
     }
 #pragma unroll
     for (int m = 0; m < M; m++)
         scores[((long long)bh * M + m) * ld + offset + t] = acc[m] + zq[m];
 }
 
-// Outlier corrections of the key scores: one thread per stored outlier (bh, channel c, slot k).
-// values [BH, D, S] half; index [BH, D, S] of indexBytes (1, 2 or 4) bytes; slotOffset [S] int64 (block start).
+#define OUTLIER_TILE 1024
+
+// First slot k in [0, S) with slotOffset[k] >= value (slot offsets are block starts, non-decreasing).
+__device__ int lower_bound(const long long* __restrict__ slotOffset, int S, long long value)
+{
+    int lo = 0, hi = S;
+    while (lo < hi)
+    {
+        int mid = (lo + hi) >> 1;
+        if (slotOffset[mid] < value) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+// Outlier corrections of the key scores for one tile of OUTLIER_TILE tokens: grid (ceil(T / tile), BH).
+// The slots of the blocks overlapping the tile are found by binary search in slotOffset; corrections gather in
+// shared memory (fast atomics there) and each tile then adds its own columns of the scores: no global atomics.
+// values [BH, D, S] half; index [BH, D, S] of indexBytes (1, 2 or 4) bytes, token within the block.
+template <int M>
 __device__ void key_outliers(const float* __restrict__ q, const uint8_t* __restrict__ codes,
                              const __half* __restrict__ scale, const __half* __restrict__ zero,
                              const __half* __restrict__ values, const void* __restrict__ index, int indexBytes,
                              const long long* __restrict__ slotOffset, float* __restrict__ scores,
-                             int BH, int M, int T, int D, int bits, int g, int S, long long ld, long long offset)
+                             int T, int D, int bits, int g, int S, long long ld, long long offset)
 {
-    long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (e >= (long long)BH * D * S) return;
-    int k = (int)(e % S), c = (int)((e / S) % D), bh = (int)(e / ((long long)S * D));
-    long long idx = indexBytes == 1 ? ((const uint8_t*)index)[e] : indexBytes == 2 ? ((const int16_t*)index)[e] : ((const int32_t*)index)[e];
-    long long t = slotOffset[k] + idx;
-    long long gi = t / g;
+    extern __shared__ float acc[];                    // [M, OUTLIER_TILE]
+    __shared__ int range[2];
+    const int bh = blockIdx.y, tid = threadIdx.x;
+    const long long tileStart = (long long)blockIdx.x * OUTLIER_TILE;
+    const int tileLength = (int)min((long long)OUTLIER_TILE, T - tileStart);
+    for (int i = tid; i < M * OUTLIER_TILE; i += blockDim.x) acc[i] = 0.f;
+    if (tid == 0)
+    {
+        // Blocks overlapping [tileStart, tileStart + tileLength): the one holding tileStart, up to the tile's end.
+        int last = lower_bound(slotOffset, S, tileStart + 1) - 1;      // last slot whose block starts at or before tileStart
+        range[0] = last < 0 ? 0 : lower_bound(slotOffset, S, slotOffset[last]);
+        range[1] = lower_bound(slotOffset, S, tileStart + tileLength);
+    }
+    __syncthreads();
+    const int first = range[0], count = range[1] - range[0];
     const int rowBytes = D / 8 * bits;
-    float x = code_at(codes + ((long long)bh * T + t) * rowBytes, c, bits) * __half2float(scale[((long long)bh * (T / g) + gi) * D + c])
-              + __half2float(zero[((long long)bh * (T / g) + gi) * D + c]);
-    float delta = __half2float(values[e]) - x;
-    for (int m = 0; m < M; m++)
-        atomicAdd(&scores[((long long)bh * M + m) * ld + offset + t], q[((long long)bh * M + m) * D + c] * delta);
+    for (long long i = tid; i < (long long)D * count; i += blockDim.x)
+    {
+        const int c = (int)(i / count), k = first + (int)(i % count);
+        const long long e = ((long long)bh * D + c) * S + k;
+        const long long idx = indexBytes == 1 ? ((const uint8_t*)index)[e] : indexBytes == 2 ? ((const int16_t*)index)[e] : ((const int32_t*)index)[e];
+        const long long t = slotOffset[k] + idx;
+        if (t < tileStart || t >= tileStart + tileLength) continue;
+        const long long sz = ((long long)bh * (T / g) + t / g) * D + c;
+        const float x = code_at(codes + ((long long)bh * T + t) * rowBytes, c, bits) * __half2float(scale[sz]) + __half2float(zero[sz]);
+        const float delta = __half2float(values[e]) - x;
+#pragma unroll
+        for (int m = 0; m < M; m++)
+            atomicAdd(&acc[m * OUTLIER_TILE + (t - tileStart)], q[((long long)bh * M + m) * D + c] * delta);
+    }
+    __syncthreads();
+    for (int i = tid; i < M * tileLength; i += blockDim.x)
+    {
+        const int m = i / tileLength, j = i % tileLength;
+        scores[((long long)bh * M + m) * ld + offset + tileStart + j] += acc[m * OUTLIER_TILE + j];
+    }
 }
 
-// p·V̂ of one chunk of `chunk` tokens (inside one block): grid (T/chunk, BH), block D threads (one channel each).
+// p·V̂ of one chunk of `chunk` tokens (inside one block): grid (T/chunk, BH), block ≥ D threads (one channel each).
 // p [BH, M, ld] float read at columns [offset, offset + T); codes [BH, T, rowBytes]; scale, zero [BH, T, G] half
 // (G = D/gv groups per token); outlier values/index [BH, T, G, S] (half, uint8 index within the group; S = 0: none);
 // A [BH, T, r], B [BH, nblk, D, r] half, groupBlock [T/gv] int64; partial [BH, T/chunk, M, D] float (summed by the caller).
@@ -113,14 +180,35 @@ __device__ void value_chunk(const float* __restrict__ p, const uint8_t* __restri
                             int T, int D, int bits, int gv, int chunk, long long ld, long long offset)
 {
     extern __shared__ float sh[];
-    float* pc = sh;                  // [M, chunk] probabilities of the chunk
-    float* acc = pc + M * chunk;     // [M, D]
-    float* pa = acc + M * D;         // [M, MAX_RANK] p·A of the chunk
-    const int ch = blockIdx.x, bh = blockIdx.y, tid = threadIdx.x, G = D / gv;
+    const int ch = blockIdx.x, bh = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warps = blockDim.x >> 5, G = D / gv;
+    float* ps = sh;                        // [M, chunk, G] p·scale
+    float* pz = ps + M * chunk * G;        // [M, G] Σ p·zero, then [M, r] p·A
+    float* acc = pz + M * G + M * r;       // [M, D]
     const long long t0 = (long long)ch * chunk;
-    for (int i = tid; i < M * chunk; i += blockDim.x)
-        pc[i] = p[((long long)bh * M + i / chunk) * ld + offset + t0 + i % chunk];
-    for (int i = tid; i < M * MAX_RANK; i += blockDim.x) pa[i] = 0.f;
+    const float* ph = p + (long long)bh * M * ld + offset + t0;
+    const long long sz0 = ((long long)bh * T + t0) * G;
+    for (int i = tid; i < M * chunk * G; i += blockDim.x)
+    {
+        const int m = i / (chunk * G), j = (i / G) % chunk, k = i % G;
+        ps[i] = ph[m * ld + j] * __half2float(scale[sz0 + (long long)j * G + k]);
+    }
+    // M·G zero sums and M·r low-rank sums over the chunk's tokens, one warp each.
+    for (int o = tid >> 5; o < M * G + M * r; o += warps)
+    {
+        float s = 0.f;
+        if (o < M * G)
+        {
+            const int m = o / G, k = o % G;
+            for (int j = lane; j < chunk; j += 32) s += ph[m * ld + j] * __half2float(zero[sz0 + (long long)j * G + k]);
+        }
+        else
+        {
+            const int m = (o - M * G) / r, rho = (o - M * G) % r;
+            for (int j = lane; j < chunk; j += 32) s += ph[m * ld + j] * __half2float(A[((long long)bh * T + t0 + j) * r + rho]);
+        }
+        s = warp_sum(s);
+        if (lane == 0) pz[o] = s;
+    }
     __syncthreads();
     const int rowBytes = D / 8 * bits;
     if (tid < D)
@@ -129,26 +217,16 @@ __device__ void value_chunk(const float* __restrict__ p, const uint8_t* __restri
         float a[M];
 #pragma unroll
         for (int m = 0; m < M; m++) a[m] = 0.f;
-        for (int j = 0; j < chunk; j++)
+        const uint8_t* row = codes + ((long long)bh * T + t0) * rowBytes;
+        for (int j = 0; j < chunk; j++, row += rowBytes)
         {
-            const long long t = t0 + j;
-            const long long sz = ((long long)bh * T + t) * G + k;
-            float x = code_at(codes + ((long long)bh * T + t) * rowBytes, d, bits) * __half2float(scale[sz]) + __half2float(zero[sz]);
+            const float c = (float)code_at(row, d, bits);
 #pragma unroll
-            for (int m = 0; m < M; m++) a[m] += pc[m * chunk + j] * x;
+            for (int m = 0; m < M; m++) a[m] += ps[(m * chunk + j) * G + k] * c;
         }
 #pragma unroll
-        for (int m = 0; m < M; m++) acc[m * D + d] = a[m];
+        for (int m = 0; m < M; m++) acc[m * D + d] = a[m] + pz[m * G + k];
     }
-    if (r > 0)
-        for (int i = tid; i < M * r; i += blockDim.x)
-        {
-            int m = i / r, rho = i % r;
-            float s = 0.f;
-            for (int j = 0; j < chunk; j++)
-                s += pc[m * chunk + j] * __half2float(A[((long long)bh * T + t0 + j) * r + rho]);
-            pa[m * MAX_RANK + rho] = s;
-        }
     __syncthreads();
     if (S > 0)
         for (int i = tid; i < chunk * G * S; i += blockDim.x)
@@ -158,21 +236,22 @@ __device__ void value_chunk(const float* __restrict__ p, const uint8_t* __restri
             const long long e = (((long long)bh * T + t) * G + k) * S + i % S;
             const int c = k * gv + index[e];
             const long long sz = ((long long)bh * T + t) * G + k;
-            float x = code_at(codes + ((long long)bh * T + t) * rowBytes, c, bits) * __half2float(scale[sz]) + __half2float(zero[sz]);
-            float delta = __half2float(values[e]) - x;
+            const float x = code_at(codes + ((long long)bh * T + t) * rowBytes, c, bits) * __half2float(scale[sz]) + __half2float(zero[sz]);
+            const float delta = __half2float(values[e]) - x;
             for (int m = 0; m < M; m++)
-                atomicAdd(&acc[m * D + c], pc[m * chunk + j] * delta);
+                atomicAdd(&acc[m * D + c], ph[m * ld + j] * delta);
         }
     __syncthreads();
     if (tid < D)
     {
         const int d = tid;
+        const float* pa = pz + M * G;
         const __half* Bb = r > 0 ? B + ((long long)bh * nblk + groupBlock[t0 / gv]) * D * r : nullptr;
         for (int m = 0; m < M; m++)
         {
             float o = acc[m * D + d];
             for (int rho = 0; rho < r; rho++)
-                o += pa[m * MAX_RANK + rho] * __half2float(Bb[d * r + rho]);
+                o += pa[m * r + rho] * __half2float(Bb[d * r + rho]);
             partial[(((long long)bh * gridDim.x + ch) * M + m) * D + d] = o;
         }
     }
@@ -192,6 +271,12 @@ __device__ void value_chunk(const float* __restrict__ p, const uint8_t* __restri
     {                                                                                                                         \
         value_chunk<M>(p, codes, scale, zero, values, index, S, A, B, groupBlock, r, nblk, partial, T, D, bits, gv, chunk,   \
                        ld, offset);                                                                                           \
+    }                                                                                                                         \
+    extern "C" __global__ void gear_key_outliers_m##M(const float* q, const uint8_t* codes, const __half* scale,              \
+        const __half* zero, const __half* values, const void* index, int indexBytes, const long long* slotOffset,             \
+        float* scores, int T, int D, int bits, int g, int S, long long ld, long long offset)                                 \
+    {                                                                                                                         \
+        key_outliers<M>(q, codes, scale, zero, values, index, indexBytes, slotOffset, scores, T, D, bits, g, S, ld, offset); \
     }
 
 GEAR_INSTANTIATE(1)
@@ -202,13 +287,6 @@ GEAR_INSTANTIATE(5)
 GEAR_INSTANTIATE(6)
 GEAR_INSTANTIATE(7)
 GEAR_INSTANTIATE(8)
-
-extern "C" __global__ void gear_key_outliers(const float* q, const uint8_t* codes, const __half* scale, const __half* zero,
-    const __half* values, const void* index, int indexBytes, const long long* slotOffset, float* scores,
-    int BH, int M, int T, int D, int bits, int g, int S, long long ld, long long offset)
-{
-    key_outliers(q, codes, scale, zero, values, index, indexBytes, slotOffset, scores, BH, M, T, D, bits, g, S, ld, offset);
-}
 
 // Sum of `value` over the thread block (blockDim.x a multiple of 32, at most 1024); every thread gets the sum.
 __device__ float block_sum(float value, float* scratch)
