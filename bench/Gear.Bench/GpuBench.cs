@@ -159,7 +159,7 @@ internal static class GpuBench
                     if (!options.IsCompressed)
                         fp16 = amortized;
                     report.Add(new GpuAttendRow(CacheConfigs.Name(options), CacheConfigs.Bits(options), context,
-                        !options.IsCompressed ? "sdpa" : fused ? (Gear.AI.Compression.Cuda.CudaKernels.UnavailableReason is null ? "fused" : "fused-unavailable") : "torchsharp",
+                        !options.IsCompressed ? "dense" : fused ? (Gear.AI.Compression.Cuda.CudaKernels.UnavailableReason is null ? "fused" : "fused-unavailable") : "torchsharp",
                         attend, flush, amortized, fp16 == 0 ? 0 : fp16 / amortized));
                 }
         }
