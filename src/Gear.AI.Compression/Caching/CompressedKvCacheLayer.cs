@@ -175,15 +175,18 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
             ? Cuda.CudaKernels.For(queries.device) : null;
 
     /// <summary>
-    /// Attention for a few query rows on CUDA: scores of each store from its packed keys (one kernel, plus one for
-    /// key outliers), the buffer by matmul, one softmax, then each store's packed values (one kernel and a sum).
+    /// Attention for a few query rows on CUDA in a handful of calls (at batch 1 the step is bound by host calls):
+    /// scores of each store from its packed keys (one kernel, plus one for key outliers) and of the buffer (one
+    /// kernel), one softmax, then per-chunk sums of each store's packed values and of the buffer (one kernel each)
+    /// and one sum over chunks.
     /// </summary>
     private Tensor AttendCuda(Tensor queries, Cuda.CudaKernels.Module module)
     {
         using var scope = NewDisposeScope();
         long b = _shape.Batch, hkv = _shape.KeyValueHeads, hq = queries.shape[1], tq = queries.shape[2];
         long rows = hq / hkv * tq, total = Length, compressed = CompressedLength;
-        var q = Attention.GroupQueries(queries, hkv).to(ScalarType.Float32).contiguous();     // [B, Hkv, M, D]
+        // Scaled float32 queries [B, Hkv, M, D]; every score below is already divided by √D.
+        var q = (Attention.GroupQueries(queries, hkv).to(ScalarType.Float32) * (1.0 / Math.Sqrt(_shape.HeadDim))).contiguous();
         var scores = empty([b, hkv, rows, total], ScalarType.Float32, queries.device);         // [B, Hkv, M, T]
         long offset = 0;
         foreach (var (keyStore, _) in _stores.Values)
@@ -191,21 +194,21 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
             keyStore.CudaKeyScores(module, q, scores, offset);
             offset += keyStore.Length;
         }
-        var bufferK = _bufferKeys!.narrow(2, 0, _buffered).to(ScalarType.Float32);            // [B, Hkv, Tb, D]
-        var bufferScores = scores.narrow(-1, compressed, _buffered);
-        bufferScores.copy_(q.matmul(bufferK.transpose(-1, -2)));
-        if (Attention.CausalMask(tq, _buffered, hq / hkv, queries.device) is { } mask)
-            bufferScores.masked_fill_(mask.logical_not(), double.NegativeInfinity);
-        var probs = (scores * (1.0 / Math.Sqrt(_shape.HeadDim))).softmax(-1);                  // [B, Hkv, M, T] float32
-        var bufferV = _bufferValues!.narrow(2, 0, _buffered).to(ScalarType.Float32);
-        var o = probs.narrow(-1, compressed, _buffered).matmul(bufferV);                      // [B, Hkv, M, D]
+        Cuda.CudaKernels.DenseScores(module, q, _bufferKeys!, (int)_buffered, (int)tq, scores, compressed);
+        var probs = scores.softmax(-1);                                                        // [B, Hkv, M, T]
+        int slots = _stores.Values.Sum(s => s.Values.CudaChunks) + 1;                          // + the buffer's
+        var partial = empty([b * hkv, slots, rows, _shape.HeadDim], ScalarType.Float32, queries.device);
         offset = 0;
+        int slot = 0;
         foreach (var (_, valueStore) in _stores.Values)
         {
-            o.add_(valueStore.CudaValueOutput(module, probs, offset));
+            valueStore.CudaValueChunks(module, probs, offset, partial, slot);
             offset += valueStore.Length;
+            slot += valueStore.CudaChunks;
         }
-        return Attention.UngroupQueries(o.to(queries.dtype), hq, tq).MoveToOuterDisposeScope(); // [B, Hq, Tq, D]
+        Cuda.CudaKernels.DenseValues(module, probs, _bufferValues!, (int)_buffered, partial, slot, compressed);
+        var o = partial.sum(1).view(b, hkv, rows, _shape.HeadDim).to(queries.dtype);           // [B, Hkv, M, D]
+        return Attention.UngroupQueries(o, hq, tq).MoveToOuterDisposeScope();                  // [B, Hq, Tq, D]
     }
 
     /// <summary>

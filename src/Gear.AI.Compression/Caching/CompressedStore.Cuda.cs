@@ -49,31 +49,36 @@ internal sealed partial class CompressedStore
         CudaDriver.Launch(module.KeyOutliers[m - 1], (tiles, (uint)bh), 256, (uint)(sizeof(float) * m * CudaKernels.OutlierTile), outlierArgs);
     }
 
-    /// <summary>p·V̂ (dequantized values, outliers, low rank) for the probabilities in columns [offset, offset + T) of <paramref name="p"/>.</summary>
+    /// <summary>Value chunks this store contributes to the partial sums of <see cref="CudaValueChunks"/> (one per value group of tokens).</summary>
+    public int CudaChunks => checked((int)(Length / _groupSize));
+
+    /// <summary>
+    /// p·V̂ (dequantized values, outliers, low rank) for the probabilities in columns [offset, offset + T) of
+    /// <paramref name="p"/>, one row of sums per chunk written to slots [slotBase, slotBase + <see cref="CudaChunks"/>)
+    /// of <paramref name="partial"/> (the caller sums over slots).
+    /// </summary>
     /// <param name="module">The loaded kernels.</param>
     /// <param name="p">[B, H, M, ld] float32, contiguous, M ≤ 8.</param>
     /// <param name="offset">First column of this store's tokens.</param>
-    /// <returns>[B, H, M, D] float32.</returns>
-    public unsafe Tensor CudaValueOutput(CudaKernels.Module module, Tensor p, long offset)
+    /// <param name="partial">[B·H, slots, M, D] float32, contiguous.</param>
+    /// <param name="slotBase">First slot of this store.</param>
+    public unsafe void CudaValueChunks(CudaKernels.Module module, Tensor p, long offset, Tensor partial, int slotBase)
     {
-        using var scope = NewDisposeScope();
         int bh = checked((int)(p.shape[0] * p.shape[1])), m = (int)p.shape[2], d = (int)_headDim, length = checked((int)Length), bits = _bits;
-        int gv = _groupSize, chunk = _groupSize, chunks = length / chunk;                 // blocks are whole value groups
+        int gv = _groupSize, chunk = _groupSize, chunks = CudaChunks, slots = (int)partial.shape[1];   // blocks are whole value groups
         int r = _a is null ? 0 : (int)_a.shape[^1], blocks = BlockCount;
-        int slots = _outlierValues is null ? 0 : (int)_outlierValues.shape[^1];
+        int outliers = _outlierValues is null ? 0 : (int)_outlierValues.shape[^1];
         long ld = p.shape[^1];
-        var partial = empty([bh, chunks, m, d], ScalarType.Float32, p.device);           // one row of sums per chunk
         IntPtr pp = Address(p), codes = Address(_codes!), scale = Address(_scale!), zero = Address(_zero!), out_ = Address(partial);
-        IntPtr values = slots > 0 ? Address(_outlierValues!) : 0, index = slots > 0 ? Address(_outlierIndex!) : 0;
+        IntPtr values = outliers > 0 ? Address(_outlierValues!) : 0, index = outliers > 0 ? Address(_outlierIndex!) : 0;
         IntPtr a = r > 0 ? Address(_a!) : 0, b = r > 0 ? Address(_b!) : 0, groupBlock = r > 0 ? Address(_groupBlock!) : 0;
-        void** args = stackalloc void*[20];
-        args[0] = &pp; args[1] = &codes; args[2] = &scale; args[3] = &zero; args[4] = &values; args[5] = &index; args[6] = &slots;
-        args[7] = &a; args[8] = &b; args[9] = &groupBlock; args[10] = &r; args[11] = &blocks; args[12] = &out_;
-        args[13] = &length; args[14] = &d; args[15] = &bits; args[16] = &gv; args[17] = &chunk; args[18] = &ld; args[19] = &offset;
+        void** args = stackalloc void*[22];
+        args[0] = &pp; args[1] = &codes; args[2] = &scale; args[3] = &zero; args[4] = &values; args[5] = &index; args[6] = &outliers;
+        args[7] = &a; args[8] = &b; args[9] = &groupBlock; args[10] = &r; args[11] = &blocks; args[12] = &out_; args[13] = &slots;
+        args[14] = &slotBase; args[15] = &length; args[16] = &d; args[17] = &bits; args[18] = &gv; args[19] = &chunk; args[20] = &ld; args[21] = &offset;
         uint threads = (uint)Math.Max(64, (d + 31) / 32 * 32);
         uint shared = (uint)(sizeof(float) * (m * chunk * (d / gv) + m * (d / gv) + m * r + m * d));
         CudaDriver.Launch(module.ValueChunk[m - 1], ((uint)chunks, (uint)bh), threads, shared, args);
-        return partial.sum(1).view(p.shape[0], p.shape[1], m, d).MoveToOuterDisposeScope();
     }
 
     private static IntPtr Address(Tensor t) => TensorMemory.DeviceAddress(t);

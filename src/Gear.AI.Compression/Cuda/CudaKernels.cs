@@ -27,12 +27,12 @@ internal static class CudaKernels
         [.. Enumerable.Range(1, MaxRows).Select(m => $"gear_key_scores_m{m}"),
          .. Enumerable.Range(1, MaxRows).Select(m => $"gear_value_chunk_m{m}"),
          .. Enumerable.Range(1, MaxRows).Select(m => $"gear_key_outliers_m{m}"),
-         "gear_orthonormalize"];
+         "gear_orthonormalize", "gear_dense_scores", "gear_dense_values"];
 
     /// <summary>Tokens per thread block of the key-outlier kernel (OUTLIER_TILE in the source).</summary>
     public const int OutlierTile = 1024;
 
-    internal sealed record Module(IntPtr[] KeyScores, IntPtr[] ValueChunk, IntPtr[] KeyOutliers, IntPtr Orthonormalize);
+    internal sealed record Module(IntPtr[] KeyScores, IntPtr[] ValueChunk, IntPtr[] KeyOutliers, IntPtr Orthonormalize, IntPtr DenseScores, IntPtr DenseValues);
 
     private static readonly object Gate = new();
     private static readonly Dictionary<IntPtr, Module> Modules = [];
@@ -62,7 +62,9 @@ internal static class CudaKernels
                     [.. Enumerable.Range(1, MaxRows).Select(m => CudaDriver.Function(handle, $"gear_key_scores_m{m}"))],
                     [.. Enumerable.Range(1, MaxRows).Select(m => CudaDriver.Function(handle, $"gear_value_chunk_m{m}"))],
                     [.. Enumerable.Range(1, MaxRows).Select(m => CudaDriver.Function(handle, $"gear_key_outliers_m{m}"))],
-                    CudaDriver.Function(handle, "gear_orthonormalize"));
+                    CudaDriver.Function(handle, "gear_orthonormalize"),
+                    CudaDriver.Function(handle, "gear_dense_scores"),
+                    CudaDriver.Function(handle, "gear_dense_values"));
                 Modules[context] = module;
                 return module;
             }
@@ -93,6 +95,28 @@ internal static class CudaKernels
         args[0] = &data; args[1] = &n; args[2] = &r;
         CudaDriver.Launch(module.Orthonormalize, ((uint)batch, 1), 256, 0, args);
         return q;
+    }
+
+    /// <summary>Scores of the float16 buffer's first <paramref name="n"/> tokens into columns [offset, offset + n) (causal for Tq &gt; 1).</summary>
+    public static unsafe void DenseScores(Module module, Tensor q, Tensor keys16, int n, int tq, Tensor scores, long offset)
+    {
+        int bh = checked((int)(q.shape[0] * q.shape[1])), m = (int)q.shape[2], d = (int)q.shape[3];
+        long capacity = keys16.shape[2], ld = scores.shape[^1];
+        IntPtr qp = Caching.TensorMemory.DeviceAddress(q), kp = Caching.TensorMemory.DeviceAddress(keys16), sp = Caching.TensorMemory.DeviceAddress(scores);
+        void** args = stackalloc void*[10];
+        args[0] = &qp; args[1] = &kp; args[2] = &capacity; args[3] = &n; args[4] = &m; args[5] = &d; args[6] = &tq; args[7] = &sp; args[8] = &ld; args[9] = &offset;
+        CudaDriver.Launch(module.DenseScores, ((uint)n, (uint)bh), 32, 0, args);
+    }
+
+    /// <summary>p·V of the float16 buffer's first <paramref name="n"/> tokens into slot <paramref name="slot"/> of <paramref name="partial"/>.</summary>
+    public static unsafe void DenseValues(Module module, Tensor p, Tensor values16, int n, Tensor partial, int slot, long offset)
+    {
+        int bh = checked((int)(p.shape[0] * p.shape[1])), m = (int)p.shape[2], d = (int)values16.shape[3], slots = (int)partial.shape[1];
+        long capacity = values16.shape[2], ld = p.shape[^1];
+        IntPtr pp = Caching.TensorMemory.DeviceAddress(p), vp = Caching.TensorMemory.DeviceAddress(values16), op = Caching.TensorMemory.DeviceAddress(partial);
+        void** args = stackalloc void*[11];
+        args[0] = &pp; args[1] = &vp; args[2] = &capacity; args[3] = &n; args[4] = &m; args[5] = &d; args[6] = &op; args[7] = &slots; args[8] = &slot; args[9] = &ld; args[10] = &offset;
+        CudaDriver.Launch(module.DenseValues, ((uint)bh, 1), (uint)Math.Max(32, (d + 31) / 32 * 32), 0, args);
     }
 
     /// <summary>The PTX text, NUL-terminated as cuModuleLoadData wants it.</summary>

@@ -170,13 +170,14 @@ __device__ void key_outliers(const float* __restrict__ q, const uint8_t* __restr
 // p·V̂ of one chunk of `chunk` tokens (inside one block): grid (T/chunk, BH), block ≥ D threads (one channel each).
 // p [BH, M, ld] float read at columns [offset, offset + T); codes [BH, T, rowBytes]; scale, zero [BH, T, G] half
 // (G = D/gv groups per token); outlier values/index [BH, T, G, S] (half, uint8 index within the group; S = 0: none);
-// A [BH, T, r], B [BH, nblk, D, r] half, groupBlock [T/gv] int64; partial [BH, T/chunk, M, D] float (summed by the caller).
+// A [BH, T, r], B [BH, nblk, D, r] half, groupBlock [T/gv] int64; partial [BH, slots, M, D] float, this store's chunks
+// at slots [slotBase, slotBase + T/chunk) (the caller sums over slots).
 template <int M>
 __device__ void value_chunk(const float* __restrict__ p, const uint8_t* __restrict__ codes,
                             const __half* __restrict__ scale, const __half* __restrict__ zero,
                             const __half* __restrict__ values, const uint8_t* __restrict__ index, int S,
                             const __half* __restrict__ A, const __half* __restrict__ B, const long long* __restrict__ groupBlock,
-                            int r, int nblk, float* __restrict__ partial,
+                            int r, int nblk, float* __restrict__ partial, int slots, int slotBase,
                             int T, int D, int bits, int gv, int chunk, long long ld, long long offset)
 {
     extern __shared__ float sh[];
@@ -252,7 +253,7 @@ __device__ void value_chunk(const float* __restrict__ p, const uint8_t* __restri
             float o = acc[m * D + d];
             for (int rho = 0; rho < r; rho++)
                 o += pa[m * r + rho] * __half2float(Bb[d * r + rho]);
-            partial[(((long long)bh * gridDim.x + ch) * M + m) * D + d] = o;
+            partial[(((long long)bh * slots + slotBase + ch) * M + m) * D + d] = o;
         }
     }
 }
@@ -266,11 +267,11 @@ __device__ void value_chunk(const float* __restrict__ p, const uint8_t* __restri
     }                                                                                                                         \
     extern "C" __global__ void gear_value_chunk_m##M(const float* p, const uint8_t* codes, const __half* scale,               \
         const __half* zero, const __half* values, const uint8_t* index, int S, const __half* A, const __half* B,              \
-        const long long* groupBlock, int r, int nblk, float* partial, int T, int D, int bits, int gv, int chunk,               \
-        long long ld, long long offset)                                                                                       \
+        const long long* groupBlock, int r, int nblk, float* partial, int slots, int slotBase, int T, int D, int bits, int gv, \
+        int chunk, long long ld, long long offset)                                                                            \
     {                                                                                                                         \
-        value_chunk<M>(p, codes, scale, zero, values, index, S, A, B, groupBlock, r, nblk, partial, T, D, bits, gv, chunk,   \
-                       ld, offset);                                                                                           \
+        value_chunk<M>(p, codes, scale, zero, values, index, S, A, B, groupBlock, r, nblk, partial, slots, slotBase, T, D,  \
+                       bits, gv, chunk, ld, offset);                                                                          \
     }                                                                                                                         \
     extern "C" __global__ void gear_key_outliers_m##M(const float* q, const uint8_t* codes, const __half* scale,              \
         const __half* zero, const __half* values, const void* index, int indexBytes, const long long* slotOffset,             \
@@ -326,5 +327,38 @@ extern "C" __global__ void gear_orthonormalize(float* y, long long n, int r)
         const float inv = norm > 1e-30f ? 1.f / norm : 0.f;
         for (long long i = threadIdx.x; i < n; i += blockDim.x) m[i * r + j] *= inv;
         __syncthreads();
+    }
+}
+
+// The float16 buffer's part of decode attention, as two small kernels so the whole step stays a handful of calls.
+// Scores: grid (n, BH), one warp per buffered token. q [BH, M, D] float (already scaled), keys [BH, capacity, D] half;
+// query row m is token m % tq of the tq newest, so it sees buffered tokens t <= n - tq + m % tq (causal).
+extern "C" __global__ void gear_dense_scores(const float* __restrict__ q, const __half* __restrict__ keys, long long capacity,
+    int n, int M, int D, int tq, float* __restrict__ scores, long long ld, long long offset)
+{
+    const int t = blockIdx.x, bh = blockIdx.y, lane = threadIdx.x;
+    const __half* k = keys + ((long long)bh * capacity + t) * D;
+    for (int m = 0; m < M; m++)
+    {
+        float s = 0.f;
+        for (int d = lane; d < D; d += 32) s += q[((long long)bh * M + m) * D + d] * __half2float(k[d]);
+        s = warp_sum(s);
+        if (lane == 0)
+            scores[((long long)bh * M + m) * ld + offset + t] = t <= n - tq + m % tq ? s : -INFINITY;
+    }
+}
+
+// Values: grid (BH), block >= D threads (one channel each): partial[bh, slot, m, d] = Σ_t p[bh, m, offset + t]·V[bh, t, d].
+extern "C" __global__ void gear_dense_values(const float* __restrict__ p, const __half* __restrict__ values, long long capacity,
+    int n, int M, int D, float* __restrict__ partial, int slots, int slot, long long ld, long long offset)
+{
+    const int bh = blockIdx.x, d = threadIdx.x;
+    if (d >= D) return;
+    for (int m = 0; m < M; m++)
+    {
+        const float* pm = p + ((long long)bh * M + m) * ld + offset;
+        float o = 0.f;
+        for (int t = 0; t < n; t++) o += pm[t] * __half2float(values[((long long)bh * capacity + t) * D + d]);
+        partial[(((long long)bh * slots + slot) * M + m) * D + d] = o;
     }
 }
