@@ -188,25 +188,29 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
         // Scaled float32 queries [B, Hkv, M, D]; every score below is already divided by √D.
         var q = (Attention.GroupQueries(queries, hkv).to(ScalarType.Float32) * (1.0 / Math.Sqrt(_shape.HeadDim))).contiguous();
         var scores = empty([b, hkv, rows, total], ScalarType.Float32, queries.device);         // [B, Hkv, M, T]
+        int bh = (int)(b * hkv), m = (int)rows, d = (int)_shape.HeadDim;
+        long capacity = _bufferKeys!.shape[2];
+        IntPtr qp = TensorMemory.DeviceAddress(q), sp = TensorMemory.DeviceAddress(scores);
         long offset = 0;
         foreach (var (keyStore, _) in _stores.Values)
         {
-            keyStore.CudaKeyScores(module, q, scores, offset);
+            keyStore.CudaKeyScores(module, qp, sp, bh, m, total, offset);
             offset += keyStore.Length;
         }
-        Cuda.CudaKernels.DenseScores(module, q, _bufferKeys!, (int)_buffered, (int)tq, scores, compressed);
+        Cuda.CudaKernels.DenseScores(module, qp, TensorMemory.DeviceAddress(_bufferKeys), capacity, (int)_buffered, (int)tq, sp, bh, m, d, total, compressed);
         var probs = scores.softmax(-1);                                                        // [B, Hkv, M, T]
         int slots = _stores.Values.Sum(s => s.Values.CudaChunks) + 1;                          // + the buffer's
-        var partial = empty([b * hkv, slots, rows, _shape.HeadDim], ScalarType.Float32, queries.device);
+        var partial = empty([bh, slots, rows, d], ScalarType.Float32, queries.device);        // [B·Hkv, slots, M, D]
+        IntPtr pp = TensorMemory.DeviceAddress(probs), op = TensorMemory.DeviceAddress(partial);
         offset = 0;
         int slot = 0;
         foreach (var (_, valueStore) in _stores.Values)
         {
-            valueStore.CudaValueChunks(module, probs, offset, partial, slot);
+            valueStore.CudaValueChunks(module, pp, op, bh, m, total, slots, offset, slot);
             offset += valueStore.Length;
             slot += valueStore.CudaChunks;
         }
-        Cuda.CudaKernels.DenseValues(module, probs, _bufferValues!, (int)_buffered, partial, slot, compressed);
+        Cuda.CudaKernels.DenseValues(module, pp, TensorMemory.DeviceAddress(_bufferValues!), capacity, (int)_buffered, op, bh, m, d, total, slots, slot, compressed);
         var o = partial.sum(1).view(b, hkv, rows, _shape.HeadDim).to(queries.dtype);           // [B, Hkv, M, D]
         return Attention.UngroupQueries(o, hq, tq).MoveToOuterDisposeScope();                  // [B, Hq, Tq, D]
     }

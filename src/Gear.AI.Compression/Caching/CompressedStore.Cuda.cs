@@ -16,20 +16,32 @@ internal sealed partial class CompressedStore
         _bits is 1 or 2 or 4 or 8 && _headDim % 8 == 0 && _headDim <= 1024 && _groupSize <= 1024
         && (_axis == QuantAxis.PerToken || _groupSize % 32 == 0)                          // key groups: whole warps of tokens
         && (_axis == QuantAxis.PerChannel || _groupSize <= 256)
-        && (_a is null || _a.shape[^1] <= CudaKernels.MaxRank);
+        && View.Rank <= CudaKernels.MaxRank;
 
-    /// <summary>Writes q·K̂ᵀ (dequantized keys, outliers, low rank) into columns [offset, offset + T) of <paramref name="scores"/>.</summary>
+    /// <summary>Addresses and sizes of this store's tensors: read once after each change, since every read is a native call.</summary>
+    private sealed record DeviceView(IntPtr Codes, IntPtr Scale, IntPtr Zero, IntPtr OutlierValues, IntPtr OutlierIndex,
+                                     IntPtr OutlierOffset, IntPtr A, IntPtr B, IntPtr GroupBlock, int Rank, int Slots, int IndexBytes);
+
+    private DeviceView? _view;
+
+    private DeviceView View => _view ??= new DeviceView(
+        Address(_codes), Address(_scale), Address(_zero), Address(_outlierValues), Address(_outlierIndex), Address(_outlierOffset),
+        Address(_a), Address(_b), Address(_groupBlock), _a is null ? 0 : (int)_a.shape[^1],
+        _outlierValues is null ? 0 : (int)_outlierValues.shape[^1], _outlierIndex is null ? 0 : (int)_outlierIndex.ElementSize);
+
+    /// <summary>Writes q·K̂ᵀ (dequantized keys, outliers, low rank) into columns [offset, offset + T) of the scores.</summary>
     /// <param name="module">The loaded kernels.</param>
-    /// <param name="q">Queries [B, H, M, D], float32, contiguous, M ≤ 8.</param>
-    /// <param name="scores">[B, H, M, ld] float32, contiguous.</param>
+    /// <param name="qp">Queries [B·H, M, D], float32, contiguous, M ≤ 8 (device address).</param>
+    /// <param name="sp">Scores [B·H, M, ld] float32, contiguous (device address).</param>
+    /// <param name="bh">B·H.</param>
+    /// <param name="m">Query rows M.</param>
+    /// <param name="ld">Row length of the scores.</param>
     /// <param name="offset">First column of this store's tokens.</param>
-    public unsafe void CudaKeyScores(CudaKernels.Module module, Tensor q, Tensor scores, long offset)
+    public unsafe void CudaKeyScores(CudaKernels.Module module, IntPtr qp, IntPtr sp, int bh, int m, long ld, long offset)
     {
-        int bh = checked((int)(q.shape[0] * q.shape[1])), m = (int)q.shape[2], d = (int)_headDim, length = checked((int)Length), g = _groupSize, bits = _bits;
-        int r = _a is null ? 0 : (int)_a.shape[^1], blocks = BlockCount;
-        long ld = scores.shape[^1];
-        IntPtr qp = Address(q), codes = Address(_codes!), scale = Address(_scale!), zero = Address(_zero!), sp = Address(scores);
-        IntPtr a = r > 0 ? Address(_a!) : 0, b = r > 0 ? Address(_b!) : 0, groupBlock = r > 0 ? Address(_groupBlock!) : 0;
+        var view = View;
+        int d = (int)_headDim, length = checked((int)Length), g = _groupSize, bits = _bits, r = view.Rank, blocks = BlockCount;
+        IntPtr codes = view.Codes, scale = view.Scale, zero = view.Zero, a = view.A, b = view.B, groupBlock = view.GroupBlock;
         void** args = stackalloc void*[16];
         args[0] = &qp; args[1] = &codes; args[2] = &scale; args[3] = &zero; args[4] = &a; args[5] = &b; args[6] = &groupBlock;
         args[7] = &r; args[8] = &blocks; args[9] = &sp; args[10] = &length; args[11] = &d; args[12] = &bits; args[13] = &g;
@@ -37,10 +49,10 @@ internal sealed partial class CompressedStore
         uint shared = (uint)(sizeof(float) * (m * d + m + m * r));
         CudaDriver.Launch(module.KeyScores[m - 1], ((uint)(length / g), (uint)bh), (uint)g, shared, args);
 
-        if (_outlierValues is null)
+        if (view.Slots == 0)
             return;
-        int slots = (int)_outlierValues.shape[^1], indexBytes = (int)_outlierIndex!.ElementSize;
-        IntPtr values = Address(_outlierValues), index = Address(_outlierIndex), slotOffset = Address(_outlierOffset!);
+        int slots = view.Slots, indexBytes = view.IndexBytes;
+        IntPtr values = view.OutlierValues, index = view.OutlierIndex, slotOffset = view.OutlierOffset;
         void** outlierArgs = stackalloc void*[16];
         outlierArgs[0] = &qp; outlierArgs[1] = &codes; outlierArgs[2] = &scale; outlierArgs[3] = &zero; outlierArgs[4] = &values;
         outlierArgs[5] = &index; outlierArgs[6] = &indexBytes; outlierArgs[7] = &slotOffset; outlierArgs[8] = &sp; outlierArgs[9] = &length;
@@ -54,24 +66,26 @@ internal sealed partial class CompressedStore
 
     /// <summary>
     /// p·V̂ (dequantized values, outliers, low rank) for the probabilities in columns [offset, offset + T) of
-    /// <paramref name="p"/>, one row of sums per chunk written to slots [slotBase, slotBase + <see cref="CudaChunks"/>)
-    /// of <paramref name="partial"/> (the caller sums over slots).
+    /// <paramref name="pp"/>, one row of sums per chunk written to slots [slotBase, slotBase + <see cref="CudaChunks"/>)
+    /// of <paramref name="out_"/> (the caller sums over slots).
     /// </summary>
     /// <param name="module">The loaded kernels.</param>
-    /// <param name="p">[B, H, M, ld] float32, contiguous, M ≤ 8.</param>
+    /// <param name="pp">Probabilities [B·H, M, ld] float32, contiguous, M ≤ 8 (device address).</param>
+    /// <param name="out_">Partial sums [B·H, slots, M, D] float32, contiguous (device address).</param>
+    /// <param name="bh">B·H.</param>
+    /// <param name="m">Query rows M.</param>
+    /// <param name="ld">Row length of the probabilities.</param>
+    /// <param name="slots">Slots of the partial sums.</param>
     /// <param name="offset">First column of this store's tokens.</param>
-    /// <param name="partial">[B·H, slots, M, D] float32, contiguous.</param>
     /// <param name="slotBase">First slot of this store.</param>
-    public unsafe void CudaValueChunks(CudaKernels.Module module, Tensor p, long offset, Tensor partial, int slotBase)
+    public unsafe void CudaValueChunks(CudaKernels.Module module, IntPtr pp, IntPtr out_, int bh, int m, long ld, int slots, long offset, int slotBase)
     {
-        int bh = checked((int)(p.shape[0] * p.shape[1])), m = (int)p.shape[2], d = (int)_headDim, length = checked((int)Length), bits = _bits;
-        int gv = _groupSize, chunk = _groupSize, chunks = CudaChunks, slots = (int)partial.shape[1];   // blocks are whole value groups
-        int r = _a is null ? 0 : (int)_a.shape[^1], blocks = BlockCount;
-        int outliers = _outlierValues is null ? 0 : (int)_outlierValues.shape[^1];
-        long ld = p.shape[^1];
-        IntPtr pp = Address(p), codes = Address(_codes!), scale = Address(_scale!), zero = Address(_zero!), out_ = Address(partial);
-        IntPtr values = outliers > 0 ? Address(_outlierValues!) : 0, index = outliers > 0 ? Address(_outlierIndex!) : 0;
-        IntPtr a = r > 0 ? Address(_a!) : 0, b = r > 0 ? Address(_b!) : 0, groupBlock = r > 0 ? Address(_groupBlock!) : 0;
+        var view = View;
+        int d = (int)_headDim, length = checked((int)Length), bits = _bits;
+        int gv = _groupSize, chunk = _groupSize, chunks = CudaChunks;                      // blocks are whole value groups
+        int r = view.Rank, blocks = BlockCount, outliers = view.Slots;
+        IntPtr codes = view.Codes, scale = view.Scale, zero = view.Zero, values = view.OutlierValues, index = view.OutlierIndex;
+        IntPtr a = view.A, b = view.B, groupBlock = view.GroupBlock;
         void** args = stackalloc void*[22];
         args[0] = &pp; args[1] = &codes; args[2] = &scale; args[3] = &zero; args[4] = &values; args[5] = &index; args[6] = &outliers;
         args[7] = &a; args[8] = &b; args[9] = &groupBlock; args[10] = &r; args[11] = &blocks; args[12] = &out_; args[13] = &slots;
@@ -81,5 +95,5 @@ internal sealed partial class CompressedStore
         CudaDriver.Launch(module.ValueChunk[m - 1], ((uint)chunks, (uint)bh), threads, shared, args);
     }
 
-    private static IntPtr Address(Tensor t) => TensorMemory.DeviceAddress(t);
+    private static IntPtr Address(Tensor? t) => t is null ? IntPtr.Zero : TensorMemory.DeviceAddress(t);
 }

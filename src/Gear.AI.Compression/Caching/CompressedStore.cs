@@ -86,6 +86,7 @@ internal sealed partial class CompressedStore : IDisposable
         }
         _blockLengths.Add(n);
         Length += n;
+        _view = null;
     }
 
     private static ScalarType Wider(ScalarType a, ScalarType b) =>
@@ -220,6 +221,7 @@ internal sealed partial class CompressedStore : IDisposable
         }
         _blockLengths.RemoveRange(blocks, _blockLengths.Count - blocks);
         Length = tokens;
+        _view = null;
     }
 
     private static void Narrow(ref Tensor? store, long dim, long length)
@@ -233,6 +235,7 @@ internal sealed partial class CompressedStore : IDisposable
         foreach (var t in new[] { _groupBlock, _b, _a, _outlierOffset, _outlierIndex, _outlierValues, _zero, _scale, _codes })
             t?.Dispose();
         _groupBlock = _b = _a = _outlierOffset = _outlierIndex = _outlierValues = _zero = _scale = _codes = null;
+        _view = null;
     }
 
     public void Dispose() => DisposeTensors();

@@ -98,22 +98,16 @@ internal static class CudaKernels
     }
 
     /// <summary>Scores of the float16 buffer's first <paramref name="n"/> tokens into columns [offset, offset + n) (causal for Tq &gt; 1).</summary>
-    public static unsafe void DenseScores(Module module, Tensor q, Tensor keys16, int n, int tq, Tensor scores, long offset)
+    public static unsafe void DenseScores(Module module, IntPtr qp, IntPtr kp, long capacity, int n, int tq, IntPtr sp, int bh, int m, int d, long ld, long offset)
     {
-        int bh = checked((int)(q.shape[0] * q.shape[1])), m = (int)q.shape[2], d = (int)q.shape[3];
-        long capacity = keys16.shape[2], ld = scores.shape[^1];
-        IntPtr qp = Caching.TensorMemory.DeviceAddress(q), kp = Caching.TensorMemory.DeviceAddress(keys16), sp = Caching.TensorMemory.DeviceAddress(scores);
         void** args = stackalloc void*[10];
         args[0] = &qp; args[1] = &kp; args[2] = &capacity; args[3] = &n; args[4] = &m; args[5] = &d; args[6] = &tq; args[7] = &sp; args[8] = &ld; args[9] = &offset;
         CudaDriver.Launch(module.DenseScores, ((uint)n, (uint)bh), 32, 0, args);
     }
 
-    /// <summary>p·V of the float16 buffer's first <paramref name="n"/> tokens into slot <paramref name="slot"/> of <paramref name="partial"/>.</summary>
-    public static unsafe void DenseValues(Module module, Tensor p, Tensor values16, int n, Tensor partial, int slot, long offset)
+    /// <summary>p·V of the float16 buffer's first <paramref name="n"/> tokens into slot <paramref name="slot"/> of the partial sums at <paramref name="op"/>.</summary>
+    public static unsafe void DenseValues(Module module, IntPtr pp, IntPtr vp, long capacity, int n, IntPtr op, int bh, int m, int d, long ld, int slots, int slot, long offset)
     {
-        int bh = checked((int)(p.shape[0] * p.shape[1])), m = (int)p.shape[2], d = (int)values16.shape[3], slots = (int)partial.shape[1];
-        long capacity = values16.shape[2], ld = p.shape[^1];
-        IntPtr pp = Caching.TensorMemory.DeviceAddress(p), vp = Caching.TensorMemory.DeviceAddress(values16), op = Caching.TensorMemory.DeviceAddress(partial);
         void** args = stackalloc void*[11];
         args[0] = &pp; args[1] = &vp; args[2] = &capacity; args[3] = &n; args[4] = &m; args[5] = &d; args[6] = &op; args[7] = &slots; args[8] = &slot; args[9] = &ld; args[10] = &offset;
         CudaDriver.Launch(module.DenseValues, ((uint)bh, 1), (uint)Math.Max(32, (d + 31) / 32 * 32), 0, args);
