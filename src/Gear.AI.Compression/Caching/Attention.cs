@@ -40,6 +40,40 @@ internal static class Attention
         return mask.repeat(groups, 1).MoveToOuterDisposeScope();               // [G·Tq, T]
     }
 
+    /// <summary>Query rows (G·Tq) up to which CUDA attention uses explicit matmuls instead of SDPA.</summary>
+    private const long DecodeRows = 16;
+
+    /// <summary>
+    /// Causal attention of <paramref name="queries"/> [B, Hq, Tq, D] (the last Tq of T positions) over full-precision
+    /// <paramref name="keys"/> and <paramref name="values"/> [B, Hkv, T, D] of any float dtype; returns [B, Hq, Tq, D]
+    /// in the queries' dtype. libtorch's fused SDPA, except decode-sized attention on CUDA.
+    /// </summary>
+    public static Tensor Dense(Tensor queries, Tensor keys, Tensor values, long kvHeads)
+    {
+        using var scope = NewDisposeScope();
+        long hq = queries.shape[1], tq = queries.shape[2], t = keys.shape[2], d = queries.shape[3];
+        var k = keys.to(queries.dtype);                                        // [B, Hkv, T, D]
+        var v = values.to(queries.dtype);                                      // [B, Hkv, T, D]
+        var q = GroupQueries(queries, kvHeads);                                // [B, Hkv, G·Tq, D]
+        var mask = CausalMask(tq, t, hq / kvHeads, queries.device);            // [G·Tq, T]
+        Tensor o;                                                              // [B, Hkv, G·Tq, D]
+        if (queries.device_type == DeviceType.CUDA && q.shape[2] <= DecodeRows)
+        {
+            // Decode on CUDA: plain matmul–softmax–matmul (what transformers' eager attention does). libtorch's
+            // SDPA dispatch measured ~35 ms per call whenever the key length changes (every decode step), the
+            // same at 4K and 32K tokens, which would make the FP16 baseline look slower than it is.
+            var scores = q.matmul(k.transpose(-1, -2)) * (1.0 / Math.Sqrt(d));
+            if (mask is not null)
+                scores = scores.masked_fill(mask.logical_not(), double.NegativeInfinity);
+            o = scores.softmax(-1, ScalarType.Float32).to(q.dtype).matmul(v);
+        }
+        else
+        {
+            o = nn.functional.scaled_dot_product_attention(q, k, v, mask);
+        }
+        return UngroupQueries(o, hq, tq).MoveToOuterDisposeScope();            // [B, Hq, Tq, D]
+    }
+
     /// <summary>Copies keys and values [B, H, n, D] into token positions [at, at + n) of two [B, H, capacity, D] buffers.</summary>
     public static void CopyTokens(Tensor keyBuffer, Tensor valueBuffer, long at, Tensor keys, Tensor values)
     {

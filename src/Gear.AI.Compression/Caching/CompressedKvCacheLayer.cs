@@ -306,19 +306,14 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
 
     /// <summary>
     /// Attention when everything is still in the float16 buffer (a first prompt): plain causal attention over the
-    /// buffer with libtorch's fused SDPA, as the dense cache does — the general path would materialize the mask and
-    /// a float32 score matrix for every prompt position.
+    /// buffer, as the dense cache does — the general path would materialize the mask and a float32 score matrix for
+    /// every prompt position.
     /// </summary>
     private Tensor AttendBufferOnly(Tensor queries)
     {
-        using var scope = NewDisposeScope();
-        long hq = queries.shape[1], tq = queries.shape[2];
-        var k = _bufferKeys!.narrow(2, 0, _buffered).to(queries.dtype);                     // [B, Hkv, Tb, D]
-        var v = _bufferValues!.narrow(2, 0, _buffered).to(queries.dtype);                   // [B, Hkv, Tb, D]
-        var q = Attention.GroupQueries(queries, _shape.KeyValueHeads);                     // [B, Hkv, G·Tq, D]
-        var mask = Attention.CausalMask(tq, _buffered, hq / _shape.KeyValueHeads, queries.device); // [G·Tq, Tb]
-        var o = nn.functional.scaled_dot_product_attention(q, k, v, mask);                 // [B, Hkv, G·Tq, D]
-        return Attention.UngroupQueries(o, hq, tq).MoveToOuterDisposeScope();              // [B, Hq, Tq, D]
+        using var keys = _bufferKeys!.narrow(2, 0, _buffered);                             // [B, Hkv, Tb, D]
+        using var values = _bufferValues!.narrow(2, 0, _buffered);                         // [B, Hkv, Tb, D]
+        return Attention.Dense(queries, keys, values, _shape.KeyValueHeads);               // [B, Hq, Tq, D]
     }
 
     /// <summary>Compresses every whole n_b-token block in the buffer (done after attention and before appends).</summary>

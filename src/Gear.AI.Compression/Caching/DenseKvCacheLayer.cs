@@ -86,32 +86,10 @@ public sealed class DenseKvCacheLayer : IKvCacheLayer
     public Tensor Attend(Tensor queries)
     {
         Attention.CheckQueries(queries, _shape, _length);
-        using var scope = NewDisposeScope();
-        long hq = queries.shape[1], tq = queries.shape[2];
-        var k = _keys!.narrow(2, 0, _length).to(queries.dtype);                // [B, Hkv, T, D]
-        var v = _values!.narrow(2, 0, _length).to(queries.dtype);              // [B, Hkv, T, D]
-        var q = Attention.GroupQueries(queries, _shape.KeyValueHeads);         // [B, Hkv, G·Tq, D]
-        var mask = Attention.CausalMask(tq, _length, hq / _shape.KeyValueHeads, queries.device); // [G·Tq, T]
-        Tensor o;                                                              // [B, Hkv, G·Tq, D]
-        if (queries.device_type == DeviceType.CUDA && q.shape[2] <= DecodeRows)
-        {
-            // Decode on CUDA: plain matmul–softmax–matmul (what transformers' eager attention does). libtorch's
-            // SDPA dispatch measured ~35 ms per call whenever the key length changes (every decode step), the
-            // same at 4K and 32K tokens, which would make the FP16 baseline look slower than it is.
-            var scores = q.matmul(k.transpose(-1, -2)) * (1.0 / Math.Sqrt(_shape.HeadDim));
-            if (mask is not null)
-                scores = scores.masked_fill(mask.logical_not(), double.NegativeInfinity);
-            o = scores.softmax(-1, ScalarType.Float32).to(q.dtype).matmul(v);
-        }
-        else
-        {
-            o = nn.functional.scaled_dot_product_attention(q, k, v, mask);
-        }
-        return Attention.UngroupQueries(o, hq, tq).MoveToOuterDisposeScope();  // [B, Hq, Tq, D]
+        using var keys = _keys!.narrow(2, 0, _length);                         // [B, Hkv, T, D]
+        using var values = _values!.narrow(2, 0, _length);                     // [B, Hkv, T, D]
+        return Attention.Dense(queries, keys, values, _shape.KeyValueHeads);   // [B, Hq, Tq, D]
     }
-
-    /// <summary>Query rows (G·Tq) up to which CUDA attention uses explicit matmuls instead of SDPA.</summary>
-    private const long DecodeRows = 16;
 
     /// <inheritdoc />
     public long Truncate(long length)
