@@ -3,7 +3,6 @@ using System.Numerics;
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
-using static TorchSharp.torch;
 
 namespace Gear.AI.Compression.Caching;
 
@@ -39,13 +38,13 @@ internal sealed partial class CompressedStore
         long length = Length, groups = length / g;
         var packed = new PackedCodes(_bits);
         long rowBytes = packed.RowBytes(d);
-        byte* codes = TensorMemory.Pointer<byte>(_codes!) + bh * length * rowBytes;
-        Half* scale = TensorMemory.Pointer<Half>(_scale!) + bh * groups * d;
-        Half* zero = TensorMemory.Pointer<Half>(_zero!) + bh * groups * d;
+        byte* codes = (byte*)View.Codes + bh * length * rowBytes;
+        Half* scale = (Half*)View.Scale + bh * groups * d;
+        Half* zero = (Half*)View.Zero + bh * groups * d;
         int tiles = (rows + 3) / 4;
 
         // Low rank at rank ≤ 8 joins the tile loop: one 8-wide FMA per token and row on A's row.
-        int r = _a is null ? 0 : (int)_a.shape[^1];
+        int r = View.Rank;
         bool fusedLowRank = r is > 0 and <= FusedRankLimit;
         long aCount = 0;
         float[]? lowRank = r > 0 ? RentLowRank(bh, out aCount, out _) : null;
@@ -84,7 +83,7 @@ internal sealed partial class CompressedStore
                             KeyTile(Math.Min(4, rows - tile * 4), packed, codes, rowBytes, d, gi * g, (gi + 1) * g, qs + tile * 4 * d, zq + tile * 4,
                                     fusedLowRank ? low : null, r, qb + (blk * tiles + tile) * 32, scores + tile * 4 * stride, stride);
                     }
-                if (_outlierValues is not null)
+                if (View.Slots > 0)
                     KeyOutliers(bh, q, rows, scores, stride, packed, codes, rowBytes, scaleF, zeroF);
                 if (r > 0 && !fusedLowRank)
                     KeyLowRank(low, low + aCount, q, rows, scores, stride);
@@ -170,13 +169,12 @@ internal sealed partial class CompressedStore
     /// <summary>Outliers replace their dequantized entry: scores[i, t] += q[i, c]·(value − x̂[t, c]).</summary>
     private unsafe void KeyOutliers(long bh, float* q, int rows, float* scores, long stride, PackedCodes packed, byte* codes, long rowBytes, float* scale, float* zero)
     {
-        long slots = _outlierValues!.shape[^1];
-        var index = _outlierIndex!;
-        void* at = (byte*)TensorMemory.Address(index) + bh * _headDim * slots * index.ElementSize;
-        switch (index.dtype)
+        var view = View;
+        void* at = (byte*)view.OutlierIndex + bh * _headDim * view.Slots * view.IndexBytes;
+        switch (view.IndexBytes)
         {
-            case ScalarType.Byte: KeyOutliers((byte*)at, bh, q, rows, scores, stride, packed, codes, rowBytes, scale, zero); break;
-            case ScalarType.Int16: KeyOutliers((short*)at, bh, q, rows, scores, stride, packed, codes, rowBytes, scale, zero); break;
+            case 1: KeyOutliers((byte*)at, bh, q, rows, scores, stride, packed, codes, rowBytes, scale, zero); break;
+            case 2: KeyOutliers((short*)at, bh, q, rows, scores, stride, packed, codes, rowBytes, scale, zero); break;
             default: KeyOutliers((int*)at, bh, q, rows, scores, stride, packed, codes, rowBytes, scale, zero); break;
         }
     }
@@ -186,8 +184,8 @@ internal sealed partial class CompressedStore
         where TIndex : unmanaged, IBinaryInteger<TIndex>
     {
         int d = (int)_headDim, g = _groupSize;
-        long slots = _outlierValues!.shape[^1];
-        long* offset = TensorMemory.Pointer<long>(_outlierOffset!);
+        long slots = View.Slots;
+        long* offset = (long*)View.OutlierOffset;
         int groupShift = BitOperations.IsPow2(g) ? BitOperations.Log2((uint)g) : -1;
         int count = (int)(d * slots);
         float[] converted = OutlierValues(bh, count);
@@ -230,14 +228,14 @@ internal sealed partial class CompressedStore
     private unsafe float[] OutlierValues(long bh, long count)
     {
         float[] values = ArrayPool<float>.Shared.Rent((int)count);
-        TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(TensorMemory.Pointer<Half>(_outlierValues!) + bh * count, (int)count), values.AsSpan(0, (int)count));
+        TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>((Half*)View.OutlierValues + bh * count, (int)count), values.AsSpan(0, (int)count));
         return values;
     }
 
     /// <summary>scores[i, t] += A[t]·(q·B_blk(t))[i] for ranks above <see cref="FusedRankLimit"/>.</summary>
     private unsafe void KeyLowRank(float* a, float* b, float* q, int rows, float* scores, long stride)
     {
-        int d = (int)_headDim, r = (int)_a!.shape[^1];
+        int d = (int)_headDim, r = View.Rank;
         long t0 = 0;
         float* qb = stackalloc float[r];
         for (int blk = 0; blk < BlockCount; blk++)
@@ -269,9 +267,9 @@ internal sealed partial class CompressedStore
         long length = Length;
         var packed = new PackedCodes(_bits);
         long rowBytes = packed.RowBytes(d);
-        byte* codes = TensorMemory.Pointer<byte>(_codes!) + bh * length * rowBytes;
-        Half* scale = TensorMemory.Pointer<Half>(_scale!) + bh * length * perToken;
-        Half* zero = TensorMemory.Pointer<Half>(_zero!) + bh * length * perToken;
+        byte* codes = (byte*)View.Codes + bh * length * rowBytes;
+        Half* scale = (Half*)View.Scale + bh * length * perToken;
+        Half* zero = (Half*)View.Zero + bh * length * perToken;
         int tiles = (rows + 3) / 4, n = (int)length;
 
         // scaleF/zeroF [T·G] as stored; ps [tiles·4, T] = p·scale of one group (padding rows zero).
@@ -301,7 +299,7 @@ internal sealed partial class CompressedStore
                         for (int j = k * g / 8; j < (k + 1) * g / 8; j++)
                             ValueTile(Math.Min(4, rows - tile * 4), packed, codes, rowBytes, n, j, ps + tile * 4 * n, o + tile * 4 * d, d);
                 }
-                if (_outlierValues is not null)
+                if (View.Slots > 0)
                     ValueOutliers(bh, p, stride, rows, o, packed, codes, rowBytes, scaleF, zeroF);
             }
         }
@@ -309,7 +307,7 @@ internal sealed partial class CompressedStore
         {
             ArrayPool<float>.Shared.Return(scratch);
         }
-        if (_a is not null)
+        if (View.Rank > 0)
             ValueLowRank(bh, p, stride, rows, o);
     }
 
@@ -363,9 +361,9 @@ internal sealed partial class CompressedStore
     private unsafe void ValueOutliers(long bh, float* p, long stride, int rows, float* o, PackedCodes packed, byte* codes, long rowBytes, float* scaleF, float* zeroF)
     {
         int d = (int)_headDim, g = _groupSize, perToken = d / g;
-        long length = Length, slots = _outlierValues!.shape[^1];                             // 2k per group
+        long length = Length, slots = View.Slots;                             // 2k per group
         long perSlice = length * perToken * slots;
-        byte* index = TensorMemory.Pointer<byte>(_outlierIndex!) + bh * perSlice;   // uint8: groups of at most 256
+        byte* index = (byte*)View.OutlierIndex + bh * perSlice;   // uint8: groups of at most 256
         float[] converted = OutlierValues(bh, perSlice);
         int[] channels = ArrayPool<int>.Shared.Rent((int)perSlice);
         try
@@ -414,7 +412,7 @@ internal sealed partial class CompressedStore
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private unsafe void ValueLowRank(long bh, float* p, long stride, int rows, float* o)
     {
-        int d = (int)_headDim, r = (int)_a!.shape[^1], blocks = BlockCount;
+        int d = (int)_headDim, r = View.Rank, blocks = BlockCount;
         float[] lowRank = RentLowRank(bh, out long aCount, out _);
         try
         {
@@ -463,7 +461,7 @@ internal sealed partial class CompressedStore
     /// </summary>
     private unsafe float[] RentLowRank(long bh, out long aCount, out long bCount)
     {
-        int r = (int)_a!.shape[^1];
+        int r = View.Rank;
         long length = Length;
         long elements = length * r;
         aCount = elements + 8;
@@ -472,9 +470,9 @@ internal sealed partial class CompressedStore
         fixed (float* s = scratch)
         {
             float* a = s, b = s + aCount;
-            TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(TensorMemory.Pointer<Half>(_a) + bh * elements, (int)elements), new Span<float>(a, (int)elements));
+            TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>((Half*)View.A + bh * elements, (int)elements), new Span<float>(a, (int)elements));
             new Span<float>(a + elements, 8).Clear();
-            TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(TensorMemory.Pointer<Half>(_b!) + bh * bCount, (int)bCount), new Span<float>(b, (int)bCount));
+            TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>((Half*)View.B + bh * bCount, (int)bCount), new Span<float>(b, (int)bCount));
         }
         return scratch;
     }

@@ -18,17 +18,6 @@ internal sealed partial class CompressedStore
         && (_axis == QuantAxis.PerChannel || _groupSize <= 256)
         && View.Rank <= CudaKernels.MaxRank;
 
-    /// <summary>Addresses and sizes of this store's tensors: read once after each change, since every read is a native call.</summary>
-    private sealed record DeviceView(IntPtr Codes, IntPtr Scale, IntPtr Zero, IntPtr OutlierValues, IntPtr OutlierIndex,
-                                     IntPtr OutlierOffset, IntPtr A, IntPtr B, IntPtr GroupBlock, int Rank, int Slots, int IndexBytes);
-
-    private DeviceView? _view;
-
-    private DeviceView View => _view ??= new DeviceView(
-        Address(_codes), Address(_scale), Address(_zero), Address(_outlierValues), Address(_outlierIndex), Address(_outlierOffset),
-        Address(_a), Address(_b), Address(_groupBlock), _a is null ? 0 : (int)_a.shape[^1],
-        _outlierValues is null ? 0 : (int)_outlierValues.shape[^1], _outlierIndex is null ? 0 : (int)_outlierIndex.ElementSize);
-
     /// <summary>Writes q·K̂ᵀ (dequantized keys, outliers, low rank) into columns [offset, offset + T) of the scores.</summary>
     /// <param name="module">The loaded kernels.</param>
     /// <param name="qp">Queries [B·H, M, D], float32, contiguous, M ≤ 8 (device address).</param>
@@ -95,5 +84,4 @@ internal sealed partial class CompressedStore
         CudaDriver.Launch(module.ValueChunk[m - 1], ((uint)chunks, (uint)bh), threads, shared, args);
     }
 
-    private static IntPtr Address(Tensor? t) => t is null ? IntPtr.Zero : TensorMemory.DeviceAddress(t);
 }

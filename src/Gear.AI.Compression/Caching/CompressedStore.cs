@@ -35,6 +35,22 @@ internal sealed partial class CompressedStore : IDisposable
         _headDim = headDim;
     }
 
+    /// <summary>
+    /// Addresses (on the tensors' device) and sizes of this store's tensors for the fused kernels: read once after
+    /// each change, since every read is a native call.
+    /// </summary>
+    private sealed record TensorAddresses(IntPtr Codes, IntPtr Scale, IntPtr Zero, IntPtr OutlierValues, IntPtr OutlierIndex,
+                                     IntPtr OutlierOffset, IntPtr A, IntPtr B, IntPtr GroupBlock, int Rank, int Slots, int IndexBytes);
+
+    private TensorAddresses? _view;
+
+    private TensorAddresses View => _view ??= new TensorAddresses(
+        Address(_codes), Address(_scale), Address(_zero), Address(_outlierValues), Address(_outlierIndex), Address(_outlierOffset),
+        Address(_a), Address(_b), Address(_groupBlock), _a is null ? 0 : (int)_a.shape[^1],
+        _outlierValues is null ? 0 : (int)_outlierValues.shape[^1], _outlierIndex is null ? 0 : (int)_outlierIndex.ElementSize);
+
+    private static IntPtr Address(Tensor? t) => t is null ? IntPtr.Zero : TensorMemory.DeviceAddress(t);
+
     /// <summary>Tokens held.</summary>
     public long Length { get; private set; }
 
