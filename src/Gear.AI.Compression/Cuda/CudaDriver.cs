@@ -11,6 +11,8 @@ internal static unsafe class CudaDriver
 {
     private const string Library = "gear-cuda-driver";
 
+    private static volatile bool s_initialized;
+
     static CudaDriver() => NativeLibrary.SetDllImportResolver(typeof(CudaDriver).Assembly, Resolve);
 
     private static IntPtr Resolve(string name, Assembly assembly, DllImportSearchPath? path)
@@ -39,7 +41,11 @@ internal static unsafe class CudaDriver
     /// <summary>The context current on this thread, made current from the device's primary context (the one PyTorch uses) if none is.</summary>
     public static IntPtr CurrentContext(int device)
     {
-        Check(cuInit(0), "cuInit");
+        if (!s_initialized)
+        {
+            Check(cuInit(0), "cuInit");
+            s_initialized = true;
+        }
         Check(cuCtxGetCurrent(out var context), "cuCtxGetCurrent");
         if (context == IntPtr.Zero)
         {
