@@ -81,8 +81,8 @@ public static class GroupQuantizer
         var zero16 = mn.to(ScalarType.Float16);                                // stored
         var s = scale16.to(ScalarType.Float32);
         var z = zero16.to(ScalarType.Float32);
-        var q = (v - z).div(s).round_().clamp_(0, levels);                     // [..., G, g]
-        q = where(s > 0, q, zeros_like(q));
+        var q = (v - z).div_(s).round_().clamp_(0, levels);                    // [..., G, g], in place: one transient
+        q.masked_fill_((s > 0).logical_not(), 0);                              // constant groups: code 0
         var codes = q.to(ScalarType.Byte).reshape([.. lead, groups * g]);      // [..., G·g]
         if (groups * g != m)
             codes = codes.narrow(-1, 0, m);
@@ -163,7 +163,7 @@ public static class GroupQuantizer
         }
         var lead = packed.shape[..^1];
         long bytes = features / perByte;
-        var index = packed.narrow(-1, 0, bytes).reshape(-1).to(ScalarType.Int64); // [N·bytes]
+        var index = packed.narrow(-1, 0, bytes).reshape(-1).to(ScalarType.Int32); // [N·bytes]
         return table.index_select(0, index).view([.. lead, features]);            // [..., n, D]
     }
 }

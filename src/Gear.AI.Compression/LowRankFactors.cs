@@ -36,7 +36,7 @@ public sealed class LowRankFactors : IDisposable
 
     /// <summary>
     /// Rank-<paramref name="rank"/> approximation of <paramref name="residual"/> [..., n, D] for every
-    /// leading index independently: Y = R·Ω (Ω Gaussian [D, r] from <paramref name="seed"/>), then
+    /// leading index independently: Y = R·Ω (Ω Gaussian [D, r] from <paramref name="seed"/>, shared by all), then
     /// <paramref name="iterations"/> rounds of Q = qr(Y), Z = qr(Rᵀ·Q), Y = R·Z; finally A = qr(Y) and B = Rᵀ·A.
     /// </summary>
     public static LowRankFactors Approximate(Tensor residual, int rank, int iterations, long seed)
@@ -51,9 +51,11 @@ public sealed class LowRankFactors : IDisposable
         using var scope = NewDisposeScope();
         var r = residual.to(ScalarType.Float32);                               // [..., n, D]
         var rt = r.transpose(-1, -2);                                          // [..., D, n]
-        // Ω is drawn on the CPU and moved: the same seed gives the same projection on every device.
+        // One Ω for every matrix of the batch (each is independent of Ω, which is all the range finder needs): a
+        // sequence's factors do not depend on what else is in the batch, and drawing it costs D·r numbers, not B·H·D·r.
+        // Drawn on the CPU and moved: the same seed gives the same projection on every device.
         using var generator = new Generator((ulong)seed, CPU);
-        var omega = randn([.. r.shape[..^2], r.shape[^1], rank], dtype: ScalarType.Float32, generator: generator).to(r.device); // [..., D, r]
+        var omega = randn([r.shape[^1], rank], dtype: ScalarType.Float32, generator: generator).to(r.device); // [D, r]
         var y = r.matmul(omega);                                               // [..., n, r]
         for (int i = 0; i < iterations; i++)
         {

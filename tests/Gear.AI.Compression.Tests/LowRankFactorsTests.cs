@@ -34,6 +34,20 @@ public class LowRankFactorsTests
     }
 
     [Fact]
+    public void Approximate_ASequencesFactors_DoNotDependOnTheRestOfTheBatch()
+    {
+        // Serving batches sequences together: one conversation must compress the same alone as next to others.
+        using var g = new Generator(8);
+        using var batch = randn([3, 2, 64, 32], generator: g);
+        using var alone = LowRankFactors.Approximate(batch[1].unsqueeze(0), 2, 3, seed: 4);
+        using var together = LowRankFactors.Approximate(batch, 2, 3, seed: 4);
+        using var a = together.A[1].unsqueeze(0);
+        using var b = together.B[1].unsqueeze(0);
+        Assert.True(TensorAssert.RelativeError(a, alone.A) < 1e-3);
+        Assert.True(TensorAssert.RelativeError(b, alone.B) < 1e-3);
+    }
+
+    [Fact]
     public void Approximate_SameSeed_SameFactors_MoreIterationsNoWorse()
     {
         using var x = randn(1, 2, 128, 64);
