@@ -173,7 +173,7 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
         && _stores.Values.All(s => s.Keys.SupportsCpuKernel && s.Values.SupportsCpuKernel);
 
     private Cuda.CudaKernels.Module? CudaModule(Tensor queries) =>
-        UseFusedKernels && queries.device_type == DeviceType.CUDA && _shape.HeadDim % 8 == 0
+        UseFusedKernels && queries.device_type == DeviceType.CUDA && Cuda.CudaKernels.TypeCode(queries.dtype) >= 0
         && queries.shape[1] / _shape.KeyValueHeads * queries.shape[2] <= Cuda.CudaKernels.MaxRows
         && _stores.Values.All(s => s.Keys.SupportsCudaKernel && s.Values.SupportsCudaKernel)
             ? Cuda.CudaKernels.For(queries.device) : null;
@@ -181,29 +181,35 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
     /// <summary>
     /// Attention for a few query rows on CUDA in a handful of calls (at batch 1 the step is bound by host calls):
     /// scores of each store from its packed keys (one kernel, plus one for key outliers) and of the buffer (one
-    /// kernel), one softmax, then per-chunk sums of each store's packed values and of the buffer (one kernel each)
-    /// and one sum over chunks.
+    /// kernel), reading the queries in their own dtype; one softmax; then per-chunk sums of each store's packed values
+    /// and of the buffer (one kernel each) and one kernel that adds the chunks up into the output's dtype.
     /// </summary>
     private Tensor AttendCuda(Tensor queries, Cuda.CudaKernels.Module module)
     {
         using var scope = NewDisposeScope();
         long b = _shape.Batch, hkv = _shape.KeyValueHeads, hq = queries.shape[1], tq = queries.shape[2];
         long rows = hq / hkv * tq, total = Length, compressed = CompressedLength;
-        // Scaled float32 queries [B, Hkv, M, D]; every score below is already divided by √D.
-        var q = (Attention.GroupQueries(queries, hkv).to(ScalarType.Float32) * (1.0 / Math.Sqrt(_shape.HeadDim))).contiguous();
-        var scores = empty([b, hkv, rows, total], ScalarType.Float32, queries.device);         // [B, Hkv, M, T]
         int bh = (int)(b * hkv), m = (int)rows, d = (int)_shape.HeadDim;
+        // [B, Hq, Tq, D] contiguous is [B·Hkv, G·Tq, D]: query head j·G + i, token t is row i·Tq + t of key/value head j.
+        var q = queries.contiguous();
+        var mark = Cuda.CudaKernels.PhaseMarker;
+        var queryView = new Cuda.CudaKernels.Queries(TensorMemory.DeviceAddress(q), Cuda.CudaKernels.TypeCode(q.dtype), 1f / MathF.Sqrt(d), m);
+        var scores = empty([b, hkv, rows, total], ScalarType.Float32, queries.device);         // [B, Hkv, M, T], already / √D
         long capacity = _bufferKeys!.shape[2];
-        IntPtr qp = TensorMemory.DeviceAddress(q), sp = TensorMemory.DeviceAddress(scores);
+        IntPtr sp = TensorMemory.DeviceAddress(scores);
+        mark?.Invoke("queries");
         long offset = 0;
         foreach (var (keyStore, _) in _stores.Values)
         {
-            keyStore.CudaKeyScores(module, qp, sp, bh, m, total, offset);
+            keyStore.CudaKeyScores(module, queryView, sp, bh, total, offset);
             offset += keyStore.Length;
         }
-        Cuda.CudaKernels.DenseScores(module, qp, TensorMemory.DeviceAddress(_bufferKeys), capacity, (int)_buffered, (int)tq, sp, bh, m, d, total, compressed);
+        mark?.Invoke("key_outliers");
+        Cuda.CudaKernels.DenseScores(module, queryView, TensorMemory.DeviceAddress(_bufferKeys), capacity, (int)_buffered, (int)tq, sp, bh, d, total, compressed);
+        mark?.Invoke("buffer_scores");
         var probs = scores.softmax(-1);                                                        // [B, Hkv, M, T]
-        int slots = _stores.Values.Sum(s => s.Values.CudaChunks) + 1;                          // + the buffer's
+        mark?.Invoke("softmax");
+        int slots = _stores.Values.Sum(s => s.Values.CudaSlots) + 1;                      // + the buffer's
         var partial = empty([bh, slots, rows, d], ScalarType.Float32, queries.device);        // [B·Hkv, slots, M, D]
         IntPtr pp = TensorMemory.DeviceAddress(probs), op = TensorMemory.DeviceAddress(partial);
         offset = 0;
@@ -212,11 +218,15 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
         {
             valueStore.CudaValueChunks(module, pp, op, bh, m, total, slots, offset, slot);
             offset += valueStore.Length;
-            slot += valueStore.CudaChunks;
+            slot += valueStore.CudaSlots;
         }
+        mark?.Invoke("value_chunks");
         Cuda.CudaKernels.DenseValues(module, pp, TensorMemory.DeviceAddress(_bufferValues!), capacity, (int)_buffered, op, bh, m, d, total, slots, slot, compressed);
-        var o = partial.sum(1).view(b, hkv, rows, _shape.HeadDim).to(queries.dtype);           // [B, Hkv, M, D]
-        return Attention.UngroupQueries(o, hq, tq).MoveToOuterDisposeScope();                  // [B, Hq, Tq, D]
+        mark?.Invoke("buffer_values");
+        var output = empty([b, hq, tq, d], queries.dtype, queries.device);                     // [B, Hq, Tq, D] = [B·Hkv, M, D]
+        Cuda.CudaKernels.SumSlots(module, op, slots, bh, m, d, TensorMemory.DeviceAddress(output), Cuda.CudaKernels.TypeCode(queries.dtype));
+        mark?.Invoke("sum");
+        return output.MoveToOuterDisposeScope();
     }
 
     /// <summary>

@@ -16,26 +16,58 @@ namespace Gear.AI.Compression.Cuda;
 /// </remarks>
 internal static class CudaKernels
 {
-    /// <summary>Query rows one launch handles (kernels are instantiated for 1 … MaxRows).</summary>
+    /// <summary>Query rows one launch handles (kernels are instantiated for up to 1, 2, 4 and 8 rows).</summary>
     public const int MaxRows = 8;
 
     /// <summary>Largest low-rank rank the kernels apply in place (larger ranks use the TorchSharp path).</summary>
     public const int MaxRank = 8;
 
+    private static readonly int[] RowBuckets = [1, 2, 4, 8];
+    private static readonly int[] CodeWidths = [1, 2, 4, 8];
+
     /// <summary>The kernel entry points, as declared in the PTX.</summary>
     public static readonly IReadOnlyList<string> EntryPoints =
-        [.. Enumerable.Range(1, MaxRows).Select(m => $"gear_key_scores_m{m}"),
-         .. Enumerable.Range(1, MaxRows).Select(m => $"gear_value_chunk_m{m}"),
-         .. Enumerable.Range(1, MaxRows).Select(m => $"gear_key_outliers_m{m}"),
-         "gear_orthonormalize", "gear_dense_scores", "gear_dense_values"];
+        [.. RowBuckets.SelectMany(m => CodeWidths.Select(b => $"gear_key_scores_m{m}_b{b}")),
+         .. RowBuckets.SelectMany(m => CodeWidths.Select(b => $"gear_value_chunks_m{m}_b{b}")),
+         .. RowBuckets.Select(m => $"gear_key_outliers_m{m}"),
+         "gear_orthonormalize", "gear_dense_scores", "gear_dense_values", "gear_sum_slots"];
 
     /// <summary>Tokens per thread block of the key-outlier kernel (OUTLIER_TILE in the source).</summary>
     public const int OutlierTile = 1024;
 
-    internal sealed record Module(IntPtr[] KeyScores, IntPtr[] ValueChunk, IntPtr[] KeyOutliers, IntPtr Orthonormalize, IntPtr DenseScores, IntPtr DenseValues);
+    /// <summary>The loaded entry points; code kernels indexed [row bucket, code width] (see <see cref="Pick"/>).</summary>
+    internal sealed record Module(IntPtr[,] KeyScores, IntPtr[,] ValueChunks, IntPtr[] KeyOutliers, IntPtr Orthonormalize,
+        IntPtr DenseScores, IntPtr DenseValues, IntPtr SumSlots)
+    {
+        /// <summary>The kernel instantiated for the fewest rows ≥ <paramref name="rows"/> (and <paramref name="bits"/>-bit codes).</summary>
+        public IntPtr Pick(IntPtr[,] kernels, int rows, int bits) => kernels[RowBucket(rows), Array.IndexOf(CodeWidths, bits)];
+
+        /// <summary>The key-outlier kernel for <paramref name="rows"/> rows.</summary>
+        public IntPtr Outliers(int rows) => KeyOutliers[RowBucket(rows)];
+
+        /// <summary>Rows the kernel for <paramref name="rows"/> rows is instantiated for (its register and shared-memory shape).</summary>
+        public static int Bucket(int rows) => RowBuckets[RowBucket(rows)];
+
+        private static int RowBucket(int rows) => rows <= 1 ? 0 : rows <= 2 ? 1 : rows <= 4 ? 2 : 3;
+    }
+
+    /// <summary>The kernels' code for a tensor dtype (0 float32, 1 float16, 2 bfloat16), or -1 for any other.</summary>
+    public static int TypeCode(ScalarType dtype) => dtype switch
+    {
+        ScalarType.Float32 => 0,
+        ScalarType.Float16 => 1,
+        ScalarType.BFloat16 => 2,
+        _ => -1,
+    };
 
     private static readonly object Gate = new();
     private static readonly Dictionary<IntPtr, Module> Modules = [];
+
+    /// <summary>
+    /// Diagnostics only (the bench's gpu-profile command): called with a phase name after each phase of a fused attention
+    /// call, so a caller can synchronize and time the phases. Null in normal use.
+    /// </summary>
+    internal static Action<string>? PhaseMarker { get; set; }
 
     /// <summary>Why the kernels are not in use, or null when they are (or have not been needed yet).</summary>
     public static string? UnavailableReason { get; private set; }
@@ -58,13 +90,22 @@ internal static class CudaKernels
                 if (Modules.TryGetValue(context, out var module))
                     return module;
                 var handle = CudaDriver.LoadModule(Ptx());
+                IntPtr[,] Codes(string kernel)
+                {
+                    var table = new IntPtr[RowBuckets.Length, CodeWidths.Length];
+                    for (int i = 0; i < RowBuckets.Length; i++)
+                        for (int j = 0; j < CodeWidths.Length; j++)
+                            table[i, j] = CudaDriver.Function(handle, $"{kernel}_m{RowBuckets[i]}_b{CodeWidths[j]}");
+                    return table;
+                }
                 module = new Module(
-                    [.. Enumerable.Range(1, MaxRows).Select(m => CudaDriver.Function(handle, $"gear_key_scores_m{m}"))],
-                    [.. Enumerable.Range(1, MaxRows).Select(m => CudaDriver.Function(handle, $"gear_value_chunk_m{m}"))],
-                    [.. Enumerable.Range(1, MaxRows).Select(m => CudaDriver.Function(handle, $"gear_key_outliers_m{m}"))],
+                    Codes("gear_key_scores"),
+                    Codes("gear_value_chunks"),
+                    [.. RowBuckets.Select(m => CudaDriver.Function(handle, $"gear_key_outliers_m{m}"))],
                     CudaDriver.Function(handle, "gear_orthonormalize"),
                     CudaDriver.Function(handle, "gear_dense_scores"),
-                    CudaDriver.Function(handle, "gear_dense_values"));
+                    CudaDriver.Function(handle, "gear_dense_values"),
+                    CudaDriver.Function(handle, "gear_sum_slots"));
                 Modules[context] = module;
                 return module;
             }
@@ -98,11 +139,26 @@ internal static class CudaKernels
     }
 
     /// <summary>Scores of the float16 buffer's first <paramref name="n"/> tokens into columns [offset, offset + n) (causal for Tq &gt; 1).</summary>
-    public static unsafe void DenseScores(Module module, IntPtr qp, IntPtr kp, long capacity, int n, int tq, IntPtr sp, int bh, int m, int d, long ld, long offset)
+    public static unsafe void DenseScores(Module module, in Queries q, IntPtr kp, long capacity, int n, int tq, IntPtr sp, int bh, int d, long ld, long offset)
     {
-        void** args = stackalloc void*[10];
-        args[0] = &qp; args[1] = &kp; args[2] = &capacity; args[3] = &n; args[4] = &m; args[5] = &d; args[6] = &tq; args[7] = &sp; args[8] = &ld; args[9] = &offset;
+        IntPtr qp = q.Address;
+        int type = q.Type, m = q.Rows;
+        float scale = q.Scale;
+        void** args = stackalloc void*[12];
+        args[0] = &qp; args[1] = &type; args[2] = &scale; args[3] = &kp; args[4] = &capacity; args[5] = &n; args[6] = &m; args[7] = &d;
+        args[8] = &tq; args[9] = &sp; args[10] = &ld; args[11] = &offset;
         CudaDriver.Launch(module.DenseScores, ((uint)n, (uint)bh), 32, 0, args);
+    }
+
+    /// <summary>The queries as the kernels read them: [B·H, rows, D] in their own dtype, multiplied by <see cref="Scale"/> on load.</summary>
+    internal readonly record struct Queries(IntPtr Address, int Type, float Scale, int Rows);
+
+    /// <summary>out [B·H, M, D] (in the dtype of <paramref name="outType"/>) = Σ over slots of the partial sums [B·H, slots, M, D].</summary>
+    public static unsafe void SumSlots(Module module, IntPtr partial, int slots, int bh, int m, int d, IntPtr output, int outType)
+    {
+        void** args = stackalloc void*[6];
+        args[0] = &partial; args[1] = &slots; args[2] = &m; args[3] = &d; args[4] = &output; args[5] = &outType;
+        CudaDriver.Launch(module.SumSlots, ((uint)bh, 1), (uint)Math.Clamp((m * d + 31) / 32 * 32, 32, 1024), 0, args);
     }
 
     /// <summary>p·V of the float16 buffer's first <paramref name="n"/> tokens into slot <paramref name="slot"/> of the partial sums at <paramref name="op"/>.</summary>
