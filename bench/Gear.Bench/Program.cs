@@ -125,4 +125,16 @@ static TorchSharp.torch.ScalarType DType(string name) => name switch
     root.Add(command);
 }
 
+{
+    var shape = new Option<string>("--shape") { Required = true, Description = "config.json of the model shape (heads and head size)" };
+    var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 64 };
+    var context = new Option<int>("--context") { DefaultValueFactory = _ => 4096 };
+    var caches = CachesOption(); var bits = BitsOption(); var json = JsonOption();
+    var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "fp16" };
+    var command = new Command("gpu-profile", "One layer's decode attention at a serving batch, phase by phase, against the Fp16 cache") { shape, batch, context, caches, bits, dtype, json };
+    command.SetAction(p => GpuProfile.Run(p.GetValue(shape)!, p.GetValue(batch), p.GetValue(context), CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!),
+        DType(p.GetValue(dtype)!), Machine.Describe("cuda"), p.GetValue(json)));
+    root.Add(command);
+}
+
 return root.Parse(args).Invoke();

@@ -1,0 +1,109 @@
+using System.Diagnostics;
+using Gear.AI.Compression;
+using Gear.AI.Compression.Caching;
+using Gear.AI.Llama;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Gear.Bench;
+
+internal sealed record GpuProfileRow(string Cache, int Bits, int Batch, int Context, string Phase, double MsPerLayer, double MsPerStep, long HeldBytes, long ResidentBytes);
+
+/// <summary>
+/// Where one layer's decode attention spends its time at a serving batch: each phase of the fused CUDA path timed
+/// with a device synchronization after it (so phases do not overlap), the whole call without synchronizations,
+/// one buffer compression, and the Fp16 cache's attention at the same batch. Also the device memory a filled
+/// layer holds against the bytes it counts.
+/// </summary>
+internal static class GpuProfile
+{
+    public static void Run(string shapeConfig, int batch, int context, IReadOnlyList<GearOptions> caches, ScalarType dtype, string machine, string? json)
+    {
+        var config = LlamaConfig.Load(Path.GetDirectoryName(Path.GetFullPath(shapeConfig))!);
+        var device = torch.device("cuda");
+        var shape = new KvCacheShape(1, batch, config.NumKeyValueHeads, config.HeadDim, dtype, device);
+        var report = new BenchReport<GpuProfileRow>("gpu-profile", Path.GetFileName(Path.GetDirectoryName(Path.GetFullPath(shapeConfig)))!, machine);
+        int layers = config.NumLayers;
+        foreach (var options in caches)
+        {
+            cuda.synchronize();
+            long before = DeviceMemory.UsedBytes();
+            using IKvCacheLayer layer = options.IsCompressed ? new CompressedKvCacheLayer(shape, options) : new DenseKvCacheLayer(shape);
+            (layer as DenseKvCacheLayer)?.Reserve(context + 64);
+            int filled = context - 32;                                   // leaves 32 tokens in the buffer: no flush while timing
+            for (int start = 0; start < filled; start += 256)
+            {
+                using var scope = NewDisposeScope();
+                int n = Math.Min(256, filled - start);
+                layer.Append(randn([batch, shape.KeyValueHeads, n, shape.HeadDim], dtype, device), randn([batch, shape.KeyValueHeads, n, shape.HeadDim], dtype, device));
+                (layer as CompressedKvCacheLayer)?.Flush();
+            }
+            using var q = randn([batch, config.NumHeads, 1, shape.HeadDim], dtype, device);
+            using var kv = randn([batch, shape.KeyValueHeads, 1, shape.HeadDim], dtype, device);
+            layer.Append(kv, kv);
+            cuda.synchronize();
+            long held = DeviceMemory.UsedBytes() - before;
+            string name = CacheConfigs.Name(options);
+            int bits = CacheConfigs.Bits(options);
+            void Add(string phase, double ms) =>
+                report.Add(new GpuProfileRow(name, bits, batch, context, phase, ms, ms * layers, held, layer.ResidentBytes));
+
+            // The whole call, no synchronization inside.
+            for (int i = 0; i < 3; i++)
+                layer.Attend(q).Dispose();
+            var whole = new List<double>();
+            for (int i = 0; i < 10; i++)
+            {
+                cuda.synchronize();
+                long start = Stopwatch.GetTimestamp();
+                layer.Attend(q).Dispose();
+                cuda.synchronize();
+                whole.Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+            }
+            Add("attend", Median(whole));
+
+            if (options.IsCompressed)
+            {
+                var phases = new Dictionary<string, List<double>>();
+                long last = 0;
+                AI.Compression.Cuda.CudaKernels.PhaseMarker = phase =>
+                {
+                    cuda.synchronize();
+                    long now = Stopwatch.GetTimestamp();
+                    if (!phases.TryGetValue(phase, out var list))
+                        phases[phase] = list = [];
+                    list.Add(Stopwatch.GetElapsedTime(last, now).TotalMilliseconds);
+                    last = Stopwatch.GetTimestamp();
+                };
+                try
+                {
+                    for (int i = 0; i < 10; i++)
+                    {
+                        cuda.synchronize();
+                        last = Stopwatch.GetTimestamp();
+                        layer.Attend(q).Dispose();
+                    }
+                }
+                finally
+                {
+                    AI.Compression.Cuda.CudaKernels.PhaseMarker = null;
+                }
+                foreach (var (phase, list) in phases)
+                    Add(phase, Median(list));
+
+                // One compression of a full buffer (64 tokens for the whole batch).
+                var compressed = (CompressedKvCacheLayer)layer;
+                using (var rest = randn([batch, shape.KeyValueHeads, options.BufferLength - compressed.BufferedLength, shape.HeadDim], dtype, device))
+                    layer.Append(rest, rest);
+                cuda.synchronize();
+                long flushStart = Stopwatch.GetTimestamp();
+                compressed.Flush();
+                cuda.synchronize();
+                Add("flush", Stopwatch.GetElapsedTime(flushStart).TotalMilliseconds);
+            }
+        }
+        report.Finish(json);
+    }
+
+    private static double Median(List<double> values) => values.Order().ElementAt(values.Count / 2);
+}
