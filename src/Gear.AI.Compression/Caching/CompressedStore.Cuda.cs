@@ -77,15 +77,15 @@ internal sealed partial class CompressedStore
     {
         var view = View;
         int d = (int)_headDim, length = checked((int)Length), bits = _bits, bucket = CudaKernels.Module.Bucket(rows);
-        int gv = _groupSize, chunk = _groupSize, perBlock = 1, spans = CudaSlots;
+        int gv = _groupSize, chunk = _groupSize, spans = CudaSlots;
         int r = view.Rank, blocks = BlockCount, outliers = view.Slots;
         IntPtr codes = view.Codes, scale = view.Scale, zero = view.Zero, values = view.OutlierValues, index = view.OutlierIndex;
         IntPtr a = view.A, b = view.B, groupBlock = view.GroupBlock;
-        void** args = stackalloc void*[24];
+        void** args = stackalloc void*[22];
         args[0] = &pp; args[1] = &rows; args[2] = &codes; args[3] = &scale; args[4] = &zero; args[5] = &values; args[6] = &index;
         args[7] = &outliers; args[8] = &a; args[9] = &b; args[10] = &groupBlock; args[11] = &r; args[12] = &blocks; args[13] = &out_;
-        args[14] = &slots; args[15] = &slotBase; args[16] = &length; args[17] = &d; args[18] = &gv; args[19] = &chunk; args[20] = &perBlock;
-        args[21] = &ld; args[22] = &offset;
+        args[14] = &slots; args[15] = &slotBase; args[16] = &length; args[17] = &d; args[18] = &gv; args[19] = &chunk; args[20] = &ld;
+        args[21] = &offset;
         uint threads = (uint)Math.Max(64, (d + 31) / 32 * 32);                                // one channel each
         uint shared = (uint)(sizeof(float) * (bucket * chunk * (d / gv) + bucket * (d / gv) + bucket * r + bucket * d));
         CudaDriver.Launch(module.Pick(module.ValueChunks, rows, bits), ((uint)spans, (uint)bh), threads, shared, args);

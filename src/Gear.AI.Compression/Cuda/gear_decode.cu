@@ -199,8 +199,7 @@ __device__ void key_outliers(const void* __restrict__ q, int qType, float qScale
     }
 }
 
-// p·V̂ of one chunk of `chunk` tokens (inside one block): grid (T/chunk, BH), block ≥ D threads (one channel each);
-// chunksPerBlock is 1 (the argument keeps the launch shape of a kernel that sums several).
+// p·V̂ of one chunk of `chunk` tokens (inside one block): grid (T/chunk, BH), block ≥ D threads (one channel each).
 // p [BH, rows, ld] float read at columns [offset, offset + T); codes [BH, T, rowBytes]; scale, zero [BH, T, G] half
 // (G = D/gv groups per token); outlier values/index [BH, T, G, S] (half, uint8 index within the group; S = 0: none);
 // A [BH, T, r], B [BH, nblk, D, r] half, groupBlock [T/gv] int64; partial [BH, slots, rows, D] float, this store's chunks
@@ -211,7 +210,7 @@ __device__ void value_chunks(const float* __restrict__ p, int rows, const uint8_
                             const __half* __restrict__ values, const uint8_t* __restrict__ index, int S,
                             const __half* __restrict__ A, const __half* __restrict__ B, const long long* __restrict__ groupBlock,
                             int r, int nblk, float* __restrict__ partial, int slots, int slotBase,
-                            int T, int D, int gv, int chunk, int chunksPerBlock, long long ld, long long offset)
+                            int T, int D, int gv, int chunk, long long ld, long long offset)
 {
     extern __shared__ float sh[];
     const int ch = blockIdx.x, bh = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warps = blockDim.x >> 5, G = D / gv;
@@ -303,10 +302,10 @@ __device__ void value_chunks(const float* __restrict__ p, int rows, const uint8_
     extern "C" __global__ void gear_value_chunks_m##M##_b##BITS(const float* p, int rows, const uint8_t* codes,                \
         const __half* scale, const __half* zero, const __half* values, const uint8_t* index, int S, const __half* A,           \
         const __half* B, const long long* groupBlock, int r, int nblk, float* partial, int slots, int slotBase, int T, int D,    \
-        int gv, int chunk, int chunksPerBlock, long long ld, long long offset)                                                 \
+        int gv, int chunk, long long ld, long long offset)                                                                     \
     {                                                                                                                          \
         value_chunks<M, BITS>(p, rows, codes, scale, zero, values, index, S, A, B, groupBlock, r, nblk, partial, slots,        \
-                              slotBase, T, D, gv, chunk, chunksPerBlock, ld, offset);                                          \
+                              slotBase, T, D, gv, chunk, ld, offset);                                                          \
     }
 
 #define GEAR_ROWS(M)                                                                                                           \
