@@ -9,7 +9,7 @@ namespace Gear.AI.Compression;
 /// </summary>
 /// <remarks>
 /// Per-channel (keys): a vector is one channel's tokens in the block; <see cref="Values"/> and
-/// <see cref="Indices"/> are [..., D, 2k] holding token indices. Per-token (values): a vector is one
+/// <see cref="Indices"/> are [..., D, 2k] holding token indices in ascending order. Per-token (values): a vector is one
 /// token's features within a quantization group; they are [..., n, G, 2k] holding feature indices
 /// within the group. Indices use the smallest type that fits the vector: uint8 up to 256 entries,
 /// int16 up to 32,768, else int32.
@@ -93,6 +93,8 @@ public sealed class OutlierSet : IDisposable
         var (_, top) = work.topk(k, -1, largest: true, sorted: false);        // [..., V, k]
         var (_, bottom) = work.topk(k, -1, largest: false, sorted: false);    // [..., V, k]
         var idx = cat([top, bottom], -1);                                      // [..., V, 2k]
+        if (axis == QuantAxis.PerChannel)
+            idx = idx.sort(-1).Values;                                         // ascending tokens: the CUDA kernel finds a span's by binary search
         var values = work.gather(-1, idx);                                     // [..., V, 2k]
         // Mean of the remaining entries of each vector.
         var inlierMean = (work.sum(-1, keepdim: true) - values.sum(-1, keepdim: true)) / (len - 2 * k);

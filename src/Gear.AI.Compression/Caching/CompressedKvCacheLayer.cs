@@ -174,13 +174,15 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
 
     private Cuda.CudaKernels.Module? CudaModule(Tensor queries) =>
         UseFusedKernels && queries.device_type == DeviceType.CUDA && Cuda.CudaKernels.TypeCode(queries.dtype) >= 0
-        && queries.shape[1] / _shape.KeyValueHeads * queries.shape[2] <= Cuda.CudaKernels.MaxRows
-        && _stores.Values.All(s => s.Keys.SupportsCudaKernel && s.Values.SupportsCudaKernel)
+        && queries.shape[1] / _shape.KeyValueHeads * queries.shape[2] <= Cuda.CudaKernels.MaxRows && CudaKernelsFit
             ? Cuda.CudaKernels.For(queries.device) : null;
+
+    /// <summary>Whether every store's layout is one the CUDA kernels read (else decode attention takes the tensor path).</summary>
+    internal bool CudaKernelsFit => _stores.Values.All(s => s.Keys.SupportsCudaKernel && s.Values.SupportsCudaKernel);
 
     /// <summary>
     /// Attention for a few query rows on CUDA in a handful of calls (at batch 1 the step is bound by host calls):
-    /// scores of each store from its packed keys (one kernel, plus one for key outliers) and of the buffer (one
+    /// scores of each store from its packed keys (one kernel, outliers included) and of the buffer (one
     /// kernel), reading the queries in their own dtype; one softmax; then per-chunk sums of each store's packed values
     /// and of the buffer (one kernel each) and one kernel that adds the chunks up into the output's dtype.
     /// </summary>
@@ -204,23 +206,22 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
             keyStore.CudaKeyScores(module, queryView, sp, bh, total, offset);
             offset += keyStore.Length;
         }
-        mark?.Invoke("key_outliers");
         Cuda.CudaKernels.DenseScores(module, queryView, TensorMemory.DeviceAddress(_bufferKeys), capacity, (int)_buffered, (int)tq, sp, bh, d, total, compressed);
         mark?.Invoke("buffer_scores");
         var probs = scores.softmax(-1);                                                        // [B, Hkv, M, T]
         mark?.Invoke("softmax");
-        int slots = _stores.Values.Sum(s => s.Values.CudaSlots) + 1;                      // + the buffer's
+        int slots = _stores.Values.Sum(s => s.Values.CudaValueLayout(bh).Spans) + 1;        // + the buffer's
         var partial = empty([bh, slots, rows, d], ScalarType.Float32, queries.device);        // [B·Hkv, slots, M, D]
         IntPtr pp = TensorMemory.DeviceAddress(probs), op = TensorMemory.DeviceAddress(partial);
         offset = 0;
         int slot = 0;
         foreach (var (_, valueStore) in _stores.Values)
         {
-            valueStore.CudaValueChunks(module, pp, op, bh, m, total, slots, offset, slot);
+            valueStore.CudaValues(module, pp, op, bh, m, total, slots, offset, slot);
             offset += valueStore.Length;
-            slot += valueStore.CudaSlots;
+            slot += valueStore.CudaValueLayout(bh).Spans;
         }
-        mark?.Invoke("value_chunks");
+        mark?.Invoke("values");
         Cuda.CudaKernels.DenseValues(module, pp, TensorMemory.DeviceAddress(_bufferValues!), capacity, (int)_buffered, op, bh, m, d, total, slots, slot, compressed);
         mark?.Invoke("buffer_values");
         var output = empty([b, hq, tq, d], queries.dtype, queries.device);                     // [B, Hq, Tq, D] = [B·Hkv, M, D]

@@ -24,26 +24,50 @@ internal static class CudaKernels
 
     private static readonly int[] RowBuckets = [1, 2, 4, 8];
     private static readonly int[] CodeWidths = [1, 2, 4, 8];
+    private static readonly int[] PieceWidths = [64, 32, 16, 8];
+
+    /// <summary>
+    /// The value kernels' instantiations: rows M, code width, channels per lane (CPT) with M·CPT ≤ 64 (accumulators in
+    /// registers) and CPT·bits ≤ 128 (one load of at most 16 bytes), as GEAR_VALUES lists them in the source.
+    /// </summary>
+    private static readonly (int Rows, int Bits, int Channels)[] ValueKernels =
+        [.. RowBuckets.SelectMany(m => CodeWidths.SelectMany(b => PieceWidths.Where(c => m * c <= 64 && c * b <= 128).Select(c => (m, b, c))))];
 
     /// <summary>The kernel entry points, as declared in the PTX.</summary>
     public static readonly IReadOnlyList<string> EntryPoints =
         [.. RowBuckets.SelectMany(m => CodeWidths.Select(b => $"gear_key_scores_m{m}_b{b}")),
-         .. RowBuckets.SelectMany(m => CodeWidths.Select(b => $"gear_value_chunks_m{m}_b{b}")),
-         .. RowBuckets.Select(m => $"gear_key_outliers_m{m}"),
+         .. ValueKernels.Select(ValueKernelName),
          "gear_orthonormalize", "gear_dense_scores", "gear_dense_values", "gear_sum_slots"];
 
-    /// <summary>Tokens per thread block of the key-outlier kernel (OUTLIER_TILE in the source).</summary>
-    public const int OutlierTile = 1024;
+    private static string ValueKernelName((int Rows, int Bits, int Channels) k) => $"gear_values_m{k.Rows}_b{k.Bits}_c{k.Channels}";
 
-    /// <summary>The loaded entry points; code kernels indexed [row bucket, code width] (see <see cref="Pick"/>).</summary>
-    internal sealed record Module(IntPtr[,] KeyScores, IntPtr[,] ValueChunks, IntPtr[] KeyOutliers, IntPtr Orthonormalize,
-        IntPtr DenseScores, IntPtr DenseValues, IntPtr SumSlots)
+    /// <summary>Kernel development only: <c>GEAR_CUDA_PIECE</c> caps the value kernels' channels per lane (8–64).</summary>
+    private static readonly int PieceCap = int.TryParse(Environment.GetEnvironmentVariable("GEAR_CUDA_PIECE"), out int cap) ? cap : 64;
+
+    /// <summary>
+    /// Channels per lane of the value kernel for <paramref name="rows"/> query rows (rounded up to the instantiated
+    /// bucket), or 0 when none fits: the widest instantiated width that divides the head size and the value group, with
+    /// a power-of-two number of lanes per token (at most a warp).
+    /// </summary>
+    public static int PieceWidth(int rows, int bits, int headDim, int valueGroup)
+    {
+        int m = Module.Bucket(rows);
+        foreach (var (km, kb, c) in ValueKernels)
+            if (km == m && kb == bits && c <= PieceCap && headDim % c == 0 && valueGroup % c == 0
+                && headDim / c <= 32 && int.IsPow2(headDim / c))
+                return c;
+        return 0;
+    }
+
+    /// <summary>The loaded entry points; key kernels indexed [row bucket, code width] (see <see cref="Pick"/>).</summary>
+    internal sealed record Module(IntPtr[,] KeyScores, IReadOnlyDictionary<(int Rows, int Bits, int Channels), IntPtr> Values,
+        IntPtr Orthonormalize, IntPtr DenseScores, IntPtr DenseValues, IntPtr SumSlots)
     {
         /// <summary>The kernel instantiated for the fewest rows ≥ <paramref name="rows"/> (and <paramref name="bits"/>-bit codes).</summary>
         public IntPtr Pick(IntPtr[,] kernels, int rows, int bits) => kernels[RowBucket(rows), Array.IndexOf(CodeWidths, bits)];
 
-        /// <summary>The key-outlier kernel for <paramref name="rows"/> rows.</summary>
-        public IntPtr Outliers(int rows) => KeyOutliers[RowBucket(rows)];
+        /// <summary>The value kernel for <paramref name="rows"/> rows, <paramref name="bits"/>-bit codes and <paramref name="channels"/> channels per lane.</summary>
+        public IntPtr Value(int rows, int bits, int channels) => Values[(Bucket(rows), bits, channels)];
 
         /// <summary>Rows the kernel for <paramref name="rows"/> rows is instantiated for (its register and shared-memory shape).</summary>
         public static int Bucket(int rows) => RowBuckets[RowBucket(rows)];
@@ -100,8 +124,7 @@ internal static class CudaKernels
                 }
                 module = new Module(
                     Codes("gear_key_scores"),
-                    Codes("gear_value_chunks"),
-                    [.. RowBuckets.Select(m => CudaDriver.Function(handle, $"gear_key_outliers_m{m}"))],
+                    ValueKernels.ToDictionary(k => k, k => CudaDriver.Function(handle, ValueKernelName(k))),
                     CudaDriver.Function(handle, "gear_orthonormalize"),
                     CudaDriver.Function(handle, "gear_dense_scores"),
                     CudaDriver.Function(handle, "gear_dense_values"),
@@ -147,7 +170,7 @@ internal static class CudaKernels
         void** args = stackalloc void*[12];
         args[0] = &qp; args[1] = &type; args[2] = &scale; args[3] = &kp; args[4] = &capacity; args[5] = &n; args[6] = &m; args[7] = &d;
         args[8] = &tq; args[9] = &sp; args[10] = &ld; args[11] = &offset;
-        CudaDriver.Launch(module.DenseScores, ((uint)n, (uint)bh), 32, 0, args);
+        CudaDriver.Launch(module.DenseScores, ((uint)((n + 7) / 8), (uint)bh), 256, 0, args);          // a warp per token
     }
 
     /// <summary>The queries as the kernels read them: [B·H, rows, D] in their own dtype, multiplied by <see cref="Scale"/> on load.</summary>

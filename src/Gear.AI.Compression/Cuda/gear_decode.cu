@@ -22,12 +22,6 @@ __device__ __forceinline__ int code_at(const uint8_t* row, int d, int bits)
     return (row[bit >> 3] >> (bit & 7)) & ((1 << bits) - 1);
 }
 
-// Code (word >> shift) & mask as a float, exactly: 0x4B000000 is 2^23, whose mantissa holds the code.
-__device__ __forceinline__ float code_float(unsigned word, int shift, unsigned mask)
-{
-    return __int_as_float(0x4B000000u | ((word >> shift) & mask)) - 8388608.f;
-}
-
 __device__ __forceinline__ float warp_sum(float value)
 {
     for (int o = 16; o > 0; o >>= 1) value += __shfl_xor_sync(0xffffffff, value, o);
@@ -46,48 +40,153 @@ __device__ __forceinline__ float load_q(const void* q, int type, long long i, fl
 
 // Queries everywhere below: [BH, rows, D] in the caller's dtype (qType), multiplied by qScale (1/√D) on load.
 
-// Scores of one g-token group for up to M query rows: grid (T/g, BH), block g threads (one token each, a multiple of 32).
-// codes [BH, T, rowBytes]; scale, zero [BH, T/g, D] half; A [BH, T, r] half, B [BH, nblk, D, r] half,
-// groupBlock [T/g] int64 (r = 0: no low rank); scores [BH, rows, ld] float, written at columns [offset, offset + T).
+// Code i (0 ≤ i < 32/BITS) of a packed word times 2^(BITS·(i mod 16/BITS)), as an exact float: the code is masked
+// in place within its 16-bit half and ORed into the mantissa of 2^23, then 2^23 is subtracted — one LOP3 and one FADD
+// per code. code_unscale gives the power of two that undoes the factor (applied once to a sum, or folded into the
+// query, so every product is the one the plain code would give: scaling by a power of two is exact).
+template <int BITS>
+__device__ __forceinline__ float scaled_code(unsigned word, int i)
+{
+    constexpr int PER_HALF = 16 / BITS;
+    const unsigned half = i >= PER_HALF ? word >> 16 : word;
+    const unsigned mask = ((1u << BITS) - 1u) << (BITS * (i % PER_HALF));
+    return __uint_as_float(0x4B000000u | (half & mask)) - 8388608.f;
+}
+
+template <int BITS>
+__device__ __forceinline__ float code_unscale(int i)
+{
+    return __uint_as_float((unsigned)(127 - BITS * (i % (16 / BITS))) << 23);
+}
+
+// Element i of an outlier index array of 1, 2 or 4 bytes per entry.
+__device__ __forceinline__ long long index_at(const void* index, int bytes, long long i)
+{
+    return bytes == 1 ? ((const uint8_t*)index)[i] : bytes == 2 ? ((const int16_t*)index)[i] : ((const int32_t*)index)[i];
+}
+
+// First slot k in [0, S) with slotOffset[k] >= value (slot offsets are block starts, non-decreasing).
+__device__ int lower_bound(const long long* __restrict__ slotOffset, int S, long long value)
+{
+    int lo = 0, hi = S;
+    while (lo < hi)
+    {
+        int mid = (lo + hi) >> 1;
+        if (slotOffset[mid] < value) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+#define MAX_SPAN_BLOCKS 16
+
+// Key scores of a span of `per` g-token groups: grid (ceil(T/g / per), BH), block per·g threads (one token each; g a
+// multiple of 32). codes [BH, T, rowBytes]; scale, zero [BH, T/g, D] half; A [BH, T, r] half, B [BH, nblk, D, r] half,
+// groupBlock [T/g] int64 (r = 0: no low rank); outlier values [BH, D, S] half and index [BH, D, S] (indexBytes each):
+// per channel, each block's slots hold token indices within the block in ascending order, slotOffset [S] the first token
+// of each slot's block (S = 0: no outliers). scores [BH, rows, ld] float, written at columns [offset, offset + T).
+// Per group the block first forms q·scale, q·zero and q·B (the group's threads splitting the channels), and adds the
+// thread reads its token's codes with 16-byte loads; then the corrections of the outliers inside the span (found by
+// binary search per channel) gather in shared memory before the scores are written.
 template <int M, int BITS>
 __device__ void key_scores(const void* __restrict__ q, int qType, float qScale, int rows, const uint8_t* __restrict__ codes,
                            const __half* __restrict__ scale, const __half* __restrict__ zero,
                            const __half* __restrict__ A, const __half* __restrict__ B, const long long* __restrict__ groupBlock,
-                           int r, int nblk, float* __restrict__ scores, int T, int D, int g, long long ld, long long offset)
+                           int r, int nblk, const __half* __restrict__ oValues, const void* __restrict__ oIndex, int indexBytes,
+                           const long long* __restrict__ slotOffset, int S,
+                           float* __restrict__ scores, int T, int D, int g, long long ld, long long offset)
 {
     constexpr int PER_WORD = 32 / BITS;
-    constexpr unsigned MASK = BITS == 32 ? 0xffffffffu : (1u << BITS) - 1u;
     extern __shared__ float sh[];
-    float* qs = sh;                 // [M, D] q·scale of this group (rows ≥ `rows` are zero)
-    float* zq = qs + M * D;         // [M]    q·zero
-    float* qb = zq + M;             // [M, r] q·B of this group's block
-    const int grp = blockIdx.x, bh = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warps = blockDim.x >> 5;
+    __shared__ int spanBlocks, blockSlot[MAX_SPAN_BLOCKS], blockSlots[MAX_SPAN_BLOCKS];
+    __shared__ long long blockToken[MAX_SPAN_BLOCKS];
+    const int tid = threadIdx.x, lane = tid & 31, bh = blockIdx.y, per = blockDim.x / g, groups = T / g;
+    const int gi = tid / g, j = tid % g, grp = blockIdx.x * per + gi;
+    const long long t0 = (long long)blockIdx.x * per * g;
+    const int span = (int)min((long long)per * g, T - t0);
+    float* qsh = sh;                         // [M, D]      queries (times qScale; rows ≥ `rows` are zero)
+    float* qs = qsh + M * D;                 // [per, M, D] q·scale / 2^(code place) of each group
+    float* zq = qs + per * M * D;            // [per, M]    q·zero
+    float* qb = zq + per * M;                // [per, M, r] q·B of the group's block
+    float* zs = qb + per * M * r;            // [per, D]    zero points of each group (outliers only)
+    float* corr = zs + per * D;              // [M, per·g]  outlier corrections of the span's scores
     const long long qh = (long long)bh * rows * D;
-    const __half* sc = scale + ((long long)bh * (T / g) + grp) * D;
-    const __half* ze = zero + ((long long)bh * (T / g) + grp) * D;
-    const __half* Bb = r > 0 ? B + ((long long)bh * nblk + groupBlock[grp]) * D * r : nullptr;
-    for (int i = tid; i < M * D; i += blockDim.x)
-        qs[i] = i < rows * D ? load_q(q, qType, qh + i, qScale) * __half2float(sc[i % D]) : 0.f;
-    // M + M·r dot products over D, one warp each.
-    for (int o = tid >> 5; o < M + M * r; o += warps)
+    for (int i = tid; i < M * D; i += blockDim.x) qsh[i] = i < rows * D ? load_q(q, qType, qh + i, qScale) : 0.f;
+    for (int i = tid; i < per * M * (1 + r); i += blockDim.x) zq[i] = 0.f;
+    for (int i = tid; i < M * per * g; i += blockDim.x) corr[i] = 0.f;
+    if (tid == 0)
     {
-        float s = 0.f;
-        const int m = o < M ? o : (o - M) / r, rho = o < M ? 0 : (o - M) % r;
-        if (m < rows)
-            for (int d = lane; d < D; d += 32)
-                s += load_q(q, qType, qh + m * D + d, qScale) * __half2float(o < M ? ze[d] : Bb[d * r + rho]);
-        s = warp_sum(s);
-        if (lane == 0) zq[o] = s;   // zq[m] for o < M, then qb[m·r + ρ]
+        // The blocks overlapping [t0, t0 + span): the one holding t0, then each next one that starts inside the span.
+        int nb = 0;
+        if (S > 0)
+        {
+            int s0 = lower_bound(slotOffset, S, slotOffset[max(lower_bound(slotOffset, S, t0 + 1) - 1, 0)]);
+            while (s0 < S && nb < MAX_SPAN_BLOCKS && slotOffset[s0] < t0 + span)
+            {
+                const int s1 = lower_bound(slotOffset, S, slotOffset[s0] + 1);
+                blockToken[nb] = slotOffset[s0]; blockSlot[nb] = s0; blockSlots[nb] = s1 - s0;
+                nb++;
+                s0 = s1;
+            }
+        }
+        spanBlocks = nb;
     }
     __syncthreads();
-    if (tid >= g) return;
-    const long long t = (long long)grp * g + tid;
+    if (grp < groups)
+    {
+        const __half* sc = scale + ((long long)bh * groups + grp) * D;
+        const __half* ze = zero + ((long long)bh * groups + grp) * D;
+        const __half* Bb = r > 0 ? B + ((long long)bh * nblk + groupBlock[grp]) * D * r : nullptr;
+        float zp[M], bp[M][MAX_RANK];
+#pragma unroll
+        for (int m = 0; m < M; m++)
+        {
+            zp[m] = 0.f;
+#pragma unroll
+            for (int rho = 0; rho < MAX_RANK; rho++) bp[m][rho] = 0.f;
+        }
+        for (int d = j; d < D; d += g)
+        {
+            const float s = __half2float(sc[d]) * code_unscale<BITS>(d % PER_WORD), z = __half2float(ze[d]);
+            zs[gi * D + d] = z;
+            float bd[MAX_RANK];
+#pragma unroll
+            for (int rho = 0; rho < MAX_RANK; rho++) bd[rho] = rho < r ? __half2float(Bb[d * r + rho]) : 0.f;
+#pragma unroll
+            for (int m = 0; m < M; m++)
+            {
+                const float x = qsh[m * D + d];
+                qs[(gi * M + m) * D + d] = x * s;
+                zp[m] += x * z;
+#pragma unroll
+                for (int rho = 0; rho < MAX_RANK; rho++) bp[m][rho] += x * bd[rho];
+            }
+        }
+        // The group's threads are whole warps: a warp sum each, then one shared atomic per warp.
+#pragma unroll
+        for (int m = 0; m < M; m++)
+        {
+            if (m >= rows) break;
+            const float zsum = warp_sum(zp[m]);
+            if (lane == 0) atomicAdd(&zq[gi * M + m], zsum);
+#pragma unroll
+            for (int rho = 0; rho < MAX_RANK; rho++)
+            {
+                if (rho >= r) break;
+                const float bsum = warp_sum(bp[m][rho]);
+                if (lane == 0) atomicAdd(&qb[(gi * M + m) * r + rho], bsum);
+            }
+        }
+    }
+    __syncthreads();
     const int rowBytes = D / 8 * BITS;
+    const long long t = t0 + tid;
     const uint8_t* row = codes + ((long long)bh * T + t) * rowBytes;
+    const float* qg = qs + gi * M * D;
     float acc[M];
 #pragma unroll
     for (int m = 0; m < M; m++) acc[m] = 0.f;
-    if ((rowBytes & 15) == 0)
+    if (grp >= groups) {}
+    else if ((rowBytes & 15) == 0)
     {
         // 16-byte loads: 4 words of 32/BITS consecutive channels each.
         const uint4* vec = (const uint4*)row;
@@ -106,11 +205,11 @@ __device__ void key_scores(const void* __restrict__ q, int qType, float qScale, 
                 {
                     float c[4];
 #pragma unroll
-                    for (int u = 0; u < 4; u++) c[u] = code_float(words[w], (i + u) * BITS, MASK);
+                    for (int u = 0; u < 4; u++) c[u] = scaled_code<BITS>(words[w], i + u);
 #pragma unroll
                     for (int m = 0; m < M; m++)
                     {
-                        const float4 s4 = *(const float4*)&qs[m * D + d0 + i];
+                        const float4 s4 = *(const float4*)&qg[m * D + d0 + i];
                         acc[m] += s4.x * c[0] + s4.y * c[1] + s4.z * c[2] + s4.w * c[3];
                     }
                 }
@@ -120,208 +219,343 @@ __device__ void key_scores(const void* __restrict__ q, int qType, float qScale, 
     else
         for (int d = 0; d < D; d++)
         {
-            const float c = (float)code_at(row, d, BITS);
+            const float c = (float)code_at(row, d, BITS) / code_unscale<BITS>(d % PER_WORD);
 #pragma unroll
-            for (int m = 0; m < M; m++) acc[m] += qs[m * D + d] * c;
+            for (int m = 0; m < M; m++) acc[m] += qg[m * D + d] * c;
         }
-    for (int rho = 0; rho < r; rho++)
+    for (int rho = 0; rho < r && grp < groups; rho++)
     {
         const float a = __half2float(A[((long long)bh * T + t) * r + rho]);
 #pragma unroll
-        for (int m = 0; m < M; m++) acc[m] += a * qb[m * r + rho];
+        for (int m = 0; m < M; m++) acc[m] += a * qb[(gi * M + m) * r + rho];
     }
+    // Outliers. A block with few slots per channel (up to 16: blocks up to ~800 tokens at 2%): every (channel, slot)
+    // is a task of its own, with no dependent loads before it.
+    for (int b = 0; b < spanBlocks; b++)
+    {
+        const int count = blockSlots[b];
+        if (count > 16) continue;
+        const long long bs = blockToken[b];
+        for (int task = tid; task < D * count; task += blockDim.x)
+        {
+            const int c = task / count;
+            const long long e = ((long long)bh * D + c) * S + blockSlot[b] + task % count;
+            const long long tt = index_at(oIndex, indexBytes, e);
+            const int at = (int)(bs + tt - t0);
+            if (at < 0 || at >= span) continue;
+            const int gj = at / g;
+            const float code = code_at(codes + ((long long)bh * T + bs + tt) * rowBytes, c, BITS) / code_unscale<BITS>(c % PER_WORD);
+            const float v = __half2float(oValues[e]) - zs[gj * D + c];
 #pragma unroll
-    for (int m = 0; m < M; m++)
-        if (m < rows) scores[((long long)bh * rows + m) * ld + offset + t] = acc[m] + zq[m];
-}
-
-#define OUTLIER_TILE 1024
-
-// First slot k in [0, S) with slotOffset[k] >= value (slot offsets are block starts, non-decreasing).
-__device__ int lower_bound(const long long* __restrict__ slotOffset, int S, long long value)
-{
-    int lo = 0, hi = S;
-    while (lo < hi)
-    {
-        int mid = (lo + hi) >> 1;
-        if (slotOffset[mid] < value) lo = mid + 1; else hi = mid;
+            for (int m = 0; m < M; m++)
+                if (m < rows) atomicAdd(&corr[m * per * g + at], qsh[m * D + c] * v - qs[(gj * M + m) * D + c] * code);
+        }
     }
-    return lo;
-}
-
-// Outlier corrections of the key scores for one tile of OUTLIER_TILE tokens: grid (ceil(T / tile), BH).
-// The slots of the blocks overlapping the tile are found by binary search in slotOffset; corrections gather in
-// shared memory (fast atomics there) and each tile then adds its own columns of the scores: no global atomics.
-// values [BH, D, S] half; index [BH, D, S] of indexBytes (1, 2 or 4) bytes, token within the block.
-template <int M>
-__device__ void key_outliers(const void* __restrict__ q, int qType, float qScale, int rows, const uint8_t* __restrict__ codes,
-                             const __half* __restrict__ scale, const __half* __restrict__ zero,
-                             const __half* __restrict__ values, const void* __restrict__ index, int indexBytes,
-                             const long long* __restrict__ slotOffset, float* __restrict__ scores,
-                             int T, int D, int bits, int g, int S, long long ld, long long offset)
-{
-    extern __shared__ float acc[];                    // [M, OUTLIER_TILE]
-    __shared__ int range[2];
-    const int bh = blockIdx.y, tid = threadIdx.x;
-    const long long tileStart = (long long)blockIdx.x * OUTLIER_TILE;
-    const int tileLength = (int)min((long long)OUTLIER_TILE, T - tileStart);
-    for (int i = tid; i < M * OUTLIER_TILE; i += blockDim.x) acc[i] = 0.f;
-    if (tid == 0)
+    // Longer lists: one (block, channel) list per thread, from the first index inside the span (binary search) on.
+    for (int task = tid; task < spanBlocks * D; task += blockDim.x)
     {
-        // Blocks overlapping [tileStart, tileStart + tileLength): the one holding tileStart, up to the tile's end.
-        int last = lower_bound(slotOffset, S, tileStart + 1) - 1;      // last slot whose block starts at or before tileStart
-        range[0] = last < 0 ? 0 : lower_bound(slotOffset, S, slotOffset[last]);
-        range[1] = lower_bound(slotOffset, S, tileStart + tileLength);
+        const int b = task / D, c = task % D, count = blockSlots[b];
+        if (count <= 16) continue;
+        const long long bs = blockToken[b], base = ((long long)bh * D + c) * S + blockSlot[b];
+        const long long lo = t0 - bs, hi = t0 + span - bs;
+        int k = 0, e = count;
+        while (k < e)
+        {
+            const int mid = (k + e) >> 1;
+            if (index_at(oIndex, indexBytes, base + mid) < lo) k = mid + 1; else e = mid;
+        }
+        for (; k < count; k++)
+        {
+            const long long tt = index_at(oIndex, indexBytes, base + k);
+            if (tt >= hi) break;
+            // q·(value − x̂) with x̂ = code·scale + zero: q·scale and the zero are the group's, already in shared memory,
+            // and the code's row was just read by its token's thread (an L1 hit).
+            const int at = (int)(bs + tt - t0), gj = at / g;
+            const float code = code_at(codes + ((long long)bh * T + bs + tt) * rowBytes, c, BITS) / code_unscale<BITS>(c % PER_WORD);
+            const float v = __half2float(oValues[base + k]) - zs[gj * D + c];
+#pragma unroll
+            for (int m = 0; m < M; m++)
+                if (m < rows) atomicAdd(&corr[m * per * g + at], qsh[m * D + c] * v - qs[(gj * M + m) * D + c] * code);
+        }
     }
     __syncthreads();
-    const int first = range[0], count = range[1] - range[0];
-    const int rowBytes = D / 8 * bits;
-    for (long long i = tid; i < (long long)D * count; i += blockDim.x)
+    if (grp >= groups) return;
+#pragma unroll
+    for (int m = 0; m < M; m++)
+        if (m < rows) scores[((long long)bh * rows + m) * ld + offset + t] = acc[m] + zq[gi * M + m] + corr[m * per * g + tid];
+}
+
+// N bytes of packed codes (N = 1, 2, 4, 8 or 16, aligned to N) as 32-bit words.
+template <int N>
+__device__ __forceinline__ void load_piece(const uint8_t* __restrict__ at, unsigned* w)
+{
+    if constexpr (N == 16) { const uint4 x = *(const uint4*)at; w[0] = x.x; w[1] = x.y; w[2] = x.z; w[3] = x.w; }
+    else if constexpr (N == 8) { const uint2 x = *(const uint2*)at; w[0] = x.x; w[1] = x.y; }
+    else if constexpr (N == 4) w[0] = *(const unsigned*)at;
+    else if constexpr (N == 2) w[0] = *(const unsigned short*)at;
+    else w[0] = *at;
+}
+
+// w[i] of up to four words held in registers, by selects rather than an indexed (local-memory) array.
+template <int N>
+__device__ __forceinline__ unsigned pick_word(const unsigned* w, int i)
+{
+    if constexpr (N == 1) return w[0];
+    else if constexpr (N == 2) return i ? w[1] : w[0];
+    else return (i & 2) ? ((i & 1) ? w[3] : w[2]) : ((i & 1) ? w[1] : w[0]);
+}
+
+// p·V̂ over spans of value chunks (gv tokens each, inside one block): grid (spans, BH), block of warps; warp w of
+// span s takes chunks [(s·warps + w)·chunksPerWarp, +chunksPerWarp). A lane owns CPT consecutive channels (one
+// piece of CPT·BITS/8 bytes, inside one value group) of every (32·CPT/D)-th token: it loads the piece, the token's
+// probability and its group's scale and zero, and accumulates CPT sums in registers (no shared memory, no barrier
+// in the loop). Outliers (a few per group) and the low-rank term ((p·A)·Bᵀ per block) add into the block's shared
+// sums; at the end the lanes of each piece are summed with shuffles. p [BH, rows, ld] float read at columns
+// [offset, offset + T); codes [BH, T, rowBytes]; scale, zero [BH, T, G] half (G = D/gv); outlier values/index
+// [BH, T, G, S] (half, uint8 index within the group; S = 0: none); A [BH, T, r], B [BH, nblk, D, r] half,
+// groupBlock [T/gv] int64; partial [BH, slots, rows, D] float: this store's spans at slots [slotBase, slotBase + spans).
+template <int M, int BITS, int CPT>
+__device__ void value_pieces(const float* __restrict__ p, int rows, const uint8_t* __restrict__ codes,
+                             const __half* __restrict__ scale, const __half* __restrict__ zero,
+                             const __half* __restrict__ values, const uint8_t* __restrict__ index, int S,
+                             const __half* __restrict__ A, const __half* __restrict__ B, const long long* __restrict__ groupBlock,
+                             int r, int nblk, float* __restrict__ partial, int slots, int slotBase,
+                             int T, int D, int gv, int chunksPerWarp, long long ld, long long offset)
+{
+    constexpr int PIECE = CPT * BITS / 8, WORD_CODES = 32 / BITS;
+    extern __shared__ float out[];                                   // [M, D] this block's sums
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, warps = blockDim.x >> 5, bh = blockIdx.y;
+    const int tpt = D / CPT, tpw = 32 / tpt, piece = lane % tpt, sub = lane / tpt, c0 = piece * CPT;
+    const int G = D / gv, grp = c0 / gv, rowBytes = D / 8 * BITS, chunks = T / gv;
+    for (int i = tid; i < M * D; i += blockDim.x) out[i] = 0.f;
+    __syncthreads();
+    const float* ph = p + (long long)bh * rows * ld + offset;
+    float acc[M][CPT], zacc[M];
+#pragma unroll
+    for (int m = 0; m < M; m++)
     {
-        const int c = (int)(i / count), k = first + (int)(i % count);
-        const long long e = ((long long)bh * D + c) * S + k;
-        const long long idx = indexBytes == 1 ? ((const uint8_t*)index)[e] : indexBytes == 2 ? ((const int16_t*)index)[e] : ((const int32_t*)index)[e];
-        const long long t = slotOffset[k] + idx;
-        if (t < tileStart || t >= tileStart + tileLength) continue;
-        const long long sz = ((long long)bh * (T / g) + t / g) * D + c;
-        const float x = code_at(codes + ((long long)bh * T + t) * rowBytes, c, bits) * __half2float(scale[sz]) + __half2float(zero[sz]);
-        const float delta = __half2float(values[e]) - x;
+        zacc[m] = 0.f;
+#pragma unroll
+        for (int j = 0; j < CPT; j++) acc[m][j] = 0.f;
+    }
+    // Low rank for one or two rows: the lanes of piece 0 sum p·A over the tokens of a block in registers, and the warp
+    // multiplies by the block's B when the block changes (a 4,096-token prompt block: once). More rows: per chunk, below.
+    constexpr bool RegisterLowRank = M <= 2;
+    float pa[RegisterLowRank ? M : 1][MAX_RANK];
+    long long current = -1;
+    auto lowRankFlush = [&]()
+    {
+        const __half* Bb = B + ((long long)bh * nblk + current) * D * r;
+#pragma unroll
+        for (int m = 0; m < (RegisterLowRank ? M : 1); m++)
+        {
+#pragma unroll
+            for (int rho = 0; rho < MAX_RANK; rho++)
+                if (rho < r) pa[m][rho] = warp_sum(pa[m][rho]);
+            if (m < rows)
+                for (int c = lane; c < D; c += 32)
+                {
+                    float o = 0.f;
+#pragma unroll
+                    for (int rho = 0; rho < MAX_RANK; rho++)
+                        if (rho < r) o += pa[m][rho] * __half2float(Bb[c * r + rho]);
+                    atomicAdd(&out[m * D + c], o);
+                }
+#pragma unroll
+            for (int rho = 0; rho < MAX_RANK; rho++) pa[m][rho] = 0.f;
+        }
+    };
+#pragma unroll
+    for (int m = 0; m < (RegisterLowRank ? M : 1); m++)
+#pragma unroll
+        for (int rho = 0; rho < MAX_RANK; rho++) pa[m][rho] = 0.f;
+    const int first = (blockIdx.x * warps + warp) * chunksPerWarp, last = min(first + chunksPerWarp, chunks);
+    for (int ch = first; ch < last; ch++)
+    {
+        if (RegisterLowRank && r > 0 && groupBlock[ch] != current)
+        {
+            if (current >= 0) lowRankFlush();
+            current = groupBlock[ch];
+        }
+#pragma unroll 2
+        for (int tt = sub; tt < gv; tt += tpw)
+        {
+            const long long t = (long long)ch * gv + tt, sz = ((long long)bh * T + t) * G + grp;
+            const uint8_t* row = codes + ((long long)bh * T + t) * rowBytes;
+            unsigned w[(PIECE + 3) / 4];
+            load_piece<PIECE>(row + piece * PIECE, w);
+            const float s = __half2float(scale[sz]), z = __half2float(zero[sz]);
+            float pm[M], ps[M];
+#pragma unroll
+            for (int m = 0; m < M; m++)
+            {
+                pm[m] = m < rows ? ph[m * ld + t] : 0.f;
+                zacc[m] += pm[m] * z;
+                ps[m] = pm[m] * s;
+            }
+#pragma unroll
+            for (int j = 0; j < CPT; j++)
+            {
+                const float c = scaled_code<BITS>(w[j / WORD_CODES], j % WORD_CODES);
+#pragma unroll
+                for (int m = 0; m < M; m++) acc[m][j] += ps[m] * c;
+            }
+            if (RegisterLowRank && r > 0)
+            {
+                // The token's lanes share its ranks: pairs (one 4-byte load) when r is even, else single values.
+                const __half* at = A + ((long long)bh * T + t) * r;
+#pragma unroll
+                for (int rho = 0; rho < MAX_RANK; rho += 2)
+                    if ((rho >> 1) % tpt == piece && rho < r)
+                    {
+                        float a0, a1;
+                        if ((r & 1) == 0)
+                        {
+                            const float2 a = __half22float2(*(const __half2*)(at + rho));
+                            a0 = a.x; a1 = a.y;
+                        }
+                        else
+                        {
+                            a0 = __half2float(at[rho]);
+                            a1 = rho + 1 < r ? __half2float(at[rho + 1]) : 0.f;
+                        }
+#pragma unroll
+                        for (int m = 0; m < (RegisterLowRank ? M : 1); m++)
+                        {
+                            pa[m][rho] += pm[m] * a0;
+                            if (rho + 1 < MAX_RANK) pa[m][rho + 1] += pm[m] * a1;
+                        }
+                    }
+            }
+            if (S > 0)
+            {
+                // Outliers of the token's group: up to four loaded up front (S = 2 at the default 2% of 64 features).
+                int ko[4];
+                float vo[4];
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                {
+                    ko[e] = e < S ? grp * gv + index[sz * S + e] - c0 : -1;            // channel within the piece
+                    vo[e] = e < S ? __half2float(values[sz * S + e]) : 0.f;
+                }
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                {
+                    const int k = ko[e];
+                    if (k < 0 || k >= CPT) continue;
+                    // The outlier's code from the piece already in registers.
+                    const unsigned word = pick_word<(PIECE + 3) / 4>(w, k / WORD_CODES);
+                    const float code = (float)((word >> (BITS * (k % WORD_CODES))) & ((1u << BITS) - 1u));
+                    const float delta = vo[e] - (code * s + z);
+#pragma unroll
+                    for (int m = 0; m < M; m++)
+                        if (m < rows) atomicAdd(&out[m * D + c0 + k], pm[m] * delta);
+                }
+                for (int e = 4; e < S; e++)
+                {
+                    const int k = grp * gv + index[sz * S + e] - c0;
+                    if (k < 0 || k >= CPT) continue;
+                    const float delta = __half2float(values[sz * S + e]) - (code_at(row, c0 + k, BITS) * s + z);
+#pragma unroll
+                    for (int m = 0; m < M; m++)
+                        if (m < rows) atomicAdd(&out[m * D + c0 + k], pm[m] * delta);
+                }
+            }
+        }
+        if (!RegisterLowRank && r > 0)
+        {
+            // Low rank of this chunk: (p·A) over its tokens, a warp sum per rank, then times the block's B.
+            const __half* Bb = B + ((long long)bh * nblk + groupBlock[ch]) * D * r;
+            for (int m = 0; m < rows && m < M; m++)
+            {
+                float pa[MAX_RANK];
+#pragma unroll
+                for (int rho = 0; rho < MAX_RANK; rho++) pa[rho] = 0.f;
+                for (int tt = lane; tt < gv; tt += 32)
+                {
+                    const long long t = (long long)ch * gv + tt;
+                    const float pt = ph[m * ld + t];
+#pragma unroll
+                    for (int rho = 0; rho < MAX_RANK; rho++)
+                        if (rho < r) pa[rho] += pt * __half2float(A[((long long)bh * T + t) * r + rho]);
+                }
+#pragma unroll
+                for (int rho = 0; rho < MAX_RANK; rho++)
+                    if (rho < r) pa[rho] = warp_sum(pa[rho]);
+                for (int c = lane; c < D; c += 32)
+                {
+                    float o = 0.f;
+#pragma unroll
+                    for (int rho = 0; rho < MAX_RANK; rho++)
+                        if (rho < r) o += pa[rho] * __half2float(Bb[c * r + rho]);
+                    atomicAdd(&out[m * D + c], o);
+                }
+            }
+        }
+    }
+    if (RegisterLowRank && current >= 0) lowRankFlush();
+    // The lanes of one piece summed different tokens: add them up across the token bits of the lane index.
+    for (int o = tpt; o < 32; o <<= 1)
+#pragma unroll
+        for (int m = 0; m < M; m++)
+        {
+            zacc[m] += __shfl_xor_sync(0xffffffffu, zacc[m], o);
+#pragma unroll
+            for (int j = 0; j < CPT; j++) acc[m][j] += __shfl_xor_sync(0xffffffffu, acc[m][j], o);
+        }
+    if (sub == 0)
 #pragma unroll
         for (int m = 0; m < M; m++)
             if (m < rows)
-                atomicAdd(&acc[m * OUTLIER_TILE + (t - tileStart)], load_q(q, qType, ((long long)bh * rows + m) * D + c, qScale) * delta);
-    }
+#pragma unroll
+                for (int j = 0; j < CPT; j++)
+                    atomicAdd(&out[m * D + c0 + j], acc[m][j] * code_unscale<BITS>(j % WORD_CODES) + zacc[m]);
     __syncthreads();
-    for (int i = tid; i < rows * tileLength && i < M * tileLength; i += blockDim.x)
-    {
-        const int m = i / tileLength, j = i % tileLength;
-        scores[((long long)bh * rows + m) * ld + offset + tileStart + j] += acc[m * OUTLIER_TILE + j];
-    }
+    float* dst = partial + ((long long)bh * slots + slotBase + blockIdx.x) * rows * D;
+    for (int i = tid; i < rows * D && i < M * D; i += blockDim.x) dst[i] = out[i];
 }
 
-// p·V̂ of one chunk of `chunk` tokens (inside one block): grid (T/chunk, BH), block ≥ D threads (one channel each).
-// p [BH, rows, ld] float read at columns [offset, offset + T); codes [BH, T, rowBytes]; scale, zero [BH, T, G] half
-// (G = D/gv groups per token); outlier values/index [BH, T, G, S] (half, uint8 index within the group; S = 0: none);
-// A [BH, T, r], B [BH, nblk, D, r] half, groupBlock [T/gv] int64; partial [BH, slots, rows, D] float, this store's chunks
-// at slots [slotBase, slotBase + T/chunk) (the caller sums over slots).
-template <int M, int BITS>
-__device__ void value_chunks(const float* __restrict__ p, int rows, const uint8_t* __restrict__ codes,
-                            const __half* __restrict__ scale, const __half* __restrict__ zero,
-                            const __half* __restrict__ values, const uint8_t* __restrict__ index, int S,
-                            const __half* __restrict__ A, const __half* __restrict__ B, const long long* __restrict__ groupBlock,
-                            int r, int nblk, float* __restrict__ partial, int slots, int slotBase,
-                            int T, int D, int gv, int chunk, long long ld, long long offset)
-{
-    extern __shared__ float sh[];
-    const int ch = blockIdx.x, bh = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warps = blockDim.x >> 5, G = D / gv;
-    float* ps = sh;                        // [M, chunk, G] p·scale
-    float* pz = ps + M * chunk * G;        // [M, G] Σ p·zero, then [M, r] p·A
-    float* acc = pz + M * G + M * r;       // [M, D]
-    const long long t0 = (long long)ch * chunk;
-    const float* ph = p + (long long)bh * rows * ld + offset + t0;
-    const long long sz0 = ((long long)bh * T + t0) * G;
-    for (int i = tid; i < M * chunk * G; i += blockDim.x)
-    {
-        const int m = i / (chunk * G), j = (i / G) % chunk, k = i % G;
-        ps[i] = m < rows ? ph[m * ld + j] * __half2float(scale[sz0 + (long long)j * G + k]) : 0.f;
-    }
-    // M·G zero sums and M·r low-rank sums over the chunk's tokens, one warp each.
-    for (int o = tid >> 5; o < M * G + M * r; o += warps)
-    {
-        float s = 0.f;
-        if (o < M * G)
-        {
-            const int m = o / G, k = o % G;
-            if (m < rows)
-                for (int j = lane; j < chunk; j += 32) s += ph[m * ld + j] * __half2float(zero[sz0 + (long long)j * G + k]);
-        }
-        else
-        {
-            const int m = (o - M * G) / r, rho = (o - M * G) % r;
-            if (m < rows)
-                for (int j = lane; j < chunk; j += 32) s += ph[m * ld + j] * __half2float(A[((long long)bh * T + t0 + j) * r + rho]);
-        }
-        s = warp_sum(s);
-        if (lane == 0) pz[o] = s;
-    }
-    __syncthreads();
-    const int rowBytes = D / 8 * BITS;
-    if (tid < D)
-    {
-        const int d = tid, k = d / gv;
-        float a[M];
-#pragma unroll
-        for (int m = 0; m < M; m++) a[m] = 0.f;
-        const uint8_t* row = codes + ((long long)bh * T + t0) * rowBytes;
-        for (int j = 0; j < chunk; j++, row += rowBytes)
-        {
-            const float c = (float)code_at(row, d, BITS);
-#pragma unroll
-            for (int m = 0; m < M; m++) a[m] += ps[(m * chunk + j) * G + k] * c;
-        }
-#pragma unroll
-        for (int m = 0; m < M; m++) acc[m * D + d] = a[m] + pz[m * G + k];
-    }
-    __syncthreads();
-    if (S > 0)
-        for (int i = tid; i < chunk * G * S; i += blockDim.x)
-        {
-            const int j = i / (G * S), k = (i / S) % G;
-            const long long t = t0 + j;
-            const long long e = (((long long)bh * T + t) * G + k) * S + i % S;
-            const int c = k * gv + index[e];
-            const long long sz = ((long long)bh * T + t) * G + k;
-            const float x = code_at(codes + ((long long)bh * T + t) * rowBytes, c, BITS) * __half2float(scale[sz]) + __half2float(zero[sz]);
-            const float delta = __half2float(values[e]) - x;
-            for (int m = 0; m < rows && m < M; m++)
-                atomicAdd(&acc[m * D + c], ph[m * ld + j] * delta);
-        }
-    __syncthreads();
-    if (tid < D)
-    {
-        const int d = tid;
-        const float* pa = pz + M * G;
-        const __half* Bb = r > 0 ? B + ((long long)bh * nblk + groupBlock[t0 / gv]) * D * r : nullptr;
-        for (int m = 0; m < rows && m < M; m++)
-        {
-            float o = acc[m * D + d];
-            for (int rho = 0; rho < r; rho++)
-                o += pa[m * r + rho] * __half2float(Bb[d * r + rho]);
-            partial[(((long long)bh * slots + slotBase + ch) * rows + m) * D + d] = o;
-        }
-    }
-}
-
-#define GEAR_CODES(M, BITS)                                                                                                    \
+#define GEAR_KEYS(M, BITS)                                                                                                     \
     extern "C" __global__ void gear_key_scores_m##M##_b##BITS(const void* q, int qType, float qScale, int rows,               \
         const uint8_t* codes, const __half* scale, const __half* zero, const __half* A, const __half* B,                      \
-        const long long* groupBlock, int r, int nblk, float* scores, int T, int D, int g, long long ld, long long offset)       \
+        const long long* groupBlock, int r, int nblk, const __half* oValues, const void* oIndex, int indexBytes,               \
+        const long long* slotOffset, int S, float* scores, int T, int D, int g, long long ld, long long offset)                \
     {                                                                                                                          \
-        key_scores<M, BITS>(q, qType, qScale, rows, codes, scale, zero, A, B, groupBlock, r, nblk, scores, T, D, g, ld, offset); \
-    }                                                                                                                          \
-    extern "C" __global__ void gear_value_chunks_m##M##_b##BITS(const float* p, int rows, const uint8_t* codes,                \
+        key_scores<M, BITS>(q, qType, qScale, rows, codes, scale, zero, A, B, groupBlock, r, nblk, oValues, oIndex,            \
+                            indexBytes, slotOffset, S, scores, T, D, g, ld, offset);                                           \
+    }
+
+#define GEAR_VALUES(M, BITS, CPT)                                                                                              \
+    extern "C" __global__ void gear_values_m##M##_b##BITS##_c##CPT(const float* p, int rows, const uint8_t* codes,             \
         const __half* scale, const __half* zero, const __half* values, const uint8_t* index, int S, const __half* A,           \
         const __half* B, const long long* groupBlock, int r, int nblk, float* partial, int slots, int slotBase, int T, int D,    \
-        int gv, int chunk, long long ld, long long offset)                                                                     \
+        int gv, int chunksPerWarp, long long ld, long long offset)                                                             \
     {                                                                                                                          \
-        value_chunks<M, BITS>(p, rows, codes, scale, zero, values, index, S, A, B, groupBlock, r, nblk, partial, slots,        \
-                              slotBase, T, D, gv, chunk, ld, offset);                                                          \
+        value_pieces<M, BITS, CPT>(p, rows, codes, scale, zero, values, index, S, A, B, groupBlock, r, nblk, partial, slots,   \
+                                   slotBase, T, D, gv, chunksPerWarp, ld, offset);                                             \
     }
 
-#define GEAR_ROWS(M)                                                                                                           \
-    GEAR_CODES(M, 1) GEAR_CODES(M, 2) GEAR_CODES(M, 4) GEAR_CODES(M, 8)                                                        \
-    extern "C" __global__ void gear_key_outliers_m##M(const void* q, int qType, float qScale, int rows, const uint8_t* codes, \
-        const __half* scale, const __half* zero, const __half* values, const void* index, int indexBytes,                      \
-        const long long* slotOffset, float* scores, int T, int D, int bits, int g, int S, long long ld, long long offset)       \
-    {                                                                                                                          \
-        key_outliers<M>(q, qType, qScale, rows, codes, scale, zero, values, index, indexBytes, slotOffset, scores,             \
-                        T, D, bits, g, S, ld, offset);                                                                         \
-    }
+#define GEAR_KEYS_ROWS(M) GEAR_KEYS(M, 1) GEAR_KEYS(M, 2) GEAR_KEYS(M, 4) GEAR_KEYS(M, 8)
+GEAR_KEYS_ROWS(1)
+GEAR_KEYS_ROWS(2)
+GEAR_KEYS_ROWS(4)
+GEAR_KEYS_ROWS(8)
 
-GEAR_ROWS(1)
-GEAR_ROWS(2)
-GEAR_ROWS(4)
-GEAR_ROWS(8)
+// Value kernels for every (rows M, code width BITS, channels per lane CPT) with M·CPT ≤ 64 (registers) and
+// CPT·BITS ≤ 128 (a 16-byte load at most); CudaKernels.PieceWidth picks the widest that fits the shape.
+GEAR_VALUES(1, 1, 8) GEAR_VALUES(1, 1, 16) GEAR_VALUES(1, 1, 32) GEAR_VALUES(1, 1, 64)
+GEAR_VALUES(1, 2, 8) GEAR_VALUES(1, 2, 16) GEAR_VALUES(1, 2, 32) GEAR_VALUES(1, 2, 64)
+GEAR_VALUES(1, 4, 8) GEAR_VALUES(1, 4, 16) GEAR_VALUES(1, 4, 32)
+GEAR_VALUES(1, 8, 8) GEAR_VALUES(1, 8, 16)
+GEAR_VALUES(2, 1, 8) GEAR_VALUES(2, 1, 16) GEAR_VALUES(2, 1, 32)
+GEAR_VALUES(2, 2, 8) GEAR_VALUES(2, 2, 16) GEAR_VALUES(2, 2, 32)
+GEAR_VALUES(2, 4, 8) GEAR_VALUES(2, 4, 16) GEAR_VALUES(2, 4, 32)
+GEAR_VALUES(2, 8, 8) GEAR_VALUES(2, 8, 16)
+GEAR_VALUES(4, 1, 8) GEAR_VALUES(4, 1, 16)
+GEAR_VALUES(4, 2, 8) GEAR_VALUES(4, 2, 16)
+GEAR_VALUES(4, 4, 8) GEAR_VALUES(4, 4, 16)
+GEAR_VALUES(4, 8, 8) GEAR_VALUES(4, 8, 16)
+GEAR_VALUES(8, 1, 8) GEAR_VALUES(8, 2, 8) GEAR_VALUES(8, 4, 8) GEAR_VALUES(8, 8, 8)
 
 // Sum of `value` over the thread block (blockDim.x a multiple of 32, at most 1024); every thread gets the sum.
 __device__ float block_sum(float value, float* scratch)
@@ -365,12 +599,13 @@ extern "C" __global__ void gear_orthonormalize(float* y, long long n, int r)
 }
 
 // The float16 buffer's part of decode attention, as two small kernels so the whole step stays a handful of calls.
-// Scores: grid (n, BH), one warp per buffered token. q [BH, M, D] (qType, times qScale), keys [BH, capacity, D] half;
-// query row m is token m % tq of the tq newest, so it sees buffered tokens t <= n - tq + m % tq (causal).
+// Scores: grid (ceil(n / warps), BH), one warp per buffered token. q [BH, M, D] (qType, times qScale), keys
+// [BH, capacity, D] half; query row m is token m % tq of the tq newest, so it sees buffered tokens t <= n - tq + m % tq (causal).
 extern "C" __global__ void gear_dense_scores(const void* __restrict__ q, int qType, float qScale, const __half* __restrict__ keys,
     long long capacity, int n, int M, int D, int tq, float* __restrict__ scores, long long ld, long long offset)
 {
-    const int t = blockIdx.x, bh = blockIdx.y, lane = threadIdx.x;
+    const int t = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), bh = blockIdx.y, lane = threadIdx.x & 31;
+    if (t >= n) return;
     const __half* k = keys + ((long long)bh * capacity + t) * D;
     for (int m = 0; m < M; m++)
     {
