@@ -11,6 +11,8 @@ cols = sys.argv[2:] or list(rows[0].keys())
 def fmt(v):
     if isinstance(v, float):
         return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
+    if isinstance(v, list):
+        return " ".join(fmt(x) for x in v)
     if isinstance(v, int) and abs(v) >= 100000:
         return f"{v:,}"
     return str(v)

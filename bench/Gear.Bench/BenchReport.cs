@@ -50,6 +50,7 @@ internal sealed class BenchReport<TRow>(string command, string model, string mac
     {
         null => "",
         double d => d >= 1000 ? d.ToString("F0") : d >= 10 ? d.ToString("F2") : d.ToString("F4"),
+        System.Collections.IEnumerable items and not string => string.Join(" ", items.Cast<object?>().Select(Format)),
         _ => value.ToString() ?? "",
     };
 }

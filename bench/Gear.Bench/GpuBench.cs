@@ -13,7 +13,8 @@ internal sealed record GpuSelfTestRow(string Check, string Cache, int Bits, doub
 
 internal sealed record GpuAttendRow(string Cache, int Bits, int Context, string Path, double AttendMsPerLayer, double FlushMsPerLayer, double AmortizedMsPerLayer, double RatioVsFp16);
 
-internal sealed record GpuLatencyRow(string Cache, int Bits, int Context, int Batch, double DecodeMsPerToken, double DecodeTokensPerS, double RatioVsFp16, long KvResidentBytes, long KvFp16Bytes);
+internal sealed record GpuLatencyRow(string Cache, int Bits, int Context, int Batch, double DecodeMsPerToken, double DecodeTokensPerS, double RatioVsFp16, long KvResidentBytes, long KvFp16Bytes,
+    int Rounds, double[] RoundMs);
 
 internal sealed record GpuThroughputRow(string Cache, int Bits, int Batch, double BatchRatioVsFp16, int PromptTokens, int GeneratedTokens, double GeneratedTokensPerS,
     double ThroughputRatioVsFp16, long KvResidentBytes, long PeakDeviceBytes, long BudgetBytes);
@@ -210,8 +211,13 @@ internal static class GpuBench
         return Math.Exp(nll / count);
     }
 
-    /// <summary>Batch-1 (or B) decode time per token at each context, caches filled with synthetic K/V; random weights.</summary>
-    public static void Latency(string shapeConfig, IReadOnlyList<int> contexts, int batch, int steps, IReadOnlyList<GearOptions> caches, ScalarType dtype, string machine, string? json)
+    /// <summary>
+    /// Batch-1 (or B) decode time per token at each context, caches filled with synthetic K/V; random weights.
+    /// At batch 1 a step is bound by host calls and the host's jitter moves single runs by ±20%, so every cache kind
+    /// is filled once and then timed in <paramref name="rounds"/> interleaved rounds (each kind once per round); the
+    /// median round is reported, and the ratio is of medians.
+    /// </summary>
+    public static void Latency(string shapeConfig, IReadOnlyList<int> contexts, int batch, int steps, int rounds, IReadOnlyList<GearOptions> caches, ScalarType dtype, string machine, string? json)
     {
         var config = LlamaConfig.Load(Path.GetDirectoryName(Path.GetFullPath(shapeConfig))!);
         var device = torch.device("cuda");
@@ -220,16 +226,33 @@ internal static class GpuBench
         WarmUp(model, dtype, device);
         foreach (int context in contexts)
         {
-            double fp16Ms = 0;
-            foreach (var options in caches)
+            var filled = new List<KvCache>();
+            try
             {
-                using var cache = model.CreateCache(options, batch);
-                MemoryBench.FillSynthetic(cache, context - steps - 2, dtype, device); // two warm-up steps + timed steps end at the context
-                var (ms, _) = Decode(model, cache, batch, steps);
-                if (!options.IsCompressed)
-                    fp16Ms = ms;
-                report.Add(new GpuLatencyRow(CacheConfigs.Name(options), CacheConfigs.Bits(options), context, batch, ms, 1000.0 * batch / ms,
-                    fp16Ms / ms, cache.ResidentBytes, cache.FullPrecisionBytes));
+                foreach (var options in caches)
+                {
+                    var cache = model.CreateCache(options, batch);
+                    filled.Add(cache);
+                    MemoryBench.FillSynthetic(cache, context - rounds * (steps + 2), dtype, device); // every round's steps end at the context
+                }
+                var times = filled.Select(_ => new List<double>()).ToArray();
+                for (int round = 0; round < rounds; round++)
+                    for (int i = 0; i < filled.Count; i++)
+                        times[i].Add(Decode(model, filled[i], batch, steps).MsPerStep);
+                double fp16Ms = 0;
+                for (int i = 0; i < filled.Count; i++)
+                {
+                    double ms = times[i].Order().ElementAt(rounds / 2);
+                    if (!caches[i].IsCompressed)
+                        fp16Ms = ms;
+                    report.Add(new GpuLatencyRow(CacheConfigs.Name(caches[i]), CacheConfigs.Bits(caches[i]), context, batch, ms, 1000.0 * batch / ms,
+                        fp16Ms / ms, filled[i].ResidentBytes, filled[i].FullPrecisionBytes, rounds, [.. times[i].Select(t => Math.Round(t, 3))]));
+                }
+            }
+            finally
+            {
+                foreach (var cache in filled)
+                    cache.Dispose();
             }
         }
         report.Finish(json);

@@ -96,8 +96,9 @@ static TorchSharp.torch.ScalarType DType(string name) => name switch
     var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 1 };
     var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 16, Description = "Timed decode steps" };
     var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "bf16" };
-    var command = new Command("gpu-latency", "Decode ms/token per cache kind at long contexts (synthetic K/V, random weights)") { shape, contexts, batch, steps, caches, bits, dtype, json };
-    command.SetAction(p => GpuBench.Latency(p.GetValue(shape)!, Ints(p.GetValue(contexts)!), p.GetValue(batch), p.GetValue(steps),
+    var rounds = new Option<int>("--rounds") { DefaultValueFactory = _ => 5, Description = "Interleaved timing rounds per cache kind (the median is reported)" };
+    var command = new Command("gpu-latency", "Decode ms/token per cache kind at long contexts (synthetic K/V, random weights)") { shape, contexts, batch, steps, rounds, caches, bits, dtype, json };
+    command.SetAction(p => GpuBench.Latency(p.GetValue(shape)!, Ints(p.GetValue(contexts)!), p.GetValue(batch), p.GetValue(steps), Math.Max(1, p.GetValue(rounds)),
         CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!), DType(p.GetValue(dtype)!), Machine.Describe("cuda"), p.GetValue(json)));
     root.Add(command);
 }
