@@ -66,7 +66,7 @@ internal static class GpuProfile
             {
                 var phases = new Dictionary<string, List<double>>();
                 long last = 0;
-                AI.Compression.Cuda.CudaKernels.PhaseMarker = phase =>
+                Action<string> mark = phase =>
                 {
                     cuda.synchronize();
                     long now = Stopwatch.GetTimestamp();
@@ -75,6 +75,7 @@ internal static class GpuProfile
                     list.Add(Stopwatch.GetElapsedTime(last, now).TotalMilliseconds);
                     last = Stopwatch.GetTimestamp();
                 };
+                AI.Compression.Cuda.CudaKernels.PhaseMarker = mark;
                 try
                 {
                     for (int i = 0; i < 10; i++)
@@ -107,6 +108,27 @@ internal static class GpuProfile
                 }
                 Add("flush_first", flushes[0]);
                 Add("flush", Median(flushes[1..]));
+
+                // The same compressions phase by phase (a synchronization after each: they sum to more than `flush`).
+                phases.Clear();
+                AI.Compression.Cuda.CudaKernels.PhaseMarker = mark;
+                try
+                {
+                    for (int i = 0; i < 5; i++)
+                    {
+                        while (compressed.BufferedLength < options.BufferLength)
+                            layer.Append(kv, kv);
+                        cuda.synchronize();
+                        last = Stopwatch.GetTimestamp();
+                        compressed.Flush();
+                    }
+                }
+                finally
+                {
+                    AI.Compression.Cuda.CudaKernels.PhaseMarker = null;
+                }
+                foreach (var (phase, list) in phases)
+                    Add($"flush:{phase}", Median(list));
             }
         }
         report.Finish(json);

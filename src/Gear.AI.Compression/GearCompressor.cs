@@ -45,17 +45,21 @@ public static class GearCompressor
                 throw new ArgumentOutOfRangeException(nameof(options.GroupSize), options.GroupSize,
                     $"GEAR's per-token outlier vectors need GroupSize to divide head_dim ({d}); choose a divisor of {d}.");
             (outliers, toQuantize) = OutlierSet.Extract(xf, options.OutlierRatio, axis, g);
+            Cuda.CudaKernels.PhaseMarker?.Invoke(axis == QuantAxis.PerChannel ? "keys_outliers" : "values_outliers");
         }
         QuantizedTensor? quantized = null;
         LowRankFactors? lowRank = null;
         try
         {
             quantized = GroupQuantizer.Quantize(toQuantize, options.Bits, options.GroupSize, axis);
+            Cuda.CudaKernels.PhaseMarker?.Invoke(axis == QuantAxis.PerChannel ? "keys_quantize" : "values_quantize");
             if (options.UsesLowRank && r > 0)
             {
                 var approx = quantized.Dequantize(ScalarType.Float32);         // [..., n, D]
                 outliers?.ScatterInto(approx);
+                Cuda.CudaKernels.PhaseMarker?.Invoke(axis == QuantAxis.PerChannel ? "keys_residual" : "values_residual");
                 lowRank = LowRankFactors.Approximate(xf - approx, r, options.PowerIterations, options.Seed);
+                Cuda.CudaKernels.PhaseMarker?.Invoke(axis == QuantAxis.PerChannel ? "keys_low_rank" : "values_low_rank");
             }
             return new CompressedBlock(quantized, outliers, lowRank, x.dtype);
         }

@@ -90,18 +90,30 @@ public sealed class OutlierSet : IDisposable
         if (k == 0)
             return (null, x.to(ScalarType.Float32).clone().MoveToOuterDisposeScope());
 
-        var (_, top) = work.topk(k, -1, largest: true, sorted: false);        // [..., V, k]
-        var (_, bottom) = work.topk(k, -1, largest: false, sorted: false);    // [..., V, k]
-        var idx = cat([top, bottom], -1);                                      // [..., V, 2k]
-        if (axis == QuantAxis.PerChannel)
-            idx = idx.sort(-1).Values;                                         // ascending tokens: the CUDA kernel finds a span's by binary search
+        Tensor idx;                                                            // [..., V, 2k]
+        if (k == 1)
+        {
+            // One per side (64-token decode blocks, 64-feature groups at 2%): argmax and argmin, cheaper than topk.
+            var top = work.argmax(-1, keepdim: true);
+            var bottom = work.argmin(-1, keepdim: true);
+            idx = axis == QuantAxis.PerChannel ? cat([minimum(top, bottom), maximum(top, bottom)], -1) : cat([top, bottom], -1);
+        }
+        else
+        {
+            var (_, top) = work.topk(k, -1, largest: true, sorted: false);    // [..., V, k]
+            var (_, bottom) = work.topk(k, -1, largest: false, sorted: false);
+            idx = cat([top, bottom], -1);
+            if (axis == QuantAxis.PerChannel)
+                idx = idx.sort(-1).Values;                                     // ascending tokens: the CUDA kernel searches them
+        }
         var values = work.gather(-1, idx);                                     // [..., V, 2k]
-        // Mean of the remaining entries of each vector.
-        var inlierMean = (work.sum(-1, keepdim: true) - values.sum(-1, keepdim: true)) / (len - 2 * k);
-        var filledWork = work.to(ScalarType.Float32).scatter(-1, idx, inlierMean.expand(values.shape).to(ScalarType.Float32));
-        var filled = axis == QuantAxis.PerChannel
-            ? filledWork.transpose(-1, -2).contiguous()                        // [..., n, D]
-            : filledWork.reshape(x.shape);                                     // [..., n, D]
+        // Mean of the remaining entries of each vector, written over the outliers in a float32 copy of x (its own layout).
+        var inlierMean = ((work.sum(-1, keepdim: true) - values.sum(-1, keepdim: true)) / (len - 2 * k)).to(ScalarType.Float32).expand(values.shape);
+        var filled = (x.dtype == ScalarType.Float32 ? x.clone() : x.to(ScalarType.Float32)).contiguous(); // [..., n, D]
+        if (axis == QuantAxis.PerChannel)
+            filled.scatter_(-2, idx.transpose(-1, -2), inlierMean.transpose(-1, -2));
+        else
+            filled.view([.. x.shape[..^1], d / groupSize, groupSize]).scatter_(-1, idx, inlierMean);
         var set = new OutlierSet(
             values.to(ScalarType.Float16).DetachFromDisposeScope(),
             idx.to(IndexType(len)).DetachFromDisposeScope(),

@@ -99,9 +99,15 @@ internal static class Attention
     public static void CheckQueries(Tensor queries, KvCacheShape shape, long length)
     {
         ArgumentNullException.ThrowIfNull(queries);
-        if (queries.dim() != 4 || queries.shape[0] != shape.Batch || queries.shape[3] != shape.HeadDim || queries.shape[1] % shape.KeyValueHeads != 0)
-            throw new ArgumentException($"queries must be [{shape.Batch}, k·{shape.KeyValueHeads}, Tq, {shape.HeadDim}], got [{string.Join(", ", queries.shape)}].", nameof(queries));
-        if (queries.shape[2] > length)
-            throw new ArgumentException($"{queries.shape[2]} queries but only {length} tokens in the cache; append the queries' keys and values first.", nameof(queries));
+        CheckQueries(queries.shape, shape, length);
+    }
+
+    /// <summary>Checks the shape of the queries (read once by the caller) against the cache shape and length.</summary>
+    public static void CheckQueries(long[] size, KvCacheShape shape, long length)
+    {
+        if (size.Length != 4 || size[0] != shape.Batch || size[3] != shape.HeadDim || size[1] % shape.KeyValueHeads != 0)
+            throw new ArgumentException($"queries must be [{shape.Batch}, k·{shape.KeyValueHeads}, Tq, {shape.HeadDim}], got [{string.Join(", ", size)}].", "queries");
+        if (size[2] > length)
+            throw new ArgumentException($"{size[2]} queries but only {length} tokens in the cache; append the queries' keys and values first.", "queries");
     }
 }

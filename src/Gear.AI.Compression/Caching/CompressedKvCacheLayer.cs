@@ -28,6 +28,8 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
     private Tensor? _bufferKeys;   // [B, Hkv, capacity, D] float16
     private Tensor? _bufferValues; // [B, Hkv, capacity, D] float16
     private long _buffered;
+    private long _bufferCapacity;                  // tokens the buffers hold room for (their dim 2)
+    private (IntPtr Keys, IntPtr Values)? _bufferAddresses;
     private bool _lastAppendWasMulti;
 
     /// <summary>Creates an empty layer.</summary>
@@ -96,17 +98,22 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
     /// <inheritdoc />
     public Tensor Attend(Tensor queries)
     {
-        Attention.CheckQueries(queries, _shape, Length);
-        if (queries.shape[2] > _buffered)
-            throw new InvalidOperationException($"{queries.shape[2]} queries but only {_buffered} buffered tokens: attend right after appending the queries' keys and values.");
+        // Shape, dtype and device read once: each is a native call, and at batch 1 a decode step is bound by them.
+        ArgumentNullException.ThrowIfNull(queries);
+        long[] size = queries.shape;
+        Attention.CheckQueries(size, _shape, Length);
+        if (size[2] > _buffered)
+            throw new InvalidOperationException($"{size[2]} queries but only {_buffered} buffered tokens: attend right after appending the queries' keys and values.");
+        var dtype = queries.dtype;
+        var device = queries.device_type;
         Tensor output;
-        if (CanUseCpuKernel(queries))
+        if (CanUseCpuKernel(device, dtype, size))
         {
             output = AttendCpu(queries);
         }
-        else if (CudaModule(queries) is { } module)
+        else if (CudaModule(queries, device, dtype, size) is { } module)
         {
-            output = AttendCuda(queries, module);
+            output = AttendCuda(queries, size, dtype, module);
         }
         else if (_stores.Count == 0)
         {
@@ -115,8 +122,7 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
         else
         {
             using var scope = NewDisposeScope();
-            var dtype = queries.dtype;
-            long hq = queries.shape[1], tq = queries.shape[2], groups = hq / _shape.KeyValueHeads;
+            long hq = size[1], tq = size[2], groups = hq / _shape.KeyValueHeads;
             double scale = 1.0 / Math.Sqrt(_shape.HeadDim);
             var q = Attention.GroupQueries(queries, _shape.KeyValueHeads);                     // [B, Hkv, M, D], M = G·Tq
 
@@ -167,68 +173,80 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
     /// <summary>Query rows (G·Tq) up to which the fused CPU kernel is used; longer appends are matmul-bound.</summary>
     internal const int CpuKernelMaxRows = 16;
 
-    private bool CanUseCpuKernel(Tensor queries) =>
-        UseFusedKernels && queries.device_type == DeviceType.CPU && queries.dtype == ScalarType.Float32
-        && queries.shape[1] / _shape.KeyValueHeads * queries.shape[2] <= CpuKernelMaxRows && _shape.HeadDim % 8 == 0
+    private bool CanUseCpuKernel(DeviceType device, ScalarType dtype, long[] size) =>
+        UseFusedKernels && device == DeviceType.CPU && dtype == ScalarType.Float32
+        && size[1] / _shape.KeyValueHeads * size[2] <= CpuKernelMaxRows && _shape.HeadDim % 8 == 0
         && _stores.Values.All(s => s.Keys.SupportsCpuKernel && s.Values.SupportsCpuKernel);
 
-    private Cuda.CudaKernels.Module? CudaModule(Tensor queries) =>
-        UseFusedKernels && queries.device_type == DeviceType.CUDA && Cuda.CudaKernels.TypeCode(queries.dtype) >= 0
-        && queries.shape[1] / _shape.KeyValueHeads * queries.shape[2] <= Cuda.CudaKernels.MaxRows && CudaKernelsFit
-            ? Cuda.CudaKernels.For(queries.device) : null;
+    private Cuda.CudaKernels.Module? CudaModule(Tensor queries, DeviceType device, ScalarType dtype, long[] size) =>
+        UseFusedKernels && device == DeviceType.CUDA && Cuda.CudaKernels.TypeCode(dtype) >= 0
+        && size[1] / _shape.KeyValueHeads * size[2] <= Cuda.CudaKernels.MaxRows && CudaKernelsFit
+            ? Cuda.CudaKernels.For(_shape.Device) : null;
 
     /// <summary>Whether every store's layout is one the CUDA kernels read (else decode attention takes the tensor path).</summary>
     internal bool CudaKernelsFit => _stores.Values.All(s => s.Keys.SupportsCudaKernel && s.Values.SupportsCudaKernel);
 
     /// <summary>
     /// Attention for a few query rows on CUDA in a handful of calls (at batch 1 the step is bound by host calls):
-    /// scores of each store from its packed keys (one kernel, outliers included) and of the buffer (one
-    /// kernel), reading the queries in their own dtype; one softmax; then per-chunk sums of each store's packed values
-    /// and of the buffer (one kernel each) and one kernel that adds the chunks up into the output's dtype.
+    /// scores of each store from its packed keys (one kernel, outliers included) and of the buffer (one kernel),
+    /// reading the queries in their own dtype; a softmax kernel in place; then per-span sums of each store's packed
+    /// values and of the buffer (one kernel each) and one kernel that adds them up into the output's dtype. Two
+    /// allocations (one float32 scratch for scores and partial sums, and the output), no other tensor operation.
     /// </summary>
-    private Tensor AttendCuda(Tensor queries, Cuda.CudaKernels.Module module)
+    private Tensor AttendCuda(Tensor queries, long[] size, ScalarType dtype, Cuda.CudaKernels.Module module)
     {
-        using var scope = NewDisposeScope();
-        long b = _shape.Batch, hkv = _shape.KeyValueHeads, hq = queries.shape[1], tq = queries.shape[2];
+        long b = _shape.Batch, hkv = _shape.KeyValueHeads, hq = size[1], tq = size[2];
         long rows = hq / hkv * tq, total = Length, compressed = CompressedLength;
-        int bh = (int)(b * hkv), m = (int)rows, d = (int)_shape.HeadDim;
-        // [B, Hq, Tq, D] contiguous is [B·Hkv, G·Tq, D]: query head j·G + i, token t is row i·Tq + t of key/value head j.
-        var q = queries.contiguous();
+        int bh = (int)(b * hkv), m = (int)rows, d = (int)_shape.HeadDim, type = Cuda.CudaKernels.TypeCode(dtype);
         var mark = Cuda.CudaKernels.PhaseMarker;
-        var queryView = new Cuda.CudaKernels.Queries(TensorMemory.DeviceAddress(q), Cuda.CudaKernels.TypeCode(q.dtype), 1f / MathF.Sqrt(d), m);
-        var scores = empty([b, hkv, rows, total], ScalarType.Float32, queries.device);         // [B, Hkv, M, T], already / √D
-        long capacity = _bufferKeys!.shape[2];
-        IntPtr sp = TensorMemory.DeviceAddress(scores);
-        mark?.Invoke("queries");
-        long offset = 0;
-        foreach (var (keyStore, _) in _stores.Values)
-        {
-            keyStore.CudaKeyScores(module, queryView, sp, bh, total, offset);
-            offset += keyStore.Length;
-        }
-        Cuda.CudaKernels.DenseScores(module, queryView, TensorMemory.DeviceAddress(_bufferKeys), capacity, (int)_buffered, (int)tq, sp, bh, d, total, compressed);
-        mark?.Invoke("buffer_scores");
-        var probs = scores.softmax(-1);                                                        // [B, Hkv, M, T]
-        mark?.Invoke("softmax");
-        int slots = _stores.Values.Sum(s => s.Values.CudaValueLayout(bh).Spans) + 1;        // + the buffer's
-        var partial = empty([bh, slots, rows, d], ScalarType.Float32, queries.device);        // [B·Hkv, slots, M, D]
-        IntPtr pp = TensorMemory.DeviceAddress(probs), op = TensorMemory.DeviceAddress(partial);
-        offset = 0;
-        int slot = 0;
+        int slots = 1;                                                                        // the buffer's
         foreach (var (_, valueStore) in _stores.Values)
+            slots += valueStore.CudaValueLayout(bh).Spans;
+        // [B, Hq, Tq, D] contiguous is [B·Hkv, G·Tq, D]: query head j·G + i, token t is row i·Tq + t of key/value head j.
+        var q = queries.is_contiguous() ? null : queries.contiguous();
+        using var scratch = empty(bh * rows * (total + slots * d), ScalarType.Float32, _shape.Device); // scores [B·Hkv, M, T], then partial [B·Hkv, slots, M, D]
+        try
         {
-            valueStore.CudaValues(module, pp, op, bh, m, total, slots, offset, slot);
-            offset += valueStore.Length;
-            slot += valueStore.CudaValueLayout(bh).Spans;
+            var queryView = new Cuda.CudaKernels.Queries(TensorMemory.DeviceAddress(q ?? queries, contiguous: true), type, 1f / MathF.Sqrt(d), m);
+            IntPtr sp = TensorMemory.DeviceAddress(scratch, contiguous: true), op = sp + sizeof(float) * (nint)(bh * rows * total);
+            var (keysAddress, valuesAddress) = BufferAddresses();
+            long capacity = _bufferCapacity;
+            mark?.Invoke("queries");
+            long offset = 0;
+            foreach (var (keyStore, _) in _stores.Values)
+            {
+                keyStore.CudaKeyScores(module, queryView, sp, bh, total, offset);
+                offset += keyStore.Length;
+            }
+            Cuda.CudaKernels.DenseScores(module, queryView, keysAddress, capacity, (int)_buffered, (int)tq, sp, bh, d, total, compressed);
+            mark?.Invoke("buffer_scores");
+            Cuda.CudaKernels.Softmax(module, sp, bh * rows, total);                           // scores → probabilities, in place
+            mark?.Invoke("softmax");
+            offset = 0;
+            int slot = 0;
+            foreach (var (_, valueStore) in _stores.Values)
+            {
+                valueStore.CudaValues(module, sp, op, bh, m, total, slots, offset, slot);
+                offset += valueStore.Length;
+                slot += valueStore.CudaValueLayout(bh).Spans;
+            }
+            mark?.Invoke("values");
+            Cuda.CudaKernels.DenseValues(module, sp, valuesAddress, capacity, (int)_buffered, op, bh, m, d, total, slots, slot, compressed);
+            mark?.Invoke("buffer_values");
+            var output = empty([b, hq, tq, d], dtype, _shape.Device);                          // [B, Hq, Tq, D] = [B·Hkv, M, D]
+            Cuda.CudaKernels.SumSlots(module, op, slots, bh, m, d, TensorMemory.DeviceAddress(output, contiguous: true), type);
+            mark?.Invoke("sum");
+            return output;
         }
-        mark?.Invoke("values");
-        Cuda.CudaKernels.DenseValues(module, pp, TensorMemory.DeviceAddress(_bufferValues!), capacity, (int)_buffered, op, bh, m, d, total, slots, slot, compressed);
-        mark?.Invoke("buffer_values");
-        var output = empty([b, hq, tq, d], queries.dtype, queries.device);                     // [B, Hq, Tq, D] = [B·Hkv, M, D]
-        Cuda.CudaKernels.SumSlots(module, op, slots, bh, m, d, TensorMemory.DeviceAddress(output), Cuda.CudaKernels.TypeCode(queries.dtype));
-        mark?.Invoke("sum");
-        return output.MoveToOuterDisposeScope();
+        finally
+        {
+            q?.Dispose();
+        }
     }
+
+    /// <summary>Device addresses of the float16 buffers, read once per allocation.</summary>
+    private (IntPtr Keys, IntPtr Values) BufferAddresses() =>
+        _bufferAddresses ??= (TensorMemory.DeviceAddress(_bufferKeys!, contiguous: true), TensorMemory.DeviceAddress(_bufferValues!, contiguous: true));
 
     /// <summary>
     /// Attention for a few query rows on the CPU in one pass per (batch, head): scores from the packed keys,
@@ -239,12 +257,12 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
     {
         long b = _shape.Batch, hkv = _shape.KeyValueHeads, hq = queries.shape[1], tq = queries.shape[2];
         int d = (int)_shape.HeadDim, rows = (int)(hq / hkv * tq);
-        long total = Length, capacity = _bufferKeys!.shape[2];
+        long total = Length, capacity = _bufferCapacity;
         using var scope = NewDisposeScope();
         var q = Attention.GroupQueries(queries, hkv).contiguous();                            // [B, Hkv, M, D]
         var output = zeros([b, hkv, rows, d], ScalarType.Float32);                             // [B, Hkv, M, D]
         float* qAll = TensorMemory.Pointer<float>(q), oAll = TensorMemory.Pointer<float>(output);
-        Half* keys16 = TensorMemory.Pointer<Half>(_bufferKeys), values16 = TensorMemory.Pointer<Half>(_bufferValues!);
+        Half* keys16 = TensorMemory.Pointer<Half>(_bufferKeys!), values16 = TensorMemory.Pointer<Half>(_bufferValues!);
         // One thread: spreading slices over cores measured slower inside a forward pass, where libtorch's
         // own worker threads still hold the other cores between operations.
         for (long bh = 0; bh < b * hkv; bh++)
@@ -346,8 +364,13 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
         {
             var k = _bufferKeys!.narrow(2, 0, n);                                            // [B, Hkv, n, D]
             var v = _bufferValues!.narrow(2, 0, n);
-            stores.Keys.Append(GearCompressor.Compress(k, QuantAxis.PerChannel, options, rank));
-            stores.Values.Append(GearCompressor.Compress(v, QuantAxis.PerToken, options, rank));
+            var mark = Cuda.CudaKernels.PhaseMarker;
+            var keys = GearCompressor.Compress(k, QuantAxis.PerChannel, options, rank);
+            stores.Keys.Append(keys);
+            mark?.Invoke("store_keys");
+            var values = GearCompressor.Compress(v, QuantAxis.PerToken, options, rank);
+            stores.Values.Append(values);
+            mark?.Invoke("store_values");
         }
         _blocks.Add((rank, n));
         CompressedLength += n;
@@ -363,7 +386,7 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
     /// <summary>Grows the buffer geometrically from 16 tokens up to a block (more only for a long append).</summary>
     private void EnsureBufferCapacity(long needed)
     {
-        long capacity = _bufferKeys?.shape[2] ?? 0;
+        long capacity = _bufferCapacity;
         if (needed <= capacity)
             return;
         long grown = Math.Max(needed, Math.Min(_options.BufferLength, Math.Max(16, capacity * 2)));
@@ -375,6 +398,8 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
         _bufferKeys?.Dispose();
         _bufferValues?.Dispose();
         _bufferKeys = _bufferValues = null;
+        _bufferCapacity = 0;
+        _bufferAddresses = null;
     }
 
     /// <summary>New buffers of <paramref name="capacity"/> tokens holding tokens [from, from + count) of the old ones.</summary>
@@ -393,6 +418,7 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
         ReleaseBuffer();
         _bufferKeys = keys;
         _bufferValues = values;
+        _bufferCapacity = capacity;
     }
 
     /// <inheritdoc />

@@ -56,10 +56,11 @@ internal sealed partial class CompressedStore
         CudaKernels.PhaseMarker?.Invoke("key_scores");
     }
 
-    /// <summary>Key groups per thread block: up to 256 tokens, fewer where the shared memory would pass 48 KiB.</summary>
+    /// <summary>Key groups per thread block: up to <see cref="CudaKernels.KeySpan"/> tokens, fewer where the shared memory would pass 48 KiB.</summary>
     private int KeyGroupsPerBlock(int rows, int rank)
     {
-        int per = Math.Max(1, 256 / _groupSize);
+        // At most 15 groups: a span meets at most groups + 1 blocks, and the kernel lists up to 16 (MAX_SPAN_BLOCKS).
+        int per = Math.Clamp(Math.Min(1024, CudaKernels.KeySpan) / _groupSize, 1, 15);
         while (per > 1 && KeySharedBytes(per, rows, rank) > SharedLimit)
             per /= 2;
         return per;
@@ -74,13 +75,13 @@ internal sealed partial class CompressedStore
 
     /// <summary>
     /// How <see cref="CudaValues"/> splits this store for a launch over <paramref name="bh"/> (batch, head) slices:
-    /// chunks (value groups of tokens) per warp, as many as keep about a thousand thread blocks busy (at most 8), and
+    /// chunks (value groups of tokens) per warp, as many as keep about 512 thread blocks busy (at most 8), and
     /// the thread blocks (spans) per slice, each writing one slot of the partial sums.
     /// </summary>
     public (int Spans, int ChunksPerWarp) CudaValueLayout(int bh)
     {
         int chunks = checked((int)(Length / _groupSize));                                   // blocks are whole value groups
-        int perWarp = (int)Math.Clamp((long)chunks * bh / (ValueWarps * 1024L), 1, 8);
+        int perWarp = (int)Math.Clamp((long)chunks * bh / (ValueWarps * (long)CudaKernels.ValueBlocks), 1, 8);
         return ((chunks + ValueWarps * perWarp - 1) / (ValueWarps * perWarp), perWarp);
     }
 

@@ -21,9 +21,11 @@ internal static unsafe class TensorMemory
     }
 
     /// <summary>The address of a contiguous tensor's first element on its own device (a device pointer for CUDA tensors).</summary>
-    public static IntPtr DeviceAddress(Tensor tensor)
+    /// <param name="tensor">The tensor.</param>
+    /// <param name="contiguous">True when the caller knows the tensor is contiguous (made by <c>empty</c>, or checked): skips the check's native call.</param>
+    public static IntPtr DeviceAddress(Tensor tensor, bool contiguous = false)
     {
-        if (!tensor.is_contiguous())
+        if (!contiguous && !tensor.is_contiguous())
             throw new InvalidOperationException($"Expected a contiguous tensor, got {tensor.dtype} [{string.Join(", ", tensor.shape)}].");
         return THSTensor_data(tensor.Handle);
     }

@@ -37,12 +37,21 @@ internal static class CudaKernels
     public static readonly IReadOnlyList<string> EntryPoints =
         [.. RowBuckets.SelectMany(m => CodeWidths.Select(b => $"gear_key_scores_m{m}_b{b}")),
          .. ValueKernels.Select(ValueKernelName),
-         "gear_orthonormalize", "gear_dense_scores", "gear_dense_values", "gear_sum_slots"];
+         "gear_orthonormalize", "gear_dense_scores", "gear_dense_values", "gear_sum_slots", "gear_softmax_rows"];
 
     private static string ValueKernelName((int Rows, int Bits, int Channels) k) => $"gear_values_m{k.Rows}_b{k.Bits}_c{k.Channels}";
 
     /// <summary>Kernel development only: <c>GEAR_CUDA_PIECE</c> caps the value kernels' channels per lane (8–64).</summary>
-    private static readonly int PieceCap = int.TryParse(Environment.GetEnvironmentVariable("GEAR_CUDA_PIECE"), out int cap) ? cap : 64;
+    private static readonly int PieceCap = Tuning("GEAR_CUDA_PIECE", 64);
+
+    /// <summary>Tokens per thread block of the key kernel (whole key groups; <c>GEAR_CUDA_KEY_SPAN</c> for kernel development).</summary>
+    public static readonly int KeySpan = Tuning("GEAR_CUDA_KEY_SPAN", 256);
+
+    /// <summary>Thread blocks the value kernel aims for per launch (<c>GEAR_CUDA_VALUE_BLOCKS</c> for kernel development).</summary>
+    public static readonly int ValueBlocks = Tuning("GEAR_CUDA_VALUE_BLOCKS", 512);
+
+    private static int Tuning(string variable, int fallback) =>
+        int.TryParse(Environment.GetEnvironmentVariable(variable), out int value) && value > 0 ? value : fallback;
 
     /// <summary>
     /// Channels per lane of the value kernel for <paramref name="rows"/> query rows (rounded up to the instantiated
@@ -61,7 +70,7 @@ internal static class CudaKernels
 
     /// <summary>The loaded entry points; key kernels indexed [row bucket, code width] (see <see cref="Pick"/>).</summary>
     internal sealed record Module(IntPtr[,] KeyScores, IReadOnlyDictionary<(int Rows, int Bits, int Channels), IntPtr> Values,
-        IntPtr Orthonormalize, IntPtr DenseScores, IntPtr DenseValues, IntPtr SumSlots)
+        IntPtr Orthonormalize, IntPtr DenseScores, IntPtr DenseValues, IntPtr SumSlots, IntPtr SoftmaxRows)
     {
         /// <summary>The kernel instantiated for the fewest rows ≥ <paramref name="rows"/> (and <paramref name="bits"/>-bit codes).</summary>
         public IntPtr Pick(IntPtr[,] kernels, int rows, int bits) => kernels[RowBucket(rows), Array.IndexOf(CodeWidths, bits)];
@@ -128,7 +137,8 @@ internal static class CudaKernels
                     CudaDriver.Function(handle, "gear_orthonormalize"),
                     CudaDriver.Function(handle, "gear_dense_scores"),
                     CudaDriver.Function(handle, "gear_dense_values"),
-                    CudaDriver.Function(handle, "gear_sum_slots"));
+                    CudaDriver.Function(handle, "gear_sum_slots"),
+                    CudaDriver.Function(handle, "gear_softmax_rows"));
                 Modules[context] = module;
                 return module;
             }
@@ -171,6 +181,14 @@ internal static class CudaKernels
         args[0] = &qp; args[1] = &type; args[2] = &scale; args[3] = &kp; args[4] = &capacity; args[5] = &n; args[6] = &m; args[7] = &d;
         args[8] = &tq; args[9] = &sp; args[10] = &ld; args[11] = &offset;
         CudaDriver.Launch(module.DenseScores, ((uint)((n + 7) / 8), (uint)bh), 256, 0, args);          // a warp per token
+    }
+
+    /// <summary>Softmax of each of <paramref name="rows"/> rows of <paramref name="n"/> float32 values at <paramref name="x"/>, in place.</summary>
+    public static unsafe void Softmax(Module module, IntPtr x, long rows, long n)
+    {
+        void** args = stackalloc void*[2];
+        args[0] = &x; args[1] = &n;
+        CudaDriver.Launch(module.SoftmaxRows, ((uint)rows, 1), n >= 4096 ? 1024u : 256u, 0, args);
     }
 
     /// <summary>The queries as the kernels read them: [B·H, rows, D] in their own dtype, multiplied by <see cref="Scale"/> on load.</summary>

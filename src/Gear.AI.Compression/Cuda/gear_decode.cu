@@ -65,14 +65,22 @@ __device__ __forceinline__ long long index_at(const void* index, int bytes, long
     return bytes == 1 ? ((const uint8_t*)index)[i] : bytes == 2 ? ((const int16_t*)index)[i] : ((const int32_t*)index)[i];
 }
 
-// First slot k in [0, S) with slotOffset[k] >= value (slot offsets are block starts, non-decreasing).
-__device__ int lower_bound(const long long* __restrict__ slotOffset, int S, long long value)
+// First slot k in [0, S) with slotOffset[k] >= value (slot offsets are block starts, non-decreasing), found by one
+// warp: each round probes 32 evenly spaced slots at once and keeps the gap where the answer is,
+// so a list of S slots takes about log32(S) dependent loads instead of log2(S). Every lane gets the answer.
+__device__ int warp_lower_bound(const long long* __restrict__ slotOffset, int S, long long value)
 {
+    const int lane = threadIdx.x & 31;
     int lo = 0, hi = S;
     while (lo < hi)
     {
-        int mid = (lo + hi) >> 1;
-        if (slotOffset[mid] < value) lo = mid + 1; else hi = mid;
+        const int step = (hi - lo + 31) >> 5, at = lo + lane * step;
+        const bool below = at < hi && slotOffset[at] < value;
+        const int count = __popc(__ballot_sync(0xffffffffu, below));    // probes below `value` (a prefix of the lanes)
+        if (count == 0) return lo;
+        const int last = lo + (count - 1) * step;                        // the last probe below `value`
+        lo = last + 1;
+        hi = min(hi, last + step);
     }
     return lo;
 }
@@ -85,8 +93,8 @@ __device__ int lower_bound(const long long* __restrict__ slotOffset, int S, long
 // per channel, each block's slots hold token indices within the block in ascending order, slotOffset [S] the first token
 // of each slot's block (S = 0: no outliers). scores [BH, rows, ld] float, written at columns [offset, offset + T).
 // Per group the block first forms q·scale, q·zero and q·B (the group's threads splitting the channels), and adds the
-// thread reads its token's codes with 16-byte loads; then the corrections of the outliers inside the span (found by
-// binary search per channel) gather in shared memory before the scores are written.
+// thread reads its token's codes with 16-byte loads; then the corrections of the outliers inside the span (each
+// channel's list entered where a uniform spread puts the span) gather in shared memory before the scores are written.
 template <int M, int BITS>
 __device__ void key_scores(const void* __restrict__ q, int qType, float qScale, int rows, const uint8_t* __restrict__ codes,
                            const __half* __restrict__ scale, const __half* __restrict__ zero,
@@ -98,7 +106,7 @@ __device__ void key_scores(const void* __restrict__ q, int qType, float qScale, 
     constexpr int PER_WORD = 32 / BITS;
     extern __shared__ float sh[];
     __shared__ int spanBlocks, blockSlot[MAX_SPAN_BLOCKS], blockSlots[MAX_SPAN_BLOCKS];
-    __shared__ long long blockToken[MAX_SPAN_BLOCKS];
+    __shared__ long long blockToken[MAX_SPAN_BLOCKS], blockLength[MAX_SPAN_BLOCKS];
     const int tid = threadIdx.x, lane = tid & 31, bh = blockIdx.y, per = blockDim.x / g, groups = T / g;
     const int gi = tid / g, j = tid % g, grp = blockIdx.x * per + gi;
     const long long t0 = (long long)blockIdx.x * per * g;
@@ -113,22 +121,28 @@ __device__ void key_scores(const void* __restrict__ q, int qType, float qScale, 
     for (int i = tid; i < M * D; i += blockDim.x) qsh[i] = i < rows * D ? load_q(q, qType, qh + i, qScale) : 0.f;
     for (int i = tid; i < per * M * (1 + r); i += blockDim.x) zq[i] = 0.f;
     for (int i = tid; i < M * per * g; i += blockDim.x) corr[i] = 0.f;
-    if (tid == 0)
+    if (tid < 32)
     {
-        // The blocks overlapping [t0, t0 + span): the one holding t0, then each next one that starts inside the span.
+        // The blocks overlapping [t0, t0 + span): the one holding t0, then each next one that starts inside the span
+        // (found by the first warp; a span holds whole groups, a block at least one group).
         int nb = 0;
         if (S > 0)
         {
-            int s0 = lower_bound(slotOffset, S, slotOffset[max(lower_bound(slotOffset, S, t0 + 1) - 1, 0)]);
+            const int k = max(warp_lower_bound(slotOffset, S, t0 + 1) - 1, 0);   // a slot of the block holding t0
+            int s0 = warp_lower_bound(slotOffset, S, slotOffset[k]);
             while (s0 < S && nb < MAX_SPAN_BLOCKS && slotOffset[s0] < t0 + span)
             {
-                const int s1 = lower_bound(slotOffset, S, slotOffset[s0] + 1);
-                blockToken[nb] = slotOffset[s0]; blockSlot[nb] = s0; blockSlots[nb] = s1 - s0;
+                const int s1 = warp_lower_bound(slotOffset, S, slotOffset[s0] + 1);
+                if (tid == 0)
+                {
+                    blockToken[nb] = slotOffset[s0]; blockSlot[nb] = s0; blockSlots[nb] = s1 - s0;
+                    blockLength[nb] = (s1 < S ? slotOffset[s1] : T) - slotOffset[s0];
+                }
                 nb++;
                 s0 = s1;
             }
         }
-        spanBlocks = nb;
+        if (tid == 0) spanBlocks = nb;
     }
     __syncthreads();
     if (grp < groups)
@@ -251,19 +265,18 @@ __device__ void key_scores(const void* __restrict__ q, int qType, float qScale, 
                 if (m < rows) atomicAdd(&corr[m * per * g + at], qsh[m * D + c] * v - qs[(gj * M + m) * D + c] * code);
         }
     }
-    // Longer lists: one (block, channel) list per thread, from the first index inside the span (binary search) on.
+    // Longer lists: one (block, channel) list per thread, from the first index inside the span on.
     for (int task = tid; task < spanBlocks * D; task += blockDim.x)
     {
         const int b = task / D, c = task % D, count = blockSlots[b];
         if (count <= 16) continue;
         const long long bs = blockToken[b], base = ((long long)bh * D + c) * S + blockSlot[b];
         const long long lo = t0 - bs, hi = t0 + span - bs;
-        int k = 0, e = count;
-        while (k < e)
-        {
-            const int mid = (k + e) >> 1;
-            if (index_at(oIndex, indexBytes, base + mid) < lo) k = mid + 1; else e = mid;
-        }
+        // First slot with index >= lo: start where a uniform spread would put it, then step to it (a few slots for
+        // outliers spread over the block; any spread stays correct).
+        int k = (int)min((long long)count - 1, max(0LL, lo * count / blockLength[b]));
+        while (k > 0 && index_at(oIndex, indexBytes, base + k - 1) >= lo) k--;
+        while (k < count && index_at(oIndex, indexBytes, base + k) < lo) k++;
         for (; k < count; k++)
         {
             const long long tt = index_at(oIndex, indexBytes, base + k);
@@ -294,6 +307,32 @@ __device__ __forceinline__ void load_piece(const uint8_t* __restrict__ at, unsig
     else if constexpr (N == 4) w[0] = *(const unsigned*)at;
     else if constexpr (N == 2) w[0] = *(const unsigned short*)at;
     else w[0] = *at;
+}
+
+// One round of the recursive-halving sum over lanes o apart (then the next, HALF a compile-time constant so the
+// accumulators stay in registers): the lane with bit o set keeps the upper HALF channels, its partner the lower.
+template <int M, int CPT, int HALF>
+__device__ __forceinline__ void halve(float (&acc)[M][CPT], int lane, int& o, int& at, int& held)
+{
+    if constexpr (HALF >= 1)
+    {
+        if (o < 32)
+        {
+            const bool upper = (lane & o) != 0;
+#pragma unroll
+            for (int m = 0; m < M; m++)
+#pragma unroll
+                for (int i = 0; i < HALF; i++)
+                {
+                    const float send = upper ? acc[m][i] : acc[m][i + HALF], keep = upper ? acc[m][i + HALF] : acc[m][i];
+                    acc[m][i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+                }
+            if (upper) at += HALF;
+            held = HALF;
+            o <<= 1;
+            halve<M, CPT, HALF / 2>(acc, lane, o, at, held);
+        }
+    }
 }
 
 // w[i] of up to four words held in registers, by selects rather than an indexed (local-memory) array.
@@ -494,22 +533,32 @@ __device__ void value_pieces(const float* __restrict__ p, int rows, const uint8_
         }
     }
     if (RegisterLowRank && current >= 0) lowRankFlush();
-    // The lanes of one piece summed different tokens: add them up across the token bits of the lane index.
-    for (int o = tpt; o < 32; o <<= 1)
+    // The lanes of one piece summed different tokens: add them up across the token bits of the lane index by
+    // recursive halving (each round a lane keeps half its channels and sends the other half to its partner), so a
+    // 64-channel piece over 16 lanes takes 32 + 16 + 8 + 4 shuffles and ends with 4 channels in every lane.
 #pragma unroll
-        for (int m = 0; m < M; m++)
-        {
-            zacc[m] += __shfl_xor_sync(0xffffffffu, zacc[m], o);
+    for (int m = 0; m < M; m++)
+    {
 #pragma unroll
-            for (int j = 0; j < CPT; j++) acc[m][j] += __shfl_xor_sync(0xffffffffu, acc[m][j], o);
-        }
-    if (sub == 0)
+        for (int j = 0; j < CPT; j++) acc[m][j] *= code_unscale<BITS>(j % WORD_CODES);
+        for (int o = tpt; o < 32; o <<= 1) zacc[m] += __shfl_xor_sync(0xffffffffu, zacc[m], o);
+    }
+    int o = tpt, held = CPT, at = c0;                   // acc[m][0, held) are channels at + [0, held)
+    halve<M, CPT, CPT / 2>(acc, lane, o, at, held);
+    int copies = 0;                                      // lane bits whose partners now hold the same single sum
+    for (; o < 32; o <<= 1)
+    {
+#pragma unroll
+        for (int m = 0; m < M; m++) acc[m][0] += __shfl_xor_sync(0xffffffffu, acc[m][0], o);
+        copies |= o;
+    }
+    if ((lane & copies) == 0)
 #pragma unroll
         for (int m = 0; m < M; m++)
             if (m < rows)
 #pragma unroll
                 for (int j = 0; j < CPT; j++)
-                    atomicAdd(&out[m * D + c0 + j], acc[m][j] * code_unscale<BITS>(j % WORD_CODES) + zacc[m]);
+                    if (j < held) atomicAdd(&out[m * D + at + j], acc[m][j] + zacc[m]);
     __syncthreads();
     float* dst = partial + ((long long)bh * slots + slotBase + blockIdx.x) * rows * D;
     for (int i = tid; i < rows * D && i < M * D; i += blockDim.x) dst[i] = out[i];
@@ -568,6 +617,39 @@ __device__ float block_sum(float value, float* scratch)
     float total = 0.f;
     for (int w = 0; w < warps; w++) total += scratch[w];
     return total;
+}
+
+// Maximum of `value` over the thread block, like block_sum.
+__device__ float block_max(float value, float* scratch)
+{
+    for (int o = 16; o > 0; o >>= 1) value = fmaxf(value, __shfl_down_sync(0xffffffff, value, o));
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    __syncthreads();
+    if (lane == 0) scratch[warp] = value;
+    __syncthreads();
+    float best = -INFINITY;
+    for (int w = 0; w < warps; w++) best = fmaxf(best, scratch[w]);
+    return best;
+}
+
+// Softmax of every row of x [rows, n] (float32) in place: grid (rows), block a multiple of 32 threads (at most 1,024).
+// Entries of -inf (masked) become 0; every row has at least one finite entry (a query sees itself).
+extern "C" __global__ void gear_softmax_rows(float* __restrict__ x, long long n)
+{
+    __shared__ float scratch[32];
+    float* row = x + (long long)blockIdx.x * n;
+    float best = -INFINITY;
+    for (long long i = threadIdx.x; i < n; i += blockDim.x) best = fmaxf(best, row[i]);
+    best = block_max(best, scratch);
+    float sum = 0.f;
+    for (long long i = threadIdx.x; i < n; i += blockDim.x)
+    {
+        const float e = expf(row[i] - best);
+        row[i] = e;
+        sum += e;
+    }
+    const float inv = 1.f / block_sum(sum, scratch);
+    for (long long i = threadIdx.x; i < n; i += blockDim.x) row[i] *= inv;
 }
 
 // Orthonormal columns of each y [n, r] (row-major, float32) in place: modified Gram-Schmidt applied twice
