@@ -22,14 +22,16 @@ public class OutlierSetTests
     public void IndexType_IsSmallestThatFits(int n, ScalarType expected) => Assert.Equal(expected, OutlierSet.IndexType(n));
 
     [Theory]
-    [InlineData(QuantAxis.PerChannel)]
-    [InlineData(QuantAxis.PerToken)]
-    public void Extract_PicksLargestAndSmallest_AndRestoresExactly(QuantAxis axis)
+    [InlineData(QuantAxis.PerChannel, 0.1)]   // k = 6 per side: topk
+    [InlineData(QuantAxis.PerToken, 0.1)]     // k = 2
+    [InlineData(QuantAxis.PerChannel, 0.02)]  // k = 1: argmax / argmin
+    [InlineData(QuantAxis.PerToken, 0.02)]
+    public void Extract_PicksLargestAndSmallest_AndRestoresExactly(QuantAxis axis, double ratio)
     {
         // float16-representable input so "exact" means bit-exact.
         using var x = (randn(2, 3, 128, 64) * 4).to(ScalarType.Float16).to(ScalarType.Float32);
         using var copy = x.clone();
-        var (set, filled) = OutlierSet.Extract(x, 0.1, axis, 32);
+        var (set, filled) = OutlierSet.Extract(x, ratio, axis, 32);
         using var _ = set;
         using var __ = filled;
         Assert.NotNull(set);
@@ -43,6 +45,14 @@ public class OutlierSetTests
         using var expectedSorted = cat([top, bottom], -1).sort(-1).Values;
         using var actualSorted = set.Values.to(ScalarType.Float32).sort(-1).Values;
         TensorAssert.Equal(expectedSorted, actualSorted);
+
+        // Per channel, each vector's token indices ascend (the CUDA key kernel searches them).
+        if (axis == QuantAxis.PerChannel)
+        {
+            using var idx = set.Indices.to(ScalarType.Int64);
+            using var steps = idx.narrow(-1, 1, idx.shape[^1] - 1) - idx.narrow(-1, 0, idx.shape[^1] - 1);
+            Assert.True(steps.min().item<long>() > 0);
+        }
 
         // The filled tensor no longer holds them; scattering them back restores x exactly.
         Assert.True(filled.abs().max().item<float>() < x.abs().max().item<float>());
