@@ -31,6 +31,25 @@ public class CudaKernelResourceTests
         Assert.Equal(recorded, source);
     }
 
+    [Theory]
+    [InlineData(1, 2, 128, 64, 64)]    // Llama decode, 2-bit: a 16-byte piece of 64 channels, 2 lanes per token
+    [InlineData(1, 4, 128, 64, 32)]    // 4-bit: 16 bytes hold 32 channels
+    [InlineData(1, 8, 128, 64, 16)]
+    [InlineData(3, 2, 128, 64, 16)]    // 3 rows run the 4-row kernel: 4·CPT ≤ 64 accumulators
+    [InlineData(8, 2, 128, 64, 8)]
+    [InlineData(1, 2, 128, 32, 32)]    // a piece stays inside one value group
+    [InlineData(1, 2, 64, 64, 64)]     // one lane per token
+    [InlineData(8, 2, 256, 64, 8)]     // 32 lanes per token
+    [InlineData(8, 2, 512, 64, 0)]     // would need 64 lanes per token: no kernel (tensor path)
+    [InlineData(1, 2, 96, 32, 0)]      // 96/32 = 3 lanes per token, not a power of two
+    public void PieceWidth_PicksTheWidestInstantiatedPieceThatFits(int rows, int bits, int headDim, int valueGroup, int expected)
+    {
+        int width = CudaKernels.PieceWidth(rows, bits, headDim, valueGroup);
+        Assert.Equal(expected, width);
+        if (width > 0)
+            Assert.Contains($"gear_values_m{CudaKernels.Module.Bucket(rows)}_b{bits}_c{width}", CudaKernels.EntryPoints);
+    }
+
     private static string RepoRoot()
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)

@@ -9,8 +9,9 @@ namespace Gear.AI.Compression.Cuda;
 /// </summary>
 /// <remarks>
 /// Building the PTX (needs nvcc, any CUDA 11.8 or later; PTX of an older ISA loads on newer drivers):
-/// <c>nvcc -ptx -arch=compute_70 -O3 -o gear_decode.ptx gear_decode.cu</c> in this folder.
-/// <c>GEAR_CUDA_PTX=/path/file.ptx</c> loads another build instead (kernel development);
+/// <c>scripts/build_cuda_kernels.sh</c> (<c>nvcc -std=c++17 -ptx -arch=compute_70 -O3</c>, and the source hash a test checks).
+/// <c>GEAR_CUDA_PTX=/path/file.ptx</c> loads another build instead (kernel development, as do <c>GEAR_CUDA_PIECE</c>,
+/// <c>GEAR_CUDA_KEY_SPAN</c> and <c>GEAR_CUDA_VALUE_BLOCKS</c>, which override launch shapes);
 /// <c>GEAR_CUDA_KERNELS=0</c> turns the kernels off (the TorchSharp path then runs, as it does wherever
 /// the module cannot load, e.g. a driver too old for the PTX; <see cref="UnavailableReason"/> says why).
 /// </remarks>
