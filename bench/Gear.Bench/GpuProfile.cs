@@ -64,42 +64,52 @@ internal static class GpuProfile
 
             if (options.IsCompressed)
             {
-                var phases = new Dictionary<string, List<double>>();
-                long last = 0;
-                Action<string> mark = phase =>
+                // Each phase of `run`, timed through CudaKernels.PhaseMarker (a synchronization after each), median of `times`.
+                void Phases(string prefix, int times, Action prepare, Action run)
                 {
-                    cuda.synchronize();
-                    long now = Stopwatch.GetTimestamp();
-                    if (!phases.TryGetValue(phase, out var list))
-                        phases[phase] = list = [];
-                    list.Add(Stopwatch.GetElapsedTime(last, now).TotalMilliseconds);
-                    last = Stopwatch.GetTimestamp();
-                };
-                AI.Compression.Cuda.CudaKernels.PhaseMarker = mark;
-                try
-                {
-                    for (int i = 0; i < 10; i++)
+                    var phases = new Dictionary<string, List<double>>();
+                    long last = 0;
+                    AI.Compression.Cuda.CudaKernels.PhaseMarker = phase =>
                     {
                         cuda.synchronize();
+                        long now = Stopwatch.GetTimestamp();
+                        if (!phases.TryGetValue(phase, out var list))
+                            phases[phase] = list = [];
+                        list.Add(Stopwatch.GetElapsedTime(last, now).TotalMilliseconds);
                         last = Stopwatch.GetTimestamp();
-                        layer.Attend(q).Dispose();
+                    };
+                    try
+                    {
+                        for (int i = 0; i < times; i++)
+                        {
+                            prepare();
+                            cuda.synchronize();
+                            last = Stopwatch.GetTimestamp();
+                            run();
+                        }
                     }
+                    finally
+                    {
+                        AI.Compression.Cuda.CudaKernels.PhaseMarker = null;
+                    }
+                    foreach (var (phase, list) in phases)
+                        Add(prefix + phase, Median(list));
                 }
-                finally
-                {
-                    AI.Compression.Cuda.CudaKernels.PhaseMarker = null;
-                }
-                foreach (var (phase, list) in phases)
-                    Add(phase, Median(list));
+
+                Phases("", 10, () => { }, () => layer.Attend(q).Dispose());
 
                 // Compressions of a full buffer (n_b tokens for the whole batch), as decode makes them: the first (cold:
                 // a new store for the decode rank, first calls) and the median of the next five.
                 var compressed = (CompressedKvCacheLayer)layer;
-                var flushes = new List<double>();
-                for (int i = 0; i < 6; i++)
+                void FillBuffer()
                 {
                     while (compressed.BufferedLength < options.BufferLength)
                         layer.Append(kv, kv);                                    // one token at a time: the decode rank
+                }
+                var flushes = new List<double>();
+                for (int i = 0; i < 6; i++)
+                {
+                    FillBuffer();
                     cuda.synchronize();
                     long flushStart = Stopwatch.GetTimestamp();
                     compressed.Flush();
@@ -110,25 +120,7 @@ internal static class GpuProfile
                 Add("flush", Median(flushes[1..]));
 
                 // The same compressions phase by phase (a synchronization after each: they sum to more than `flush`).
-                phases.Clear();
-                AI.Compression.Cuda.CudaKernels.PhaseMarker = mark;
-                try
-                {
-                    for (int i = 0; i < 5; i++)
-                    {
-                        while (compressed.BufferedLength < options.BufferLength)
-                            layer.Append(kv, kv);
-                        cuda.synchronize();
-                        last = Stopwatch.GetTimestamp();
-                        compressed.Flush();
-                    }
-                }
-                finally
-                {
-                    AI.Compression.Cuda.CudaKernels.PhaseMarker = null;
-                }
-                foreach (var (phase, list) in phases)
-                    Add($"flush:{phase}", Median(list));
+                Phases("flush:", 5, FillBuffer, compressed.Flush);
             }
         }
         report.Finish(json);

@@ -136,7 +136,7 @@ public static class GroupQuantizer
         return (result.dtype == dtype ? result : result.to(dtype)).MoveToOuterDisposeScope();
     }
 
-    private static readonly Dictionary<(int Bits, string Device), Tensor> s_tables = [];
+    private static readonly Dictionary<int, Tensor> s_tables = [];                // CPU lookup tables by code width
 
     /// <summary>
     /// Packed codes straight to float32 [..., n, D]. On the CPU, for 1, 2, 4 and 8 bits, one table lookup per byte
@@ -152,15 +152,14 @@ public static class GroupQuantizer
         Tensor table;
         lock (s_tables)
         {
-            var key = (bits, packed.device.ToString());
-            if (!s_tables.TryGetValue(key, out table!))
+            if (!s_tables.TryGetValue(bits, out table!))
             {
                 var values = new float[256 * perByte];
                 for (int b = 0; b < 256; b++)
                     for (int i = 0; i < perByte; i++)
                         values[b * perByte + i] = (b >> (i * bits)) & ((1 << bits) - 1);
-                table = tensor(values, [256, perByte], device: packed.device).DetachFromDisposeScope();
-                s_tables[key] = table;
+                table = tensor(values, [256, perByte]).DetachFromDisposeScope();
+                s_tables[bits] = table;
             }
         }
         var lead = packed.shape[..^1];

@@ -111,7 +111,7 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
         {
             output = AttendCpu(queries);
         }
-        else if (CudaModule(queries, device, dtype, size) is { } module)
+        else if (CudaModule(device, dtype, size) is { } module)
         {
             output = AttendCuda(queries, size, dtype, module);
         }
@@ -178,7 +178,7 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
         && size[1] / _shape.KeyValueHeads * size[2] <= CpuKernelMaxRows && _shape.HeadDim % 8 == 0
         && _stores.Values.All(s => s.Keys.SupportsCpuKernel && s.Values.SupportsCpuKernel);
 
-    private Cuda.CudaKernels.Module? CudaModule(Tensor queries, DeviceType device, ScalarType dtype, long[] size) =>
+    private Cuda.CudaKernels.Module? CudaModule(DeviceType device, ScalarType dtype, long[] size) =>
         UseFusedKernels && device == DeviceType.CUDA && Cuda.CudaKernels.TypeCode(dtype) >= 0
         && size[1] / _shape.KeyValueHeads * size[2] <= Cuda.CudaKernels.MaxRows && CudaKernelsFit
             ? Cuda.CudaKernels.For(_shape.Device) : null;
@@ -226,9 +226,8 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
             int slot = 0;
             foreach (var (_, valueStore) in _stores.Values)
             {
-                valueStore.CudaValues(module, sp, op, bh, m, total, slots, offset, slot);
+                slot += valueStore.CudaValues(module, sp, op, bh, m, total, slots, offset, slot);
                 offset += valueStore.Length;
-                slot += valueStore.CudaValueLayout(bh).Spans;
             }
             mark?.Invoke("values");
             Cuda.CudaKernels.DenseValues(module, sp, valuesAddress, capacity, (int)_buffered, op, bh, m, d, total, slots, slot, compressed);

@@ -1,6 +1,4 @@
 using Gear.AI.Compression.Cuda;
-using TorchSharp;
-using static TorchSharp.torch;
 
 namespace Gear.AI.Compression.Caching;
 
@@ -99,7 +97,8 @@ internal sealed partial class CompressedStore
     /// <param name="slots">Slots of the partial sums.</param>
     /// <param name="offset">First column of this store's tokens.</param>
     /// <param name="slotBase">First slot of this store.</param>
-    public unsafe void CudaValues(CudaKernels.Module module, IntPtr pp, IntPtr out_, int bh, int rows, long ld, int slots, long offset, int slotBase)
+    /// <returns>The slots written (the spans of <see cref="CudaValueLayout"/>).</returns>
+    public unsafe int CudaValues(CudaKernels.Module module, IntPtr pp, IntPtr out_, int bh, int rows, long ld, int slots, long offset, int slotBase)
     {
         var view = View;
         int d = (int)_headDim, length = checked((int)Length), bits = _bits, bucket = CudaKernels.Module.Bucket(rows);
@@ -114,5 +113,6 @@ internal sealed partial class CompressedStore
         args[14] = &slots; args[15] = &slotBase; args[16] = &length; args[17] = &d; args[18] = &gv; args[19] = &perWarp; args[20] = &ld;
         args[21] = &offset;
         CudaDriver.Launch(module.Value(rows, bits, channels), ((uint)spans, (uint)bh), 32 * ValueWarps, (uint)(sizeof(float) * bucket * d), args);
+        return spans;
     }
 }

@@ -99,7 +99,7 @@ internal static class CudaKernels
 
     /// <summary>
     /// Diagnostics only (the bench's gpu-profile command): called with a phase name after each phase of a fused attention
-    /// call, so a caller can synchronize and time the phases. Null in normal use.
+    /// call and of a block compression, so a caller can synchronize and time the phases. Null in normal use.
     /// </summary>
     internal static Action<string>? PhaseMarker { get; set; }
 
