@@ -292,7 +292,7 @@ internal static class GpuBench
             using var cache = model.CreateCache(options, batch);
             ReserveDense(cache, prompt + generate);
             MemoryBench.FillSynthetic(cache, prompt - 2, dtype, device, chunk: 256); // two warm-up steps, then the generated tokens
-            var (ms, _) = Decode(model, cache, batch, generate);
+            var (ms, _) = Decode(model, cache, batch, generate, profile: true);
             long peak = DeviceMemory.UsedBytes();
             // A repeated kind keeps its first run's peak: NVML's figure is the process's high-water mark so far.
             if (!measured.TryGetValue(options, out var entry))
@@ -321,7 +321,7 @@ internal static class GpuBench
     }
 
     /// <summary>Decodes <paramref name="steps"/> tokens for the whole batch; returns ms per step.</summary>
-    private static (double MsPerStep, long Next) Decode(LlamaModel model, KvCache cache, int batch, int steps)
+    private static (double MsPerStep, long Next) Decode(LlamaModel model, KvCache cache, int batch, int steps, bool profile = false)
     {
         long position = cache.Length;
         var next = zeros([batch, 1], dtype: ScalarType.Int64, device: model.Device).DetachFromDisposeScope();
@@ -334,16 +334,28 @@ internal static class GpuBench
                 cuda.synchronize();
                 clock.Start();
             }
+            // GEAR_PROFILE_STEP=1: the first timed step is the region a profiler run with collection off captures
+            // (e.g. ncu --profile-from-start off), so one decode step's kernels can be listed with their times.
+            bool profiled = i == 2 && profile && ProfileStep;
+            if (profiled)
+                AI.Compression.Cuda.CudaDriver.Profiler(true);
             using var scope = NewDisposeScope();
             var logits = model.Forward(next, position++, cache, lastOnly: true);                 // [B, 1, V]
             var chosen = logits.argmax(-1).DetachFromDisposeScope();                             // [B, 1]
             next.Dispose();
             next = chosen;
+            if (profiled)
+            {
+                cuda.synchronize();
+                AI.Compression.Cuda.CudaDriver.Profiler(false);
+            }
         }
         cuda.synchronize();
         next.Dispose();
         return (clock.Elapsed.TotalMilliseconds / steps, 0);
     }
+
+    private static readonly bool ProfileStep = Environment.GetEnvironmentVariable("GEAR_PROFILE_STEP") == "1";
 
     /// <summary>A few decode steps on a short cache of every path, so the first measured row does not pay for CUDA/cuBLAS start-up.</summary>
     private static void WarmUp(LlamaModel model, ScalarType dtype, Device device)

@@ -132,7 +132,7 @@ public class CompressedKvCacheLayerTests
         Assert.Equal(2 * bh * n * d * 2 / 8, s.CodeBytes);                                 // 2-bit codes, K and V
         Assert.Equal(bh * (n / 64) * d * 4 + bh * n * (d / 64) * 4, s.ScaleZeroBytes);    // fp16 scale + zero per group
         Assert.Equal(2 * (bh * (n + d) * 4 * 2) + 8 * (n / 64) * 2, s.LowRankBytes);       // A, B (fp16) + group→block map (int64)
-        long keyOutliers = bh * d * 40 * (2 + 2) + 40 * 8;                                  // 2·20 per channel: fp16 + int16, + slot offsets
+        long keyOutliers = bh * d * 40 * (2 + 2) + 40 * 8 + (n / 64) * 16;                 // 2·20 per channel: fp16 + int16, + slot offsets, + per-group slot table (4 int32)
         long valueOutliers = bh * n * 2 * (2 + 1);                                          // 2 per token-group: fp16 + uint8
         Assert.Equal(keyOutliers + valueOutliers, s.OutlierBytes);
         Assert.Equal(0, s.BufferBytes); // 2048 = 32 whole blocks: no buffer is held

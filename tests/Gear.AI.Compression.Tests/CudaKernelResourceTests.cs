@@ -50,6 +50,20 @@ public class CudaKernelResourceTests
             Assert.Contains($"gear_values_m{CudaKernels.Module.Bucket(rows)}_b{bits}_c{width}", CudaKernels.EntryPoints);
     }
 
+    [Theory]
+    [InlineData(64, 2272, 1, 8, 8)]      // a 4,096-token prompt store at batch 71 × 32 heads: 8 chunks per warp, one full block per slice
+    [InlineData(512, 32, 16, 4, 8)]      // 32K tokens at batch 1: 16 blocks per slice keep the GPU busy
+    [InlineData(1, 2272, 1, 1, 1)]       // one decode block: a single warp per slice, not eight with seven idle
+    [InlineData(4, 2272, 1, 2, 2)]
+    [InlineData(3, 32, 1, 1, 3)]
+    public void ValueLayout_CoversEveryChunkWithoutIdleWarps(int chunks, int bh, int spans, int perWarp, int warps)
+    {
+        var split = CudaKernels.ValueLayout(chunks, bh);
+        Assert.Equal(new CudaKernels.ValueSplit(spans, perWarp, warps), split);
+        Assert.True(split.Spans * split.Warps * split.ChunksPerWarp >= chunks);                  // every chunk has a warp
+        Assert.True((split.Spans * split.Warps - 1) * split.ChunksPerWarp < chunks);             // and every warp a chunk
+    }
+
     private static string RepoRoot()
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)

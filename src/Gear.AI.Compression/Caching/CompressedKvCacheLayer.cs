@@ -229,7 +229,6 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
                 slot += valueStore.CudaValues(module, sp, op, bh, m, total, slots, offset, slot);
                 offset += valueStore.Length;
             }
-            mark?.Invoke("values");
             Cuda.CudaKernels.DenseValues(module, sp, valuesAddress, capacity, (int)_buffered, op, bh, m, d, total, slots, slot, compressed);
             mark?.Invoke("buffer_values");
             var output = empty([b, hq, tq, d], dtype, _shape.Device);                          // [B, Hq, Tq, D] = [B·Hkv, M, D]

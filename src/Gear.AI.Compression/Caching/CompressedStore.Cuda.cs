@@ -40,25 +40,28 @@ internal sealed partial class CompressedStore
         int d = (int)_headDim, length = checked((int)Length), g = _groupSize, bits = _bits, r = view.Rank, blocks = BlockCount;
         int rows = q.Rows, bucket = CudaKernels.Module.Bucket(rows), qType = q.Type, slots = view.Slots, indexBytes = view.IndexBytes;
         float qScale = q.Scale;
-        int per = KeyGroupsPerBlock(bucket, r);
-        uint shared = (uint)KeySharedBytes(per, bucket, r);
         int groups = length / g;
+        int per = KeyGroupsPerBlock(groups, bucket, r);
+        uint shared = (uint)KeySharedBytes(per, bucket, r);
         IntPtr qp = q.Address, codes = view.Codes, scale = view.Scale, zero = view.Zero, a = view.A, b = view.B, groupBlock = view.GroupBlock;
-        IntPtr values = view.OutlierValues, index = view.OutlierIndex, slotOffset = view.OutlierOffset;
+        IntPtr values = view.OutlierValues, index = view.OutlierIndex, outlierGroups = view.OutlierGroups;
         void** args = stackalloc void*[23];
         args[0] = &qp; args[1] = &qType; args[2] = &qScale; args[3] = &rows; args[4] = &codes; args[5] = &scale; args[6] = &zero;
         args[7] = &a; args[8] = &b; args[9] = &groupBlock; args[10] = &r; args[11] = &blocks; args[12] = &values; args[13] = &index;
-        args[14] = &indexBytes; args[15] = &slotOffset; args[16] = &slots; args[17] = &sp; args[18] = &length; args[19] = &d;
+        args[14] = &indexBytes; args[15] = &outlierGroups; args[16] = &slots; args[17] = &sp; args[18] = &length; args[19] = &d;
         args[20] = &g; args[21] = &ld; args[22] = &offset;
         CudaDriver.Launch(module.Pick(module.KeyScores, rows, bits), ((uint)((groups + per - 1) / per), (uint)bh), (uint)(per * g), shared, args);
         CudaKernels.PhaseMarker?.Invoke("key_scores");
     }
 
-    /// <summary>Key groups per thread block: up to <see cref="CudaKernels.KeySpan"/> tokens, fewer where the shared memory would pass 48 KiB.</summary>
-    private int KeyGroupsPerBlock(int rows, int rank)
+    /// <summary>
+    /// Key groups per thread block: up to <see cref="CudaKernels.KeySpan"/> tokens, no more groups than the store has
+    /// (a short store of a few decode blocks gets a block of its own size), fewer where the shared memory would pass 48 KiB.
+    /// </summary>
+    private int KeyGroupsPerBlock(int groups, int rows, int rank)
     {
         // At most 15 groups: a span meets at most groups + 1 blocks, and the kernel lists up to 16 (MAX_SPAN_BLOCKS).
-        int per = Math.Clamp(Math.Min(1024, CudaKernels.KeySpan) / _groupSize, 1, 15);
+        int per = Math.Clamp(Math.Min(1024, CudaKernels.KeySpan) / _groupSize, 1, Math.Clamp(groups, 1, 15));
         while (per > 1 && KeySharedBytes(per, rows, rank) > SharedLimit)
             per /= 2;
         return per;
@@ -68,20 +71,10 @@ internal sealed partial class CompressedStore
     private int KeySharedBytes(int per, int rows, int rank) =>
         sizeof(float) * (int)(rows * _headDim + per * rows * _headDim + per * rows * (1 + rank) + per * _headDim + rows * per * _groupSize);
 
-    /// <summary>Warps per thread block of the value kernel.</summary>
-    private const int ValueWarps = 8;
-
-    /// <summary>
-    /// How <see cref="CudaValues"/> splits this store for a launch over <paramref name="bh"/> (batch, head) slices:
-    /// chunks (value groups of tokens) per warp, as many as keep about 512 thread blocks busy (at most 8), and
-    /// the thread blocks (spans) per slice, each writing one slot of the partial sums.
-    /// </summary>
-    public (int Spans, int ChunksPerWarp) CudaValueLayout(int bh)
-    {
-        int chunks = checked((int)(Length / _groupSize));                                   // blocks are whole value groups
-        int perWarp = (int)Math.Clamp((long)chunks * bh / (ValueWarps * (long)CudaKernels.ValueBlocks), 1, 8);
-        return ((chunks + ValueWarps * perWarp - 1) / (ValueWarps * perWarp), perWarp);
-    }
+    /// <summary>How <see cref="CudaValues"/> splits this store over <paramref name="bh"/> (batch, head) slices (see <see cref="CudaKernels.ValueLayout"/>).</summary>
+    /// <remarks>With outliers a block has at most 4 warps: each lane keeps private correction slots in shared memory (8 KiB a warp).</remarks>
+    public CudaKernels.ValueSplit CudaValueLayout(int bh) =>
+        CudaKernels.ValueLayout(checked((int)(Length / _groupSize)), bh, _outlierValues is null ? 8 : 4);
 
     /// <summary>
     /// p·V̂ (dequantized values, outliers, low rank) for the probabilities in columns [offset, offset + T) of
@@ -104,15 +97,31 @@ internal sealed partial class CompressedStore
         int d = (int)_headDim, length = checked((int)Length), bits = _bits, bucket = CudaKernels.Module.Bucket(rows);
         int gv = _groupSize, r = view.Rank, blocks = BlockCount, outliers = view.Slots;
         int channels = CudaKernels.PieceWidth(rows, bits, d, gv);
-        var (spans, perWarp) = CudaValueLayout(bh);
+        var (spans, perWarp, warps) = CudaValueLayout(bh);
         IntPtr codes = view.Codes, scale = view.Scale, zero = view.Zero, values = view.OutlierValues, index = view.OutlierIndex;
-        IntPtr a = view.A, b = view.B, groupBlock = view.GroupBlock;
-        void** args = stackalloc void*[22];
+        void** args = stackalloc void*[17];
         args[0] = &pp; args[1] = &rows; args[2] = &codes; args[3] = &scale; args[4] = &zero; args[5] = &values; args[6] = &index;
-        args[7] = &outliers; args[8] = &a; args[9] = &b; args[10] = &groupBlock; args[11] = &r; args[12] = &blocks; args[13] = &out_;
-        args[14] = &slots; args[15] = &slotBase; args[16] = &length; args[17] = &d; args[18] = &gv; args[19] = &perWarp; args[20] = &ld;
-        args[21] = &offset;
-        CudaDriver.Launch(module.Value(rows, bits, channels), ((uint)spans, (uint)bh), 32 * ValueWarps, (uint)(sizeof(float) * bucket * d), args);
+        args[7] = &outliers; args[8] = &out_; args[9] = &slots; args[10] = &slotBase; args[11] = &length; args[12] = &d; args[13] = &gv;
+        args[14] = &perWarp; args[15] = &ld; args[16] = &offset;
+        uint shared = (uint)(sizeof(float) * bucket * d);
+        // Outliers: each lane's private correction slots, [warps, M, CPT, 32] floats after the block's sums.
+        uint fix = outliers == 0 ? 0u : (uint)(sizeof(float) * warps * bucket * channels * 32);
+        CudaDriver.Launch(module.Value(rows, bits, channels), ((uint)spans, (uint)bh), (uint)(32 * warps), shared + fix, args);
+        CudaKernels.PhaseMarker?.Invoke("values");
+        // The low-rank term of each span adds into the same slot, a light kernel of its own (in the code loop its loads
+        // stalled the loop).
+        if (r > 0)
+        {
+            int tokensPerSpan = warps * perWarp * gv;
+            IntPtr a = view.A, b = view.B, groupBlock = view.GroupBlock;
+            void** lowRankArgs = stackalloc void*[16];
+            lowRankArgs[0] = &pp; lowRankArgs[1] = &rows; lowRankArgs[2] = &a; lowRankArgs[3] = &b; lowRankArgs[4] = &groupBlock;
+            lowRankArgs[5] = &r; lowRankArgs[6] = &blocks; lowRankArgs[7] = &out_; lowRankArgs[8] = &slots; lowRankArgs[9] = &slotBase;
+            lowRankArgs[10] = &length; lowRankArgs[11] = &d; lowRankArgs[12] = &gv; lowRankArgs[13] = &tokensPerSpan;
+            lowRankArgs[14] = &ld; lowRankArgs[15] = &offset;
+            CudaDriver.Launch(module.LowRank(rows), ((uint)spans, (uint)bh), (uint)(32 * warps), shared, lowRankArgs);
+            CudaKernels.PhaseMarker?.Invoke("value_low_rank");
+        }
         return spans;
     }
 }

@@ -23,6 +23,7 @@ internal sealed partial class CompressedStore : IDisposable
     private Tensor? _outlierValues;  // keys [B, H, D, ΣK] float16, values [B, H, T, Gv, 2k] float16
     private Tensor? _outlierIndex;   // like _outlierValues; index within the block (keys) or group (values)
     private Tensor? _outlierOffset;  // keys only: [ΣK] int64, first token of each slot's block
+    private Tensor? _outlierGroups;  // keys only: [T/g, 4] int32, per group its block's first slot, slot count, first token, length
     private Tensor? _a;              // [B, H, T, r] float16
     private Tensor? _b;              // [B, H, nblocks, D, r] float16
     private Tensor? _groupBlock;      // [T/g] int64: block of each g-token group (low-rank lookup)
@@ -40,12 +41,12 @@ internal sealed partial class CompressedStore : IDisposable
     /// each change, since every read is a native call.
     /// </summary>
     private sealed record TensorAddresses(IntPtr Codes, IntPtr Scale, IntPtr Zero, IntPtr OutlierValues, IntPtr OutlierIndex,
-                                     IntPtr OutlierOffset, IntPtr A, IntPtr B, IntPtr GroupBlock, int Rank, int Slots, int IndexBytes);
+                                     IntPtr OutlierOffset, IntPtr OutlierGroups, IntPtr A, IntPtr B, IntPtr GroupBlock, int Rank, int Slots, int IndexBytes);
 
     private TensorAddresses? _view;
 
     private TensorAddresses View => _view ??= new TensorAddresses(
-        Address(_codes), Address(_scale), Address(_zero), Address(_outlierValues), Address(_outlierIndex), Address(_outlierOffset),
+        Address(_codes), Address(_scale), Address(_zero), Address(_outlierValues), Address(_outlierIndex), Address(_outlierOffset), Address(_outlierGroups),
         Address(_a), Address(_b), Address(_groupBlock), _a is null ? 0 : (int)_a.shape[^1],
         _outlierValues is null ? 0 : (int)_outlierValues.shape[^1], _outlierIndex is null ? 0 : (int)_outlierIndex.ElementSize);
 
@@ -59,7 +60,7 @@ internal sealed partial class CompressedStore : IDisposable
 
     public long CodeBytes => Bytes.Of(_codes);
     public long ScaleZeroBytes => Bytes.Of(_scale) + Bytes.Of(_zero);
-    public long OutlierBytes => Bytes.Of(_outlierValues) + Bytes.Of(_outlierIndex) + Bytes.Of(_outlierOffset);
+    public long OutlierBytes => Bytes.Of(_outlierValues) + Bytes.Of(_outlierIndex) + Bytes.Of(_outlierOffset) + Bytes.Of(_outlierGroups);
     public long LowRankBytes => Bytes.Of(_a) + Bytes.Of(_b) + Bytes.Of(_groupBlock);
     public long ResidentBytes => CodeBytes + ScaleZeroBytes + OutlierBytes + LowRankBytes;
 
@@ -86,6 +87,10 @@ internal sealed partial class CompressedStore : IDisposable
                 Grow(ref _outlierValues, o.Values, 3);
                 Grow(ref _outlierIndex, o.Indices.to(wanted), 3);
                 Grow(ref _outlierOffset, full(o.Values.shape[^1], Length, dtype: ScalarType.Int64, device: o.Values.device), 0);
+                // The CUDA kernel finds a span's blocks and their slots in one read of this table instead of searching.
+                long slotsBefore = _outlierValues!.shape[^1] - o.Values.shape[^1];
+                var group = tensor(new[] { checked((int)slotsBefore), checked((int)o.Values.shape[^1]), checked((int)Length), checked((int)n) });
+                Grow(ref _outlierGroups, group.unsqueeze(0).expand(n / _groupSize, 4).contiguous().to(o.Values.device), 0);
             }
             else
             {
@@ -222,6 +227,7 @@ internal sealed partial class CompressedStore : IDisposable
                 Narrow(ref _outlierValues, 3, slots);
                 Narrow(ref _outlierIndex, 3, slots);
                 Narrow(ref _outlierOffset, 0, slots);
+                Narrow(ref _outlierGroups, 0, groups);
             }
             else
             {
@@ -248,9 +254,9 @@ internal sealed partial class CompressedStore : IDisposable
 
     private void DisposeTensors()
     {
-        foreach (var t in new[] { _groupBlock, _b, _a, _outlierOffset, _outlierIndex, _outlierValues, _zero, _scale, _codes })
+        foreach (var t in new[] { _groupBlock, _b, _a, _outlierGroups, _outlierOffset, _outlierIndex, _outlierValues, _zero, _scale, _codes })
             t?.Dispose();
-        _groupBlock = _b = _a = _outlierOffset = _outlierIndex = _outlierValues = _zero = _scale = _codes = null;
+        _groupBlock = _b = _a = _outlierGroups = _outlierOffset = _outlierIndex = _outlierValues = _zero = _scale = _codes = null;
         _view = null;
     }
 

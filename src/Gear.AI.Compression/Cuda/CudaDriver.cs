@@ -33,6 +33,8 @@ internal static unsafe class CudaDriver
     [DllImport(Library)] private static extern int cuModuleGetFunction(out IntPtr function, IntPtr module, [MarshalAs(UnmanagedType.LPStr)] string name);
     [DllImport(Library)] private static extern int cuGetErrorString(int error, out IntPtr message);
     [DllImport(Library)] private static extern int cuDriverGetVersion(out int version);
+    [DllImport(Library)] private static extern int cuProfilerStart();
+    [DllImport(Library)] private static extern int cuProfilerStop();
 
     [DllImport(Library)]
     private static extern int cuLaunchKernel(IntPtr function, uint gridX, uint gridY, uint gridZ, uint blockX, uint blockY, uint blockZ,
@@ -61,6 +63,12 @@ internal static unsafe class CudaDriver
         Check(cuDriverGetVersion(out int version), "cuDriverGetVersion");
         return version;
     }
+
+    /// <summary>
+    /// Marks the start or end of a region for a profiler started with collection off (Nsight Compute's
+    /// <c>--profile-from-start off</c>); the bench uses it to capture exactly one decode step.
+    /// </summary>
+    public static void Profiler(bool on) => Check(on ? cuProfilerStart() : cuProfilerStop(), on ? "cuProfilerStart" : "cuProfilerStop");
 
     /// <summary>Loads a PTX module (NUL-terminated text) into the current context.</summary>
     public static IntPtr LoadModule(byte[] ptx)

@@ -37,6 +37,7 @@ internal static class CudaKernels
     /// <summary>The kernel entry points, as declared in the PTX.</summary>
     public static readonly IReadOnlyList<string> EntryPoints =
         [.. RowBuckets.SelectMany(m => CodeWidths.Select(b => $"gear_key_scores_m{m}_b{b}")),
+         .. RowBuckets.Select(m => $"gear_value_low_rank_m{m}"),
          .. ValueKernels.Select(ValueKernelName),
          "gear_orthonormalize", "gear_dense_scores", "gear_dense_values", "gear_sum_slots", "gear_softmax_rows"];
 
@@ -69,12 +70,33 @@ internal static class CudaKernels
         return 0;
     }
 
+    /// <summary>A launch of the value kernel over a store: thread blocks per (batch, head) slice, chunks per warp, warps per block.</summary>
+    internal readonly record struct ValueSplit(int Spans, int ChunksPerWarp, int Warps);
+
+    /// <summary>
+    /// How the value kernel splits a store of <paramref name="chunks"/> value groups of tokens over <paramref name="bh"/>
+    /// (batch, head) slices: chunks per warp, as many as keep about <see cref="ValueBlocks"/> blocks of 8 warps busy (1 to 8);
+    /// warps per block, <paramref name="maxWarps"/> or as few as the chunks need (a store of one decode block is one warp
+    /// per slice, not a block of eight warps with seven idle); and the thread blocks (spans) per slice, each writing one
+    /// slot of the partial sums.
+    /// </summary>
+    public static ValueSplit ValueLayout(int chunks, int bh, int maxWarps = 8)
+    {
+        int perWarp = (int)Math.Clamp((long)chunks * bh / (8L * ValueBlocks), 1, 8);
+        int warps = Math.Clamp((chunks + perWarp - 1) / perWarp, 1, maxWarps);
+        return new ValueSplit((chunks + warps * perWarp - 1) / (warps * perWarp), perWarp, warps);
+    }
+
     /// <summary>The loaded entry points; key kernels indexed [row bucket, code width] (see <see cref="Pick"/>).</summary>
-    internal sealed record Module(IntPtr[,] KeyScores, IReadOnlyDictionary<(int Rows, int Bits, int Channels), IntPtr> Values,
+    internal sealed record Module(IntPtr[,] KeyScores, IntPtr[] ValueLowRank,
+        IReadOnlyDictionary<(int Rows, int Bits, int Channels), IntPtr> Values,
         IntPtr Orthonormalize, IntPtr DenseScores, IntPtr DenseValues, IntPtr SumSlots, IntPtr SoftmaxRows)
     {
         /// <summary>The kernel instantiated for the fewest rows ≥ <paramref name="rows"/> (and <paramref name="bits"/>-bit codes).</summary>
         public IntPtr Pick(IntPtr[,] kernels, int rows, int bits) => kernels[RowBucket(rows), Array.IndexOf(CodeWidths, bits)];
+
+        /// <summary>The value low-rank kernel for <paramref name="rows"/> rows.</summary>
+        public IntPtr LowRank(int rows) => ValueLowRank[RowBucket(rows)];
 
         /// <summary>The value kernel for <paramref name="rows"/> rows, <paramref name="bits"/>-bit codes and <paramref name="channels"/> channels per lane.</summary>
         public IntPtr Value(int rows, int bits, int channels) => Values[(Bucket(rows), bits, channels)];
@@ -134,6 +156,7 @@ internal static class CudaKernels
                 }
                 module = new Module(
                     Codes("gear_key_scores"),
+                    [.. RowBuckets.Select(m => CudaDriver.Function(handle, $"gear_value_low_rank_m{m}"))],
                     ValueKernels.ToDictionary(k => k, k => CudaDriver.Function(handle, ValueKernelName(k))),
                     CudaDriver.Function(handle, "gear_orthonormalize"),
                     CudaDriver.Function(handle, "gear_dense_scores"),

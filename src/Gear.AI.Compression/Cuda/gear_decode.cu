@@ -44,13 +44,25 @@ __device__ __forceinline__ float load_q(const void* q, int type, long long i, fl
 // in place within its 16-bit half and ORed into the mantissa of 2^23, then 2^23 is subtracted — one LOP3 and one FADD
 // per code. code_unscale gives the power of two that undoes the factor (applied once to a sum, or folded into the
 // query, so every product is the one the plain code would give: scaling by a power of two is exact).
+// The mask and the OR are one LOP3 written out: left to the compiler, the two constants (mask and 2^23) became two
+// instructions, since a LOP3 takes one immediate — `magic` (0x4B000000, see magic_2p23) is kept in a register.
 template <int BITS>
-__device__ __forceinline__ float scaled_code(unsigned word, int i)
+__device__ __forceinline__ float scaled_code(unsigned word, int i, unsigned magic)
 {
     constexpr int PER_HALF = 16 / BITS;
     const unsigned half = i >= PER_HALF ? word >> 16 : word;
     const unsigned mask = ((1u << BITS) - 1u) << (BITS * (i % PER_HALF));
-    return __uint_as_float(0x4B000000u | (half & mask)) - 8388608.f;
+    unsigned bits;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(bits) : "r"(half), "r"(mask), "r"(magic));   // (half & mask) | magic
+    return __uint_as_float(bits) - 8388608.f;
+}
+
+// 2^23's bit pattern in a register (an opaque move, so it is not folded back into an immediate).
+__device__ __forceinline__ unsigned magic_2p23()
+{
+    unsigned m;
+    asm volatile("mov.b32 %0, 0x4B000000;" : "=r"(m));
+    return m;
 }
 
 template <int BITS>
@@ -65,42 +77,23 @@ __device__ __forceinline__ long long index_at(const void* index, int bytes, long
     return bytes == 1 ? ((const uint8_t*)index)[i] : bytes == 2 ? ((const int16_t*)index)[i] : ((const int32_t*)index)[i];
 }
 
-// First slot k in [0, S) with slotOffset[k] >= value (slot offsets are block starts, non-decreasing), found by one
-// warp: each round probes 32 evenly spaced slots at once and keeps the gap where the answer is,
-// so a list of S slots takes about log32(S) dependent loads instead of log2(S). Every lane gets the answer.
-__device__ int warp_lower_bound(const long long* __restrict__ slotOffset, int S, long long value)
-{
-    const int lane = threadIdx.x & 31;
-    int lo = 0, hi = S;
-    while (lo < hi)
-    {
-        const int step = (hi - lo + 31) >> 5, at = lo + lane * step;
-        const bool below = at < hi && slotOffset[at] < value;
-        const int count = __popc(__ballot_sync(0xffffffffu, below));    // probes below `value` (a prefix of the lanes)
-        if (count == 0) return lo;
-        const int last = lo + (count - 1) * step;                        // the last probe below `value`
-        lo = last + 1;
-        hi = min(hi, last + step);
-    }
-    return lo;
-}
-
 #define MAX_SPAN_BLOCKS 16
 
 // Key scores of a span of `per` g-token groups: grid (ceil(T/g / per), BH), block per·g threads (one token each; g a
 // multiple of 32). codes [BH, T, rowBytes]; scale, zero [BH, T/g, D] half; A [BH, T, r] half, B [BH, nblk, D, r] half,
 // groupBlock [T/g] int64 (r = 0: no low rank); outlier values [BH, D, S] half and index [BH, D, S] (indexBytes each):
-// per channel, each block's slots hold token indices within the block in ascending order, slotOffset [S] the first token
-// of each slot's block (S = 0: no outliers). scores [BH, rows, ld] float, written at columns [offset, offset + T).
-// Per group the block first forms q·scale, q·zero and q·B (the group's threads splitting the channels), and adds the
-// thread reads its token's codes with 16-byte loads; then the corrections of the outliers inside the span (each
-// channel's list entered where a uniform spread puts the span) gather in shared memory before the scores are written.
+// per channel, each block's slots hold token indices within the block in ascending order; groupSlots [T/g] gives for
+// each group its block's first slot, slot count, first token and length (S = 0: no outliers). scores [BH, rows, ld]
+// float, written at columns [offset, offset + T). Per group the block first forms q·scale, q·zero and q·B (the group's
+// threads splitting the channels), then each thread reads its token's codes with 16-byte loads; then the corrections
+// of the outliers inside the span (each channel's list entered where a uniform spread puts the span) gather in shared
+// memory before the scores are written.
 template <int M, int BITS>
 __device__ void key_scores(const void* __restrict__ q, int qType, float qScale, int rows, const uint8_t* __restrict__ codes,
                            const __half* __restrict__ scale, const __half* __restrict__ zero,
                            const __half* __restrict__ A, const __half* __restrict__ B, const long long* __restrict__ groupBlock,
                            int r, int nblk, const __half* __restrict__ oValues, const void* __restrict__ oIndex, int indexBytes,
-                           const long long* __restrict__ slotOffset, int S,
+                           const int4* __restrict__ groupSlots, int S,
                            float* __restrict__ scores, int T, int D, int g, long long ld, long long offset)
 {
     constexpr int PER_WORD = 32 / BITS;
@@ -123,26 +116,20 @@ __device__ void key_scores(const void* __restrict__ q, int qType, float qScale, 
     for (int i = tid; i < M * per * g; i += blockDim.x) corr[i] = 0.f;
     if (tid < 32)
     {
-        // The blocks overlapping [t0, t0 + span): the one holding t0, then each next one that starts inside the span
-        // (found by the first warp; a span holds whole groups, a block at least one group).
-        int nb = 0;
-        if (S > 0)
+        // The blocks overlapping the span, from one read of the per-group table (lane l: group g0 + l): a block starts
+        // at the span's first group and wherever a group's block differs from the previous group's.
+        const int g0 = blockIdx.x * per, ng = min(per, groups - g0);
+        int4 info = make_int4(-1, 0, 0, 0);                              // first slot, slots, first token, length
+        if (S > 0 && lane < ng) info = groupSlots[g0 + lane];
+        const int previous = __shfl_up_sync(0xffffffffu, info.x, 1);
+        const bool starts = S > 0 && lane < ng && (lane == 0 || info.x != previous);
+        const unsigned mask = __ballot_sync(0xffffffffu, starts);
+        if (starts)
         {
-            const int k = max(warp_lower_bound(slotOffset, S, t0 + 1) - 1, 0);   // a slot of the block holding t0
-            int s0 = warp_lower_bound(slotOffset, S, slotOffset[k]);
-            while (s0 < S && nb < MAX_SPAN_BLOCKS && slotOffset[s0] < t0 + span)
-            {
-                const int s1 = warp_lower_bound(slotOffset, S, slotOffset[s0] + 1);
-                if (tid == 0)
-                {
-                    blockToken[nb] = slotOffset[s0]; blockSlot[nb] = s0; blockSlots[nb] = s1 - s0;
-                    blockLength[nb] = (s1 < S ? slotOffset[s1] : T) - slotOffset[s0];
-                }
-                nb++;
-                s0 = s1;
-            }
+            const int b = __popc(mask & ((1u << lane) - 1u));
+            blockSlot[b] = info.x; blockSlots[b] = info.y; blockToken[b] = info.z; blockLength[b] = info.w;
         }
-        if (tid == 0) spanBlocks = nb;
+        if (tid == 0) spanBlocks = __popc(mask);
     }
     __syncthreads();
     if (grp < groups)
@@ -205,6 +192,7 @@ __device__ void key_scores(const void* __restrict__ q, int qType, float qScale, 
         // 16-byte loads: 4 words of 32/BITS consecutive channels each.
         const uint4* vec = (const uint4*)row;
         const int vectors = rowBytes >> 4;
+        const unsigned magic = magic_2p23();
 #pragma unroll 2
         for (int v = 0; v < vectors; v++)
         {
@@ -219,12 +207,12 @@ __device__ void key_scores(const void* __restrict__ q, int qType, float qScale, 
                 {
                     float c[4];
 #pragma unroll
-                    for (int u = 0; u < 4; u++) c[u] = scaled_code<BITS>(words[w], i + u);
+                    for (int u = 0; u < 4; u++) c[u] = scaled_code<BITS>(words[w], i + u, magic);
 #pragma unroll
                     for (int m = 0; m < M; m++)
                     {
                         const float4 s4 = *(const float4*)&qg[m * D + d0 + i];
-                        acc[m] += s4.x * c[0] + s4.y * c[1] + s4.z * c[2] + s4.w * c[3];
+                        acc[m] = fmaf(s4.w, c[3], fmaf(s4.z, c[2], fmaf(s4.y, c[1], fmaf(s4.x, c[0], acc[m]))));
                     }
                 }
             }
@@ -344,29 +332,33 @@ __device__ __forceinline__ unsigned pick_word(const unsigned* w, int i)
     else return (i & 2) ? ((i & 1) ? w[3] : w[2]) : ((i & 1) ? w[1] : w[0]);
 }
 
-// p·V̂ over spans of value chunks (gv tokens each, inside one block): grid (spans, BH), block of warps; warp w of
-// span s takes chunks [(s·warps + w)·chunksPerWarp, +chunksPerWarp). A lane owns CPT consecutive channels (one
-// piece of CPT·BITS/8 bytes, inside one value group) of every (32·CPT/D)-th token: it loads the piece, the token's
-// probability and its group's scale and zero, and accumulates CPT sums in registers (no shared memory, no barrier
-// in the loop). Outliers (a few per group) and the low-rank term ((p·A)·Bᵀ per block) add into the block's shared
-// sums; at the end the lanes of each piece are summed with shuffles. p [BH, rows, ld] float read at columns
-// [offset, offset + T); codes [BH, T, rowBytes]; scale, zero [BH, T, G] half (G = D/gv); outlier values/index
-// [BH, T, G, S] (half, uint8 index within the group; S = 0: none); A [BH, T, r], B [BH, nblk, D, r] half,
-// groupBlock [T/gv] int64; partial [BH, slots, rows, D] float: this store's spans at slots [slotBase, slotBase + spans).
+// p·V̂ over spans of value chunks (gv tokens each): grid (spans, BH), block of warps; warp w of span s takes chunks
+// [(s·warps + w)·chunksPerWarp, +chunksPerWarp). A lane owns CPT consecutive channels (one piece of CPT·BITS/8 bytes,
+// inside one value group) of every (32·CPT/D)-th token: it loads the piece, the token's probability and its group's
+// scale and zero, and accumulates CPT sums in registers (no shared memory, no barrier in the loop); at the end the
+// lanes of each piece are summed with shuffles. The low-rank term and the outliers are added to the same slots
+// afterwards by value_low_rank (in this loop its loads stalled the code stream). Outliers (a few per group, values
+// and index [BH, T, G, S], half and uint8 channel within the group; S = 0: none) are corrected from the piece already
+// in registers into lane-private shared slots fix [warps, M, CPT, 32] (bank = lane: no conflicts and no atomics), added
+// to the sums at the end. p [BH, rows, ld] float read at columns [offset, offset + T); codes [BH, T, rowBytes]; scale,
+// zero [BH, T, G] half (G = D/gv); partial [BH, slots, rows, D] float: this store's spans at slots [slotBase, +spans).
 template <int M, int BITS, int CPT>
 __device__ void value_pieces(const float* __restrict__ p, int rows, const uint8_t* __restrict__ codes,
                              const __half* __restrict__ scale, const __half* __restrict__ zero,
                              const __half* __restrict__ values, const uint8_t* __restrict__ index, int S,
-                             const __half* __restrict__ A, const __half* __restrict__ B, const long long* __restrict__ groupBlock,
-                             int r, int nblk, float* __restrict__ partial, int slots, int slotBase,
+                             float* __restrict__ partial, int slots, int slotBase,
                              int T, int D, int gv, int chunksPerWarp, long long ld, long long offset)
 {
     constexpr int PIECE = CPT * BITS / 8, WORD_CODES = 32 / BITS;
-    extern __shared__ float out[];                                   // [M, D] this block's sums
+    extern __shared__ float out[];                                   // [M, D] this block's sums, then fix (outliers)
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, warps = blockDim.x >> 5, bh = blockIdx.y;
     const int tpt = D / CPT, tpw = 32 / tpt, piece = lane % tpt, sub = lane / tpt, c0 = piece * CPT;
     const int G = D / gv, grp = c0 / gv, rowBytes = D / 8 * BITS, chunks = T / gv;
+    float* fix = out + M * D + warp * M * CPT * 32 + lane;           // this lane's slot (m, j) at fix[(m·CPT + j)·32]
     for (int i = tid; i < M * D; i += blockDim.x) out[i] = 0.f;
+    if (S > 0)
+#pragma unroll
+        for (int i = 0; i < M * CPT; i++) fix[i * 32] = 0.f;
     __syncthreads();
     const float* ph = p + (long long)bh * rows * ld + offset;
     float acc[M][CPT], zacc[M];
@@ -377,49 +369,14 @@ __device__ void value_pieces(const float* __restrict__ p, int rows, const uint8_
 #pragma unroll
         for (int j = 0; j < CPT; j++) acc[m][j] = 0.f;
     }
-    // Low rank for one or two rows: the lanes of piece 0 sum p·A over the tokens of a block in registers, and the warp
-    // multiplies by the block's B when the block changes (a 4,096-token prompt block: once). More rows: per chunk, below.
-    constexpr bool RegisterLowRank = M <= 2;
-    float pa[RegisterLowRank ? M : 1][MAX_RANK];
-    long long current = -1;
-    auto lowRankFlush = [&]()
-    {
-        const __half* Bb = B + ((long long)bh * nblk + current) * D * r;
-#pragma unroll
-        for (int m = 0; m < (RegisterLowRank ? M : 1); m++)
-        {
-#pragma unroll
-            for (int rho = 0; rho < MAX_RANK; rho++)
-                if (rho < r) pa[m][rho] = warp_sum(pa[m][rho]);
-            if (m < rows)
-                for (int c = lane; c < D; c += 32)
-                {
-                    float o = 0.f;
-#pragma unroll
-                    for (int rho = 0; rho < MAX_RANK; rho++)
-                        if (rho < r) o += pa[m][rho] * __half2float(Bb[c * r + rho]);
-                    atomicAdd(&out[m * D + c], o);
-                }
-#pragma unroll
-            for (int rho = 0; rho < MAX_RANK; rho++) pa[m][rho] = 0.f;
-        }
-    };
-#pragma unroll
-    for (int m = 0; m < (RegisterLowRank ? M : 1); m++)
-#pragma unroll
-        for (int rho = 0; rho < MAX_RANK; rho++) pa[m][rho] = 0.f;
     const int first = (blockIdx.x * warps + warp) * chunksPerWarp, last = min(first + chunksPerWarp, chunks);
-    for (int ch = first; ch < last; ch++)
-    {
-        if (RegisterLowRank && r > 0 && groupBlock[ch] != current)
-        {
-            if (current >= 0) lowRankFlush();
-            current = groupBlock[ch];
-        }
+    const unsigned magic = magic_2p23();
+    // The warp's chunks are consecutive: one run of tokens, tpw of them per round.
 #pragma unroll 2
-        for (int tt = sub; tt < gv; tt += tpw)
+    for (long long t = (long long)first * gv + sub; t < (long long)last * gv; t += tpw)
+    {
         {
-            const long long t = (long long)ch * gv + tt, sz = ((long long)bh * T + t) * G + grp;
+            const long long sz = ((long long)bh * T + t) * G + grp;
             const uint8_t* row = codes + ((long long)bh * T + t) * rowBytes;
             unsigned w[(PIECE + 3) / 4];
             load_piece<PIECE>(row + piece * PIECE, w);
@@ -435,36 +392,9 @@ __device__ void value_pieces(const float* __restrict__ p, int rows, const uint8_
 #pragma unroll
             for (int j = 0; j < CPT; j++)
             {
-                const float c = scaled_code<BITS>(w[j / WORD_CODES], j % WORD_CODES);
+                const float c = scaled_code<BITS>(w[j / WORD_CODES], j % WORD_CODES, magic);
 #pragma unroll
                 for (int m = 0; m < M; m++) acc[m][j] += ps[m] * c;
-            }
-            if (RegisterLowRank && r > 0)
-            {
-                // The token's lanes share its ranks: pairs (one 4-byte load) when r is even, else single values.
-                const __half* at = A + ((long long)bh * T + t) * r;
-#pragma unroll
-                for (int rho = 0; rho < MAX_RANK; rho += 2)
-                    if ((rho >> 1) % tpt == piece && rho < r)
-                    {
-                        float a0, a1;
-                        if ((r & 1) == 0)
-                        {
-                            const float2 a = __half22float2(*(const __half2*)(at + rho));
-                            a0 = a.x; a1 = a.y;
-                        }
-                        else
-                        {
-                            a0 = __half2float(at[rho]);
-                            a1 = rho + 1 < r ? __half2float(at[rho + 1]) : 0.f;
-                        }
-#pragma unroll
-                        for (int m = 0; m < (RegisterLowRank ? M : 1); m++)
-                        {
-                            pa[m][rho] += pm[m] * a0;
-                            if (rho + 1 < MAX_RANK) pa[m][rho + 1] += pm[m] * a1;
-                        }
-                    }
             }
             if (S > 0)
             {
@@ -487,8 +417,7 @@ __device__ void value_pieces(const float* __restrict__ p, int rows, const uint8_
                     const float code = (float)((word >> (BITS * (k % WORD_CODES))) & ((1u << BITS) - 1u));
                     const float delta = vo[e] - (code * s + z);
 #pragma unroll
-                    for (int m = 0; m < M; m++)
-                        if (m < rows) atomicAdd(&out[m * D + c0 + k], pm[m] * delta);
+                    for (int m = 0; m < M; m++) fix[(m * CPT + k) * 32] += pm[m] * delta;
                 }
                 for (int e = 4; e < S; e++)
                 {
@@ -496,43 +425,11 @@ __device__ void value_pieces(const float* __restrict__ p, int rows, const uint8_
                     if (k < 0 || k >= CPT) continue;
                     const float delta = __half2float(values[sz * S + e]) - (code_at(row, c0 + k, BITS) * s + z);
 #pragma unroll
-                    for (int m = 0; m < M; m++)
-                        if (m < rows) atomicAdd(&out[m * D + c0 + k], pm[m] * delta);
-                }
-            }
-        }
-        if (!RegisterLowRank && r > 0)
-        {
-            // Low rank of this chunk: (p·A) over its tokens, a warp sum per rank, then times the block's B.
-            const __half* Bb = B + ((long long)bh * nblk + groupBlock[ch]) * D * r;
-            for (int m = 0; m < rows && m < M; m++)
-            {
-                float pa[MAX_RANK];
-#pragma unroll
-                for (int rho = 0; rho < MAX_RANK; rho++) pa[rho] = 0.f;
-                for (int tt = lane; tt < gv; tt += 32)
-                {
-                    const long long t = (long long)ch * gv + tt;
-                    const float pt = ph[m * ld + t];
-#pragma unroll
-                    for (int rho = 0; rho < MAX_RANK; rho++)
-                        if (rho < r) pa[rho] += pt * __half2float(A[((long long)bh * T + t) * r + rho]);
-                }
-#pragma unroll
-                for (int rho = 0; rho < MAX_RANK; rho++)
-                    if (rho < r) pa[rho] = warp_sum(pa[rho]);
-                for (int c = lane; c < D; c += 32)
-                {
-                    float o = 0.f;
-#pragma unroll
-                    for (int rho = 0; rho < MAX_RANK; rho++)
-                        if (rho < r) o += pa[rho] * __half2float(Bb[c * r + rho]);
-                    atomicAdd(&out[m * D + c], o);
+                    for (int m = 0; m < M; m++) fix[(m * CPT + k) * 32] += pm[m] * delta;
                 }
             }
         }
     }
-    if (RegisterLowRank && current >= 0) lowRankFlush();
     // The lanes of one piece summed different tokens: add them up across the token bits of the lane index by
     // recursive halving (each round a lane keeps half its channels and sends the other half to its partner), so a
     // 64-channel piece over 16 lanes takes 32 + 16 + 8 + 4 shuffles and ends with 4 channels in every lane.
@@ -540,7 +437,7 @@ __device__ void value_pieces(const float* __restrict__ p, int rows, const uint8_
     for (int m = 0; m < M; m++)
     {
 #pragma unroll
-        for (int j = 0; j < CPT; j++) acc[m][j] *= code_unscale<BITS>(j % WORD_CODES);
+        for (int j = 0; j < CPT; j++) acc[m][j] = acc[m][j] * code_unscale<BITS>(j % WORD_CODES) + (S > 0 ? fix[(m * CPT + j) * 32] : 0.f);
         for (int o = tpt; o < 32; o <<= 1) zacc[m] += __shfl_xor_sync(0xffffffffu, zacc[m], o);
     }
     int o = tpt, held = CPT, at = c0;                   // acc[m][0, held) are channels at + [0, held)
@@ -564,24 +461,104 @@ __device__ void value_pieces(const float* __restrict__ p, int rows, const uint8_
     for (int i = tid; i < rows * D && i < M * D; i += blockDim.x) dst[i] = out[i];
 }
 
+// The low-rank part of p·V, (p·A)·Bᵀ per block, after value_pieces over the same spans (grid (spans, BH), block of
+// warps): span s covers tokens [s·tokensPerSpan, +tokensPerSpan); each warp sums p·A over a run of its chunks while they
+// stay in one block, then multiplies by that block's B into the span's shared sums, which the block adds to its slot.
+// A [BH, T, r], B [BH, nblk, D, r] half, groupBlock [T/gv] int64.
+template <int M>
+__device__ void value_low_rank(const float* __restrict__ p, int rows, const __half* __restrict__ A, const __half* __restrict__ B,
+                               const long long* __restrict__ groupBlock, int r, int nblk, float* __restrict__ partial, int slots,
+                               int slotBase, int T, int D, int gv, int tokensPerSpan, long long ld, long long offset)
+{
+    extern __shared__ float out[];                                   // [M, D] this span's low-rank sums
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, warps = blockDim.x >> 5, bh = blockIdx.y;
+    for (int i = tid; i < M * D; i += blockDim.x) out[i] = 0.f;
+    __syncthreads();
+    const int spanChunks = tokensPerSpan / gv, c0 = blockIdx.x * spanChunks, c1 = min(c0 + spanChunks, T / gv);
+    const int per = (c1 - c0 + warps - 1) / warps, first = c0 + warp * per, last = min(first + per, c1);
+    const float* ph = p + (long long)bh * rows * ld + offset;
+    float pa[M][MAX_RANK];
+    long long current = -1;
+    auto flush = [&]()
+    {
+        const __half* Bb = B + ((long long)bh * nblk + current) * D * r;
+#pragma unroll
+        for (int m = 0; m < M; m++)
+        {
+#pragma unroll
+            for (int rho = 0; rho < MAX_RANK; rho++)
+                if (rho < r) pa[m][rho] = warp_sum(pa[m][rho]);
+            if (m < rows)
+                for (int c = lane; c < D; c += 32)
+                {
+                    float o = 0.f;
+#pragma unroll
+                    for (int rho = 0; rho < MAX_RANK; rho++)
+                        if (rho < r) o += pa[m][rho] * __half2float(Bb[c * r + rho]);
+                    atomicAdd(&out[m * D + c], o);
+                }
+        }
+    };
+    for (int ch = first; ch < last; ch++)
+    {
+        const long long block = groupBlock[ch];
+        if (block != current)
+        {
+            if (current >= 0) flush();
+            current = block;
+#pragma unroll
+            for (int m = 0; m < M; m++)
+#pragma unroll
+                for (int rho = 0; rho < MAX_RANK; rho++) pa[m][rho] = 0.f;
+        }
+        for (int tt = lane; tt < gv; tt += 32)
+        {
+            const long long t = (long long)ch * gv + tt;
+            float a[MAX_RANK];
+#pragma unroll
+            for (int rho = 0; rho < MAX_RANK; rho++) a[rho] = rho < r ? __half2float(A[((long long)bh * T + t) * r + rho]) : 0.f;
+#pragma unroll
+            for (int m = 0; m < M; m++)
+            {
+                const float pt = m < rows ? ph[m * ld + t] : 0.f;
+#pragma unroll
+                for (int rho = 0; rho < MAX_RANK; rho++) pa[m][rho] += pt * a[rho];
+            }
+        }
+    }
+    if (current >= 0) flush();
+    __syncthreads();
+    float* dst = partial + ((long long)bh * slots + slotBase + blockIdx.x) * rows * D;
+    for (int i = tid; i < rows * D && i < M * D; i += blockDim.x) dst[i] += out[i];
+}
+
+#define GEAR_VALUE_LOW_RANK(M)                                                                                                 \
+    extern "C" __global__ void gear_value_low_rank_m##M(const float* p, int rows, const __half* A, const __half* B,           \
+        const long long* groupBlock, int r, int nblk, float* partial, int slots, int slotBase, int T, int D, int gv,           \
+        int tokensPerSpan, long long ld, long long offset)                                                                     \
+    {                                                                                                                          \
+        value_low_rank<M>(p, rows, A, B, groupBlock, r, nblk, partial, slots, slotBase, T, D, gv, tokensPerSpan, ld, offset);  \
+    }
+GEAR_VALUE_LOW_RANK(1) GEAR_VALUE_LOW_RANK(2) GEAR_VALUE_LOW_RANK(4) GEAR_VALUE_LOW_RANK(8)
+
 #define GEAR_KEYS(M, BITS)                                                                                                     \
     extern "C" __global__ void gear_key_scores_m##M##_b##BITS(const void* q, int qType, float qScale, int rows,               \
         const uint8_t* codes, const __half* scale, const __half* zero, const __half* A, const __half* B,                      \
         const long long* groupBlock, int r, int nblk, const __half* oValues, const void* oIndex, int indexBytes,               \
-        const long long* slotOffset, int S, float* scores, int T, int D, int g, long long ld, long long offset)                \
+        const int4* groupSlots, int S, float* scores, int T, int D, int g, long long ld, long long offset)                      \
     {                                                                                                                          \
         key_scores<M, BITS>(q, qType, qScale, rows, codes, scale, zero, A, B, groupBlock, r, nblk, oValues, oIndex,            \
-                            indexBytes, slotOffset, S, scores, T, D, g, ld, offset);                                           \
+                            indexBytes, groupSlots, S, scores, T, D, g, ld, offset);                                           \
     }
 
 #define GEAR_VALUES(M, BITS, CPT)                                                                                              \
-    extern "C" __global__ void gear_values_m##M##_b##BITS##_c##CPT(const float* p, int rows, const uint8_t* codes,             \
-        const __half* scale, const __half* zero, const __half* values, const uint8_t* index, int S, const __half* A,           \
-        const __half* B, const long long* groupBlock, int r, int nblk, float* partial, int slots, int slotBase, int T, int D,    \
-        int gv, int chunksPerWarp, long long ld, long long offset)                                                             \
+    extern "C" __global__ void __launch_bounds__(256, 2) gear_values_m##M##_b##BITS##_c##CPT(const float* p, int rows,         \
+        const uint8_t* codes,                                                                                                  \
+        const __half* scale, const __half* zero, const __half* values, const uint8_t* index, int S, float* partial, int slots,  \
+        int slotBase, int T, int D, int gv, int chunksPerWarp, long long ld, long long offset)                                 \
     {                                                                                                                          \
-        value_pieces<M, BITS, CPT>(p, rows, codes, scale, zero, values, index, S, A, B, groupBlock, r, nblk, partial, slots,   \
-                                   slotBase, T, D, gv, chunksPerWarp, ld, offset);                                             \
+        value_pieces<M, BITS, CPT>(p, rows, codes, scale, zero, values, index, S, partial, slots, slotBase, T, D, gv,          \
+                                   chunksPerWarp, ld, offset);                                                                 \
     }
 
 #define GEAR_KEYS_ROWS(M) GEAR_KEYS(M, 1) GEAR_KEYS(M, 2) GEAR_KEYS(M, 4) GEAR_KEYS(M, 8)
@@ -589,6 +566,7 @@ GEAR_KEYS_ROWS(1)
 GEAR_KEYS_ROWS(2)
 GEAR_KEYS_ROWS(4)
 GEAR_KEYS_ROWS(8)
+
 
 // Value kernels for every (rows M, code width BITS, channels per lane CPT) with M·CPT ≤ 64 (registers) and
 // CPT·BITS ≤ 128 (a 16-byte load at most); CudaKernels.PieceWidth picks the widest that fits the shape.
