@@ -184,7 +184,8 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
             ? Cuda.CudaKernels.For(_shape.Device) : null;
 
     /// <summary>Whether every store's layout is one the CUDA kernels read (else decode attention takes the tensor path).</summary>
-    internal bool CudaKernelsFit => _stores.Values.All(s => s.Keys.SupportsCudaKernel && s.Values.SupportsCudaKernel);
+    internal bool CudaKernelsFit => _stores.Values.All(s => s.Keys.SupportsCudaKernel && s.Values.SupportsCudaKernel)
+                                    && _stores.Keys.Count(rank => rank > 0) <= Cuda.CudaKernels.MaxLowRankStores;
 
     /// <summary>
     /// Attention for a few query rows on CUDA in a handful of calls (at batch 1 the step is bound by host calls):
@@ -223,17 +224,20 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
             Cuda.CudaKernels.Softmax(module, sp, bh * rows, total);                           // scores → probabilities, in place
             mark?.Invoke("softmax");
             offset = 0;
-            int slot = 0;
+            int slot = 0, lowRanks = 0;
+            Span<Cuda.CudaKernels.LowRankStore> lowRank = stackalloc Cuda.CudaKernels.LowRankStore[Cuda.CudaKernels.MaxLowRankStores];
             foreach (var (_, valueStore) in _stores.Values)
             {
                 slot += valueStore.CudaValues(module, sp, op, bh, m, total, slots, offset, slot);
+                if (valueStore.CudaLowRank(offset) is { } factors)
+                    lowRank[lowRanks++] = factors;
                 offset += valueStore.Length;
             }
             Cuda.CudaKernels.DenseValues(module, sp, valuesAddress, capacity, (int)_buffered, op, bh, m, d, total, slots, slot, compressed);
             mark?.Invoke("buffer_values");
             var output = empty([b, hq, tq, d], dtype, _shape.Device);                          // [B, Hq, Tq, D] = [B·Hkv, M, D]
-            Cuda.CudaKernels.SumSlots(module, op, slots, bh, m, d, TensorMemory.DeviceAddress(output, contiguous: true), type);
-            mark?.Invoke("sum");
+            Cuda.CudaKernels.Finish(module, op, slots, bh, m, d, TensorMemory.DeviceAddress(output, contiguous: true), type, sp, total, lowRank[..lowRanks]);
+            mark?.Invoke("finish");
             return output;
         }
         finally

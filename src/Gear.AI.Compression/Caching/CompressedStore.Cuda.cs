@@ -71,6 +71,19 @@ internal sealed partial class CompressedStore
     private int KeySharedBytes(int per, int rows, int rank) =>
         sizeof(float) * (int)(rows * _headDim + per * rows * _headDim + per * rows * (1 + rank) + per * _headDim + rows * per * _groupSize);
 
+    /// <summary>This value store's low-rank factors for <see cref="CudaKernels.Finish"/>, its tokens at column <paramref name="offset"/>; null without low rank.</summary>
+    public CudaKernels.LowRankStore? CudaLowRank(long offset)
+    {
+        var view = View;
+        if (view.Rank == 0)
+            return null;
+        return new CudaKernels.LowRankStore
+        {
+            A = view.A, B = view.B, GroupBlock = view.GroupBlock, Rank = view.Rank, Blocks = BlockCount,
+            Length = checked((int)Length), GroupSize = _groupSize, Offset = offset,
+        };
+    }
+
     /// <summary>How <see cref="CudaValues"/> splits this store over <paramref name="bh"/> (batch, head) slices (see <see cref="CudaKernels.ValueLayout"/>).</summary>
     /// <remarks>With outliers a block has at most 4 warps: each lane keeps private correction slots in shared memory (8 KiB a warp).</remarks>
     public CudaKernels.ValueSplit CudaValueLayout(int bh) =>
@@ -95,7 +108,7 @@ internal sealed partial class CompressedStore
     {
         var view = View;
         int d = (int)_headDim, length = checked((int)Length), bits = _bits, bucket = CudaKernels.Module.Bucket(rows);
-        int gv = _groupSize, r = view.Rank, blocks = BlockCount, outliers = view.Slots;
+        int gv = _groupSize, outliers = view.Slots;
         int channels = CudaKernels.PieceWidth(rows, bits, d, gv);
         var (spans, perWarp, warps) = CudaValueLayout(bh);
         IntPtr codes = view.Codes, scale = view.Scale, zero = view.Zero, values = view.OutlierValues, index = view.OutlierIndex;
@@ -108,20 +121,6 @@ internal sealed partial class CompressedStore
         uint fix = outliers == 0 ? 0u : (uint)(sizeof(float) * warps * bucket * channels * 32);
         CudaDriver.Launch(module.Value(rows, bits, channels), ((uint)spans, (uint)bh), (uint)(32 * warps), shared + fix, args);
         CudaKernels.PhaseMarker?.Invoke("values");
-        // The low-rank term of each span adds into the same slot, a light kernel of its own (in the code loop its loads
-        // stalled the loop).
-        if (r > 0)
-        {
-            int tokensPerSpan = warps * perWarp * gv;
-            IntPtr a = view.A, b = view.B, groupBlock = view.GroupBlock;
-            void** lowRankArgs = stackalloc void*[16];
-            lowRankArgs[0] = &pp; lowRankArgs[1] = &rows; lowRankArgs[2] = &a; lowRankArgs[3] = &b; lowRankArgs[4] = &groupBlock;
-            lowRankArgs[5] = &r; lowRankArgs[6] = &blocks; lowRankArgs[7] = &out_; lowRankArgs[8] = &slots; lowRankArgs[9] = &slotBase;
-            lowRankArgs[10] = &length; lowRankArgs[11] = &d; lowRankArgs[12] = &gv; lowRankArgs[13] = &tokensPerSpan;
-            lowRankArgs[14] = &ld; lowRankArgs[15] = &offset;
-            CudaDriver.Launch(module.LowRank(rows), ((uint)spans, (uint)bh), (uint)(32 * warps), shared, lowRankArgs);
-            CudaKernels.PhaseMarker?.Invoke("value_low_rank");
-        }
         return spans;
     }
 }

@@ -37,9 +37,9 @@ internal static class CudaKernels
     /// <summary>The kernel entry points, as declared in the PTX.</summary>
     public static readonly IReadOnlyList<string> EntryPoints =
         [.. RowBuckets.SelectMany(m => CodeWidths.Select(b => $"gear_key_scores_m{m}_b{b}")),
-         .. RowBuckets.Select(m => $"gear_value_low_rank_m{m}"),
+         .. RowBuckets.Select(m => $"gear_finish_m{m}"),
          .. ValueKernels.Select(ValueKernelName),
-         "gear_orthonormalize", "gear_dense_scores", "gear_dense_values", "gear_sum_slots", "gear_softmax_rows"];
+         "gear_orthonormalize", "gear_dense_scores", "gear_dense_values", "gear_softmax_rows"];
 
     private static string ValueKernelName((int Rows, int Bits, int Channels) k) => $"gear_values_m{k.Rows}_b{k.Bits}_c{k.Channels}";
 
@@ -88,15 +88,15 @@ internal static class CudaKernels
     }
 
     /// <summary>The loaded entry points; key kernels indexed [row bucket, code width] (see <see cref="Pick"/>).</summary>
-    internal sealed record Module(IntPtr[,] KeyScores, IntPtr[] ValueLowRank,
+    internal sealed record Module(IntPtr[,] KeyScores, IntPtr[] Finish,
         IReadOnlyDictionary<(int Rows, int Bits, int Channels), IntPtr> Values,
-        IntPtr Orthonormalize, IntPtr DenseScores, IntPtr DenseValues, IntPtr SumSlots, IntPtr SoftmaxRows)
+        IntPtr Orthonormalize, IntPtr DenseScores, IntPtr DenseValues, IntPtr SoftmaxRows)
     {
         /// <summary>The kernel instantiated for the fewest rows ≥ <paramref name="rows"/> (and <paramref name="bits"/>-bit codes).</summary>
         public IntPtr Pick(IntPtr[,] kernels, int rows, int bits) => kernels[RowBucket(rows), Array.IndexOf(CodeWidths, bits)];
 
-        /// <summary>The value low-rank kernel for <paramref name="rows"/> rows.</summary>
-        public IntPtr LowRank(int rows) => ValueLowRank[RowBucket(rows)];
+        /// <summary>The finishing kernel (low rank of the values, sum of the slots) for <paramref name="rows"/> rows.</summary>
+        public IntPtr FinishFor(int rows) => Finish[RowBucket(rows)];
 
         /// <summary>The value kernel for <paramref name="rows"/> rows, <paramref name="bits"/>-bit codes and <paramref name="channels"/> channels per lane.</summary>
         public IntPtr Value(int rows, int bits, int channels) => Values[(Bucket(rows), bits, channels)];
@@ -156,12 +156,11 @@ internal static class CudaKernels
                 }
                 module = new Module(
                     Codes("gear_key_scores"),
-                    [.. RowBuckets.Select(m => CudaDriver.Function(handle, $"gear_value_low_rank_m{m}"))],
+                    [.. RowBuckets.Select(m => CudaDriver.Function(handle, $"gear_finish_m{m}"))],
                     ValueKernels.ToDictionary(k => k, k => CudaDriver.Function(handle, ValueKernelName(k))),
                     CudaDriver.Function(handle, "gear_orthonormalize"),
                     CudaDriver.Function(handle, "gear_dense_scores"),
                     CudaDriver.Function(handle, "gear_dense_values"),
-                    CudaDriver.Function(handle, "gear_sum_slots"),
                     CudaDriver.Function(handle, "gear_softmax_rows"));
                 Modules[context] = module;
                 return module;
@@ -218,12 +217,36 @@ internal static class CudaKernels
     /// <summary>The queries as the kernels read them: [B·H, rows, D] in their own dtype, multiplied by <see cref="Scale"/> on load.</summary>
     internal readonly record struct Queries(IntPtr Address, int Type, float Scale, int Rows);
 
-    /// <summary>out [B·H, M, D] (in the dtype of <paramref name="outType"/>) = Σ over slots of the partial sums [B·H, slots, M, D].</summary>
-    public static unsafe void SumSlots(Module module, IntPtr partial, int slots, int bh, int m, int d, IntPtr output, int outType)
+    /// <summary>The low-rank factors of one value store as <c>gear_finish</c> reads them (layout of the CUDA struct LowRankStore).</summary>
+    [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
+    internal struct LowRankStore
     {
-        void** args = stackalloc void*[6];
+        public IntPtr A, B, GroupBlock;
+        public int Rank, Blocks, Length, GroupSize;
+        public long Offset;
+    }
+
+    /// <summary>Stores whose low rank one <see cref="Finish"/> launch adds (more take the TorchSharp path).</summary>
+    public const int MaxLowRankStores = 2;
+
+    /// <summary>
+    /// out [B·H, M, D] (in the dtype of <paramref name="outType"/>) = Σ over slots of the partial sums [B·H, slots, M, D]
+    /// plus the low-rank part of p·V of up to two stores: one launch, the last of a layer's attention.
+    /// </summary>
+    public static unsafe void Finish(Module module, IntPtr partial, int slots, int bh, int m, int d, IntPtr output, int outType,
+        IntPtr probabilities, long ld, ReadOnlySpan<LowRankStore> stores)
+    {
+        if (stores.Length > MaxLowRankStores)
+            throw new ArgumentOutOfRangeException(nameof(stores), stores.Length, $"At most {MaxLowRankStores} low-rank stores per launch.");
+        LowRankStore s0 = stores.Length > 0 ? stores[0] : default, s1 = stores.Length > 1 ? stores[1] : default;
+        int count = stores.Length;
+        void** args = stackalloc void*[11];
         args[0] = &partial; args[1] = &slots; args[2] = &m; args[3] = &d; args[4] = &output; args[5] = &outType;
-        CudaDriver.Launch(module.SumSlots, ((uint)bh, 1), (uint)Math.Clamp((m * d + 31) / 32 * 32, 32, 1024), 0, args);
+        args[6] = &probabilities; args[7] = &ld; args[8] = &s0; args[9] = &s1; args[10] = &count;
+        // Few slices (batch 1) get big blocks, so the low-rank sums over long histories spread over more warps (up to 2
+        // rows; the kernels for more rows hold more sums per thread and are built for blocks of 256).
+        uint threads = bh < 256 && m <= 2 ? 1024u : 256u;
+        CudaDriver.Launch(module.FinishFor(m), ((uint)bh, 1), threads, (uint)(sizeof(float) * Module.Bucket(m) * d), args);
     }
 
     /// <summary>p·V of the float16 buffer's first <paramref name="n"/> tokens into slot <paramref name="slot"/> of the partial sums at <paramref name="op"/>.</summary>

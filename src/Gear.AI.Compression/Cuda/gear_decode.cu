@@ -337,7 +337,7 @@ __device__ __forceinline__ unsigned pick_word(const unsigned* w, int i)
 // inside one value group) of every (32·CPT/D)-th token: it loads the piece, the token's probability and its group's
 // scale and zero, and accumulates CPT sums in registers (no shared memory, no barrier in the loop); at the end the
 // lanes of each piece are summed with shuffles. The low-rank term and the outliers are added to the same slots
-// afterwards by value_low_rank (in this loop its loads stalled the code stream). Outliers (a few per group, values
+// by gear_finish (in this loop its loads stalled the code stream). Outliers (a few per group, values
 // and index [BH, T, G, S], half and uint8 channel within the group; S = 0: none) are corrected from the piece already
 // in registers into lane-private shared slots fix [warps, M, CPT, 32] (bank = lane: no conflicts and no atomics), added
 // to the sums at the end. p [BH, rows, ld] float read at columns [offset, offset + T); codes [BH, T, rowBytes]; scale,
@@ -461,85 +461,6 @@ __device__ void value_pieces(const float* __restrict__ p, int rows, const uint8_
     for (int i = tid; i < rows * D && i < M * D; i += blockDim.x) dst[i] = out[i];
 }
 
-// The low-rank part of p·V, (p·A)·Bᵀ per block, after value_pieces over the same spans (grid (spans, BH), block of
-// warps): span s covers tokens [s·tokensPerSpan, +tokensPerSpan); each warp sums p·A over a run of its chunks while they
-// stay in one block, then multiplies by that block's B into the span's shared sums, which the block adds to its slot.
-// A [BH, T, r], B [BH, nblk, D, r] half, groupBlock [T/gv] int64.
-template <int M>
-__device__ void value_low_rank(const float* __restrict__ p, int rows, const __half* __restrict__ A, const __half* __restrict__ B,
-                               const long long* __restrict__ groupBlock, int r, int nblk, float* __restrict__ partial, int slots,
-                               int slotBase, int T, int D, int gv, int tokensPerSpan, long long ld, long long offset)
-{
-    extern __shared__ float out[];                                   // [M, D] this span's low-rank sums
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, warps = blockDim.x >> 5, bh = blockIdx.y;
-    for (int i = tid; i < M * D; i += blockDim.x) out[i] = 0.f;
-    __syncthreads();
-    const int spanChunks = tokensPerSpan / gv, c0 = blockIdx.x * spanChunks, c1 = min(c0 + spanChunks, T / gv);
-    const int per = (c1 - c0 + warps - 1) / warps, first = c0 + warp * per, last = min(first + per, c1);
-    const float* ph = p + (long long)bh * rows * ld + offset;
-    float pa[M][MAX_RANK];
-    long long current = -1;
-    auto flush = [&]()
-    {
-        const __half* Bb = B + ((long long)bh * nblk + current) * D * r;
-#pragma unroll
-        for (int m = 0; m < M; m++)
-        {
-#pragma unroll
-            for (int rho = 0; rho < MAX_RANK; rho++)
-                if (rho < r) pa[m][rho] = warp_sum(pa[m][rho]);
-            if (m < rows)
-                for (int c = lane; c < D; c += 32)
-                {
-                    float o = 0.f;
-#pragma unroll
-                    for (int rho = 0; rho < MAX_RANK; rho++)
-                        if (rho < r) o += pa[m][rho] * __half2float(Bb[c * r + rho]);
-                    atomicAdd(&out[m * D + c], o);
-                }
-        }
-    };
-    for (int ch = first; ch < last; ch++)
-    {
-        const long long block = groupBlock[ch];
-        if (block != current)
-        {
-            if (current >= 0) flush();
-            current = block;
-#pragma unroll
-            for (int m = 0; m < M; m++)
-#pragma unroll
-                for (int rho = 0; rho < MAX_RANK; rho++) pa[m][rho] = 0.f;
-        }
-        for (int tt = lane; tt < gv; tt += 32)
-        {
-            const long long t = (long long)ch * gv + tt;
-            float a[MAX_RANK];
-#pragma unroll
-            for (int rho = 0; rho < MAX_RANK; rho++) a[rho] = rho < r ? __half2float(A[((long long)bh * T + t) * r + rho]) : 0.f;
-#pragma unroll
-            for (int m = 0; m < M; m++)
-            {
-                const float pt = m < rows ? ph[m * ld + t] : 0.f;
-#pragma unroll
-                for (int rho = 0; rho < MAX_RANK; rho++) pa[m][rho] += pt * a[rho];
-            }
-        }
-    }
-    if (current >= 0) flush();
-    __syncthreads();
-    float* dst = partial + ((long long)bh * slots + slotBase + blockIdx.x) * rows * D;
-    for (int i = tid; i < rows * D && i < M * D; i += blockDim.x) dst[i] += out[i];
-}
-
-#define GEAR_VALUE_LOW_RANK(M)                                                                                                 \
-    extern "C" __global__ void gear_value_low_rank_m##M(const float* p, int rows, const __half* A, const __half* B,           \
-        const long long* groupBlock, int r, int nblk, float* partial, int slots, int slotBase, int T, int D, int gv,           \
-        int tokensPerSpan, long long ld, long long offset)                                                                     \
-    {                                                                                                                          \
-        value_low_rank<M>(p, rows, A, B, groupBlock, r, nblk, partial, slots, slotBase, T, D, gv, tokensPerSpan, ld, offset);  \
-    }
-GEAR_VALUE_LOW_RANK(1) GEAR_VALUE_LOW_RANK(2) GEAR_VALUE_LOW_RANK(4) GEAR_VALUE_LOW_RANK(8)
 
 #define GEAR_KEYS(M, BITS)                                                                                                     \
     extern "C" __global__ void gear_key_scores_m##M##_b##BITS(const void* q, int qType, float qScale, int rows,               \
@@ -692,25 +613,128 @@ extern "C" __global__ void gear_dense_values(const float* __restrict__ p, const 
     }
 }
 
-// The attention output: out[bh, m, d] = Σ_slot partial[bh, slot, m, d], stored in the queries' dtype (outType as qType).
-// Grid (BH), block ≥ 32 threads; [BH, M, D] is the [B, Hq, Tq, D] layout of the output.
-extern "C" __global__ void gear_sum_slots(const float* __restrict__ partial, int slots, int M, int D, void* __restrict__ out, int outType)
+// Element `at` of an output in the queries' dtype (0 float32, 1 float16, 2 bfloat16, round to nearest even).
+__device__ __forceinline__ void store_out(void* out, int outType, long long at, float o)
 {
-    const int bh = blockIdx.x;
-    for (int i = threadIdx.x; i < M * D; i += blockDim.x)
+    if (outType == 0) ((float*)out)[at] = o;
+    else if (outType == 1) ((__half*)out)[at] = __float2half_rn(o);
+    else
     {
-        const float* src = partial + (long long)bh * slots * M * D + i;
-        float o = 0.f;
-        for (int s = 0; s < slots; s++) o += src[(long long)s * M * D];
-        const long long at = (long long)bh * M * D + i;
-        if (outType == 0) ((float*)out)[at] = o;
-        else if (outType == 1) ((__half*)out)[at] = __float2half_rn(o);
-        else
-        {
-            // float → bfloat16, round to nearest even (NaN stays NaN).
-            unsigned bits = __float_as_uint(o);
-            unsigned short h = (o != o) ? (unsigned short)0x7fc0 : (unsigned short)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
-            ((unsigned short*)out)[at] = h;
-        }
+        // float → bfloat16, round to nearest even (NaN stays NaN).
+        unsigned bits = __float_as_uint(o);
+        unsigned short h = (o != o) ? (unsigned short)0x7fc0 : (unsigned short)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+        ((unsigned short*)out)[at] = h;
     }
 }
+
+// The low-rank factors of one store for gear_finish: A [BH, T, r], B [BH, nblk, D, r] half, groupBlock [T/gv] int64,
+// the store's tokens at columns [offset, offset + T) of the probabilities. Mirrored by CudaKernels.LowRankStore.
+struct LowRankStore
+{
+    const __half* A;
+    const __half* B;
+    const long long* groupBlock;
+    int r, nblk, T, gv;
+    long long offset;
+};
+
+// Adds the low-rank part of p·V of one store, Σ_blocks (p·A_block)·B_blockᵀ, into sums [M, D] (shared): each warp sums
+// p·A over a run of chunks while they stay in one block and multiplies by that block's B.
+template <int M>
+__device__ void low_rank_runs(const LowRankStore st, const float* __restrict__ p, long long ld, int rows, int D, float* sums)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5, bh = blockIdx.x, r = st.r;
+    const int chunks = st.T / st.gv, per = (chunks + warps - 1) / warps, first = warp * per, last = min(first + per, chunks);
+    const float* ph = p + (long long)bh * rows * ld + st.offset;
+    const __half* Ah = st.A + (long long)bh * st.T * r;
+    float pa[M][MAX_RANK];
+    long long current = -1;
+    auto flush = [&]()
+    {
+        const __half* Bb = st.B + ((long long)bh * st.nblk + current) * D * r;
+#pragma unroll
+        for (int m = 0; m < M; m++)
+        {
+#pragma unroll
+            for (int rho = 0; rho < MAX_RANK; rho++)
+                if (rho < r) pa[m][rho] = warp_sum(pa[m][rho]);
+            if (m < rows)
+                for (int c = lane; c < D; c += 32)
+                {
+                    float o = 0.f;
+#pragma unroll
+                    for (int rho = 0; rho < MAX_RANK; rho++)
+                        if (rho < r) o += pa[m][rho] * __half2float(Bb[c * r + rho]);
+                    atomicAdd(&sums[m * D + c], o);
+                }
+        }
+    };
+    for (int ch = first; ch < last; ch++)
+    {
+        const long long block = st.groupBlock[ch];
+        if (block != current)
+        {
+            if (current >= 0) flush();
+            current = block;
+#pragma unroll
+            for (int m = 0; m < M; m++)
+#pragma unroll
+                for (int rho = 0; rho < MAX_RANK; rho++) pa[m][rho] = 0.f;
+        }
+        for (int tt = lane; tt < st.gv; tt += 32)
+        {
+            const long long t = (long long)ch * st.gv + tt;
+            float a[MAX_RANK];
+            if ((r & 1) == 0)
+#pragma unroll
+                for (int rho = 0; rho < MAX_RANK; rho += 2)
+                {
+                    const float2 two = rho < r ? __half22float2(*(const __half2*)(Ah + t * r + rho)) : make_float2(0.f, 0.f);
+                    a[rho] = two.x; a[rho + 1] = two.y;                      // pairs: one 4-byte load (r even)
+                }
+            else
+#pragma unroll
+                for (int rho = 0; rho < MAX_RANK; rho++) a[rho] = rho < r ? __half2float(Ah[t * r + rho]) : 0.f;
+#pragma unroll
+            for (int m = 0; m < M; m++)
+            {
+                const float pt = m < rows ? ph[m * ld + t] : 0.f;
+#pragma unroll
+                for (int rho = 0; rho < MAX_RANK; rho++) pa[m][rho] += pt * a[rho];
+            }
+        }
+    }
+    if (current >= 0) flush();
+}
+
+// The end of a layer's decode attention: grid (BH), block of warps. The low-rank part of p·V of up to two stores
+// (low_rank_runs) plus the sum over slots of the partial sums [BH, slots, rows, D], written as the output [BH, rows, D] in
+// the queries' dtype (outType as qType). p [BH, rows, ld] float.
+template <int M>
+__device__ void finish(const float* __restrict__ partial, int slots, int rows, int D, void* __restrict__ out, int outType,
+                       const float* __restrict__ p, long long ld, const LowRankStore s0, const LowRankStore s1, int storeCount)
+{
+    extern __shared__ float sums[];                                  // [M, D] low-rank sums
+    const int tid = threadIdx.x, bh = blockIdx.x;
+    for (int i = tid; i < M * D; i += blockDim.x) sums[i] = 0.f;
+    __syncthreads();
+    if (storeCount > 0) low_rank_runs<M>(s0, p, ld, rows, D, sums);
+    if (storeCount > 1) low_rank_runs<M>(s1, p, ld, rows, D, sums);
+    __syncthreads();
+    for (int i = tid; i < rows * D && i < M * D; i += blockDim.x)
+    {
+        const float* src = partial + (long long)bh * slots * rows * D + i;
+        float o = sums[i];
+        for (int s = 0; s < slots; s++) o += src[(long long)s * rows * D];
+        store_out(out, outType, (long long)bh * rows * D + i, o);
+    }
+}
+
+#define GEAR_FINISH(M)                                                                                                         \
+    extern "C" __global__ void __launch_bounds__(M <= 2 ? 1024 : 256) gear_finish_m##M(const float* partial, int slots,       \
+        int rows, int D, void* out, int outType,                                                                               \
+        const float* p, long long ld, LowRankStore s0, LowRankStore s1, int storeCount)                                        \
+    {                                                                                                                          \
+        finish<M>(partial, slots, rows, D, out, outType, p, ld, s0, s1, storeCount);                                           \
+    }
+GEAR_FINISH(1) GEAR_FINISH(2) GEAR_FINISH(4) GEAR_FINISH(8)
