@@ -1,12 +1,14 @@
 using System.Security.Cryptography;
 using System.Text;
 using Gear.AI.Compression.Cuda;
+using TorchSharp;
 
 namespace Gear.AI.Compression.Tests;
 
 /// <summary>
 /// The CUDA kernels run only on the GPU machine (gpu-selftest checks them against the tensor path there);
-/// here CI checks that the shipped PTX is the build of the shipped source and declares every kernel C# launches.
+/// here CI checks that the shipped PTX is the build of the shipped source and declares every kernel C# launches,
+/// and the host-side launch logic and tables the kernels read.
 /// </summary>
 public class CudaKernelResourceTests
 {
@@ -62,6 +64,32 @@ public class CudaKernelResourceTests
         Assert.Equal(new CudaKernels.ValueSplit(spans, perWarp, warps), split);
         Assert.True(split.Spans * split.Warps * split.ChunksPerWarp >= chunks);                  // every chunk has a warp
         Assert.True((split.Spans * split.Warps - 1) * split.ChunksPerWarp < chunks);             // and every warp a chunk
+    }
+
+    [Fact]
+    public void ValueLayout_WithOutliers_CapsTheWarpsPerBlock()
+    {
+        // Stores with outliers keep per-lane correction slots in shared memory (8 KiB a warp): at most 4 warps a block.
+        var split = CudaKernels.ValueLayout(64, 2272, maxWarps: 4);
+        Assert.Equal(new CudaKernels.ValueSplit(2, 8, 4), split);
+    }
+
+    [Fact]
+    public void KeyOutlierGroupTable_GivesEachGroupItsBlocksSlots()
+    {
+        // Two key blocks of 256 and 64 tokens: k = 3 and 1 outliers per side per channel, slots [0, 6) and [6, 8).
+        var options = new GearOptions { Kind = CacheKind.Gear, Bits = 2 };
+        using var store = new Caching.CompressedStore(QuantAxis.PerChannel, 2, 64, 64);
+        using var first = torch.randn(1, 2, 256, 64);
+        using var second = torch.randn(1, 2, 64, 64);
+        store.Append(GearCompressor.Compress(first, QuantAxis.PerChannel, options));
+        store.Append(GearCompressor.Compress(second, QuantAxis.PerChannel, options));
+        using var table = store.OutlierGroups!.cpu();
+        Assert.Equal([5L, 4L], table.shape);
+        var rows = table.data<int>().ToArray();
+        for (int g = 0; g < 4; g++)
+            Assert.Equal([0, 6, 0, 256], rows[(g * 4)..(g * 4 + 4)]);
+        Assert.Equal([6, 2, 256, 64], rows[16..20]);
     }
 
     private static string RepoRoot()

@@ -191,8 +191,9 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
     /// Attention for a few query rows on CUDA in a handful of calls (at batch 1 the step is bound by host calls):
     /// scores of each store from its packed keys (one kernel, outliers included) and of the buffer (one kernel),
     /// reading the queries in their own dtype; a softmax kernel in place; then per-span sums of each store's packed
-    /// values and of the buffer (one kernel each) and one kernel that adds them up into the output's dtype. Two
-    /// allocations (one float32 scratch for scores and partial sums, and the output), no other tensor operation.
+    /// values (outliers included) and of the buffer (one kernel each), and one kernel that adds the values' low rank
+    /// of every store to them and writes the sum in the output's dtype. Two allocations (one float32 scratch for scores
+    /// and partial sums, and the output), no other tensor operation.
     /// </summary>
     private Tensor AttendCuda(Tensor queries, long[] size, ScalarType dtype, Cuda.CudaKernels.Module module)
     {

@@ -58,6 +58,9 @@ internal sealed partial class CompressedStore : IDisposable
     /// <summary>Blocks held.</summary>
     public int BlockCount => _blockLengths.Count;
 
+    /// <summary>Keys with outliers: the per-group table the CUDA kernel reads, [T/g, 4] int32 (block's first slot, slot count, first token, length).</summary>
+    internal Tensor? OutlierGroups => _outlierGroups;
+
     public long CodeBytes => Bytes.Of(_codes);
     public long ScaleZeroBytes => Bytes.Of(_scale) + Bytes.Of(_zero);
     public long OutlierBytes => Bytes.Of(_outlierValues) + Bytes.Of(_outlierIndex) + Bytes.Of(_outlierOffset) + Bytes.Of(_outlierGroups);
