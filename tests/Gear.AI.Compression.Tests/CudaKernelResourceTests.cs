@@ -75,6 +75,16 @@ public class CudaKernelResourceTests
     }
 
     [Fact]
+    public void LowRankStore_MatchesTheKernelsStructLayout()
+    {
+        // gear_finish takes struct LowRankStore { const __half* A, B; const long long* groupBlock; int r, nblk, T, gv;
+        // long long offset; } by value: 3 pointers, 4 ints, then the 8-byte offset at byte 40, 48 bytes in all.
+        Assert.Equal(48, System.Runtime.InteropServices.Marshal.SizeOf<CudaKernels.LowRankStore>());
+        Assert.Equal(40, (int)System.Runtime.InteropServices.Marshal.OffsetOf<CudaKernels.LowRankStore>(nameof(CudaKernels.LowRankStore.Offset)));
+        Assert.Equal(24, (int)System.Runtime.InteropServices.Marshal.OffsetOf<CudaKernels.LowRankStore>(nameof(CudaKernels.LowRankStore.Rank)));
+    }
+
+    [Fact]
     public void KeyOutlierGroupTable_GivesEachGroupItsBlocksSlots()
     {
         // Two key blocks of 256 and 64 tokens: k = 3 and 1 outliers per side per channel, slots [0, 6) and [6, 8).
