@@ -231,6 +231,7 @@ __device__ void key_scores(const void* __restrict__ q, int qType, float qScale, 
 #pragma unroll
         for (int m = 0; m < M; m++) acc[m] += a * qb[(gi * M + m) * r + rho];
     }
+    const int dShift = __ffs(D) - 1;                                     // log2 D (the host checks D is a power of two)
     // Outliers. A block with few slots per channel (up to 16: blocks up to ~800 tokens at 2%): every (channel, slot)
     // is a task of its own, with no dependent loads before it.
     for (int b = 0; b < spanBlocks; b++)
@@ -240,8 +241,9 @@ __device__ void key_scores(const void* __restrict__ q, int qType, float qScale, 
         const long long bs = blockToken[b];
         for (int task = tid; task < D * count; task += blockDim.x)
         {
-            const int c = task / count;
-            const long long e = ((long long)bh * D + c) * S + blockSlot[b] + task % count;
+            // Channel-minor (D is a power of two): a shift and a mask where task / count and task % count were divisions.
+            const int c = task & (D - 1);
+            const long long e = ((long long)bh * D + c) * S + blockSlot[b] + (task >> dShift);
             const long long tt = index_at(oIndex, indexBytes, e);
             const int at = (int)(bs + tt - t0);
             if (at < 0 || at >= span) continue;
@@ -256,7 +258,7 @@ __device__ void key_scores(const void* __restrict__ q, int qType, float qScale, 
     // Longer lists: one (block, channel) list per thread, from the first index inside the span on.
     for (int task = tid; task < spanBlocks * D; task += blockDim.x)
     {
-        const int b = task / D, c = task % D, count = blockSlots[b];
+        const int b = task >> dShift, c = task & (D - 1), count = blockSlots[b];
         if (count <= 16) continue;
         const long long bs = blockToken[b], base = ((long long)bh * D + c) * S + blockSlot[b];
         const long long lo = t0 - bs, hi = t0 + span - bs;
