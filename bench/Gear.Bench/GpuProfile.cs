@@ -98,8 +98,8 @@ internal static class GpuProfile
 
                 Phases("", 10, () => { }, () => layer.Attend(q).Dispose());
 
-                // Compressions of a full buffer (n_b tokens for the whole batch), as decode makes them: the first (cold:
-                // a new store for the decode rank, first calls) and the median of the next five.
+                // Compressions of a full buffer (n_b tokens for the whole batch), as decode makes them: the first (cold: a
+                // new store for the decode rank, the process's first use of those kernels) and the median of the next five.
                 var compressed = (CompressedKvCacheLayer)layer;
                 void FillBuffer()
                 {

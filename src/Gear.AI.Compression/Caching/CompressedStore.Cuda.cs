@@ -85,12 +85,12 @@ internal sealed partial class CompressedStore
     }
 
     /// <summary>How <see cref="CudaValues"/> splits this store over <paramref name="bh"/> (batch, head) slices (see <see cref="CudaKernels.ValueLayout"/>).</summary>
-    /// <remarks>With outliers a block has at most 4 warps: each lane keeps private correction slots in shared memory (8 KiB a warp).</remarks>
+    /// <remarks>With outliers a block has at most 4 warps: each lane keeps private correction slots in shared memory (up to 8 KiB a warp).</remarks>
     public CudaKernels.ValueSplit CudaValueLayout(int bh) =>
         CudaKernels.ValueLayout(checked((int)(Length / _groupSize)), bh, _outlierValues is null ? 8 : 4);
 
     /// <summary>
-    /// p·V̂ (dequantized values, outliers, low rank) for the probabilities in columns [offset, offset + T) of
+    /// p·V̂ (dequantized values and outliers; the low rank is added by <see cref="CudaKernels.Finish"/>) for the probabilities in columns [offset, offset + T) of
     /// <paramref name="pp"/>, one row of sums per span written to slots [slotBase, slotBase + spans) of
     /// <paramref name="out_"/> (see <see cref="CudaValueLayout"/>; the caller sums over slots).
     /// </summary>
