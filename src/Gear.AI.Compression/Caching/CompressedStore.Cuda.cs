@@ -1,3 +1,4 @@
+using System.Numerics;
 using Gear.AI.Compression.Cuda;
 
 namespace Gear.AI.Compression.Caching;
@@ -11,14 +12,14 @@ internal sealed partial class CompressedStore
 {
     /// <summary>
     /// Whether the CUDA kernels can read this store: 1-, 2-, 4- or 8-bit codes, head size a power of two from 8 to 256,
-    /// key groups of whole warps of tokens (at most 256), value groups the value kernel can split for every row count,
+    /// key groups of 32, 64, 128 or 256 tokens (whole warps, a power of two), value groups the value kernel can split for every row count,
     /// rank ≤ 8.
     /// </summary>
     public bool SupportsCudaKernel =>
         _bits is 1 or 2 or 4 or 8 && _headDim is >= 8 and <= 256 && long.IsPow2(_headDim)
         && (_axis == QuantAxis.PerToken
             ? CudaKernels.PieceWidth(CudaKernels.MaxRows, _bits, (int)_headDim, _groupSize) > 0
-            : _groupSize % 32 == 0 && _groupSize <= 256)
+            : _groupSize is 32 or 64 or 128 or 256)
         && View.Rank <= CudaKernels.MaxRank;
 
     /// <summary>Largest dynamic shared memory a launch asks for without opting in (48 KiB).</summary>
@@ -37,7 +38,8 @@ internal sealed partial class CompressedStore
     public unsafe void CudaKeyScores(CudaKernels.Module module, in CudaKernels.Queries q, IntPtr sp, int bh, long ld, long offset)
     {
         var view = View;
-        int d = (int)_headDim, length = checked((int)Length), g = _groupSize, bits = _bits, r = view.Rank, blocks = BlockCount;
+        int d = (int)_headDim, length = checked((int)Length), g = _groupSize, gShift = BitOperations.Log2((uint)g), bits = _bits;
+        int r = view.Rank, blocks = BlockCount;
         int rows = q.Rows, bucket = CudaKernels.Module.Bucket(rows), qType = q.Type, slots = view.Slots, indexBytes = view.IndexBytes;
         float qScale = q.Scale;
         int groups = length / g;
@@ -49,7 +51,7 @@ internal sealed partial class CompressedStore
         args[0] = &qp; args[1] = &qType; args[2] = &qScale; args[3] = &rows; args[4] = &codes; args[5] = &scale; args[6] = &zero;
         args[7] = &a; args[8] = &b; args[9] = &groupBlock; args[10] = &r; args[11] = &blocks; args[12] = &values; args[13] = &index;
         args[14] = &indexBytes; args[15] = &outlierGroups; args[16] = &slots; args[17] = &sp; args[18] = &length; args[19] = &d;
-        args[20] = &g; args[21] = &ld; args[22] = &offset;
+        args[20] = &gShift; args[21] = &ld; args[22] = &offset;
         CudaDriver.Launch(module.Pick(module.KeyScores, rows, bits), ((uint)((groups + per - 1) / per), (uint)bh), (uint)(per * g), shared, args);
         CudaKernels.PhaseMarker?.Invoke("key_scores");
     }

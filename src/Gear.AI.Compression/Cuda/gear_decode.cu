@@ -71,6 +71,13 @@ __device__ __forceinline__ float code_unscale(int i)
     return __uint_as_float((unsigned)(127 - BITS * (i % (16 / BITS))) << 23);
 }
 
+// The inverse of code_unscale: turns a plain code into the scaled one that q·scale / 2^(code place) expects.
+template <int BITS>
+__device__ __forceinline__ float code_rescale(unsigned i)
+{
+    return __uint_as_float((127u + BITS * (i % (16 / BITS))) << 23);
+}
+
 // Element i of an outlier index array of 1, 2 or 4 bytes per entry.
 __device__ __forceinline__ long long index_at(const void* index, int bytes, long long i)
 {
@@ -80,29 +87,31 @@ __device__ __forceinline__ long long index_at(const void* index, int bytes, long
 #define MAX_SPAN_BLOCKS 16
 
 // Key scores of a span of `per` g-token groups: grid (ceil(T/g / per), BH), block per·g threads (one token each; g a
-// multiple of 32). codes [BH, T, rowBytes]; scale, zero [BH, T/g, D] half; A [BH, T, r] half, B [BH, nblk, D, r] half,
-// groupBlock [T/g] int64 (r = 0: no low rank); outlier values [BH, D, S] half and index [BH, D, S] (indexBytes each):
-// per channel, each block's slots hold token indices within the block in ascending order; groupSlots [T/g] gives for
-// each group its block's first slot, slot count, first token and length (S = 0: no outliers). scores [BH, rows, ld]
-// float, written at columns [offset, offset + T). Per group the block first forms q·scale, q·zero and q·B (the group's
-// threads splitting the channels), then each thread reads its token's codes with 16-byte loads; then the corrections
-// of the outliers inside the span (each channel's list entered where a uniform spread puts the span) gather in shared
-// memory before the scores are written.
+// power of two from 32 to 256, passed as gShift = log2 g). codes [BH, T, rowBytes]; scale, zero [BH, T/g, D] half;
+// A [BH, T, r] half, B [BH, nblk, D, r] half, groupBlock [T/g] int64 (r = 0: no low rank); outlier values [BH, D, S] half
+// and index [BH, D, S] (indexBytes each): per channel, each block's slots hold token indices within the block in
+// ascending order; groupSlots [T/g] gives for each group its block's first slot, slot count, first token and length
+// (S = 0: no outliers). scores [BH, rows, ld] float, written at columns [offset, offset + T). First the span's
+// per-group terms — q·scale and the zeros one (group, channel) per thread, q·zero and q·B one warp per group — with a
+// single barrier; then each thread reads its token's codes with 16-byte loads; then the corrections of the outliers
+// inside the span (each channel's list entered where a uniform spread puts the span) gather in shared memory before
+// the scores are written.
 template <int M, int BITS>
 __device__ void key_scores(const void* __restrict__ q, int qType, float qScale, int rows, const uint8_t* __restrict__ codes,
                            const __half* __restrict__ scale, const __half* __restrict__ zero,
                            const __half* __restrict__ A, const __half* __restrict__ B, const long long* __restrict__ groupBlock,
                            int r, int nblk, const __half* __restrict__ oValues, const void* __restrict__ oIndex, int indexBytes,
                            const int4* __restrict__ groupSlots, int S,
-                           float* __restrict__ scores, int T, int D, int g, long long ld, long long offset)
+                           float* __restrict__ scores, int T, int D, int gShift, long long ld, long long offset)
 {
     constexpr int PER_WORD = 32 / BITS;
     extern __shared__ float sh[];
     __shared__ int spanBlocks, blockSlot[MAX_SPAN_BLOCKS], blockSlots[MAX_SPAN_BLOCKS];
     __shared__ long long blockToken[MAX_SPAN_BLOCKS], blockLength[MAX_SPAN_BLOCKS];
-    const int tid = threadIdx.x, lane = tid & 31, bh = blockIdx.y, per = blockDim.x / g, groups = T / g;
-    const int gi = tid / g, j = tid % g, grp = blockIdx.x * per + gi;
-    const long long t0 = (long long)blockIdx.x * per * g;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, warps = blockDim.x >> 5, bh = blockIdx.y;
+    const int g = 1 << gShift, per = blockDim.x >> gShift, groups = T >> gShift, dShift = __ffs(D) - 1;   // D a power of two
+    const int gi = tid >> gShift, g0 = blockIdx.x * per, grp = g0 + gi, ng = min(per, groups - g0);
+    const long long t0 = (long long)g0 << gShift;
     const int span = (int)min((long long)per * g, T - t0);
     float* qsh = sh;                         // [M, D]      queries (times qScale; rows ≥ `rows` are zero)
     float* qs = qsh + M * D;                 // [per, M, D] q·scale / 2^(code place) of each group
@@ -112,13 +121,12 @@ __device__ void key_scores(const void* __restrict__ q, int qType, float qScale, 
     float* corr = zs + per * D;              // [M, per·g]  outlier corrections of the span's scores
     const long long qh = (long long)bh * rows * D;
     for (int i = tid; i < M * D; i += blockDim.x) qsh[i] = i < rows * D ? load_q(q, qType, qh + i, qScale) : 0.f;
-    for (int i = tid; i < per * M * (1 + r); i += blockDim.x) zq[i] = 0.f;
-    for (int i = tid; i < M * per * g; i += blockDim.x) corr[i] = 0.f;
+    if (S > 0)
+        for (int i = tid; i < M * per * g; i += blockDim.x) corr[i] = 0.f;
     if (tid < 32)
     {
         // The blocks overlapping the span, from one read of the per-group table (lane l: group g0 + l): a block starts
         // at the span's first group and wherever a group's block differs from the previous group's.
-        const int g0 = blockIdx.x * per, ng = min(per, groups - g0);
         int4 info = make_int4(-1, 0, 0, 0);                              // first slot, slots, first token, length
         if (S > 0 && lane < ng) info = groupSlots[g0 + lane];
         const int previous = __shfl_up_sync(0xffffffffu, info.x, 1);
@@ -131,53 +139,71 @@ __device__ void key_scores(const void* __restrict__ q, int qType, float qScale, 
         }
         if (tid == 0) spanBlocks = __popc(mask);
     }
-    __syncthreads();
-    if (grp < groups)
+    // q·scale and the zero points: one (group, channel) per thread, consecutive threads on consecutive channels.
+    const long long firstGroup = (long long)bh * groups + g0;
+    for (int i = tid; i < ng * D; i += blockDim.x)
     {
-        const __half* sc = scale + ((long long)bh * groups + grp) * D;
-        const __half* ze = zero + ((long long)bh * groups + grp) * D;
-        const __half* Bb = r > 0 ? B + ((long long)bh * nblk + groupBlock[grp]) * D * r : nullptr;
-        float zp[M], bp[M][MAX_RANK];
+        const int gj = i >> dShift, d = i & (D - 1);
+        const float s = __half2float(scale[firstGroup * D + i]) * code_unscale<BITS>(d % PER_WORD);
+        zs[i] = __half2float(zero[firstGroup * D + i]);
 #pragma unroll
-        for (int m = 0; m < M; m++)
+        for (int m = 0; m < M; m++) qs[(gj * M + m) * D + d] = m < rows ? load_q(q, qType, qh + m * D + d, qScale) * s : 0.f;
+    }
+    // q·zero of each group, one warp per group (lanes over channels, then a warp sum).
+    for (int gj = warp; gj < ng; gj += warps)
+    {
+        const __half* ze = zero + (firstGroup + gj) * D;
+        float zp[M];
+#pragma unroll
+        for (int m = 0; m < M; m++) zp[m] = 0.f;
+        for (int d = lane; d < D; d += 32)
         {
-            zp[m] = 0.f;
-#pragma unroll
-            for (int rho = 0; rho < MAX_RANK; rho++) bp[m][rho] = 0.f;
-        }
-        for (int d = j; d < D; d += g)
-        {
-            const float s = __half2float(sc[d]) * code_unscale<BITS>(d % PER_WORD), z = __half2float(ze[d]);
-            zs[gi * D + d] = z;
-            float bd[MAX_RANK];
-#pragma unroll
-            for (int rho = 0; rho < MAX_RANK; rho++) bd[rho] = rho < r ? __half2float(Bb[d * r + rho]) : 0.f;
+            const float z = __half2float(ze[d]);
 #pragma unroll
             for (int m = 0; m < M; m++)
-            {
-                const float x = qsh[m * D + d];
-                qs[(gi * M + m) * D + d] = x * s;
-                zp[m] += x * z;
-#pragma unroll
-                for (int rho = 0; rho < MAX_RANK; rho++) bp[m][rho] += x * bd[rho];
-            }
+                if (m < rows) zp[m] += load_q(q, qType, qh + m * D + d, qScale) * z;
         }
-        // The group's threads are whole warps: a warp sum each, then one shared atomic per warp.
 #pragma unroll
         for (int m = 0; m < M; m++)
         {
-            if (m >= rows) break;
-            const float zsum = warp_sum(zp[m]);
-            if (lane == 0) atomicAdd(&zq[gi * M + m], zsum);
-#pragma unroll
-            for (int rho = 0; rho < MAX_RANK; rho++)
-            {
-                if (rho >= r) break;
-                const float bsum = warp_sum(bp[m][rho]);
-                if (lane == 0) atomicAdd(&qb[(gi * M + m) * r + rho], bsum);
-            }
+            const float sum = m < rows ? warp_sum(zp[m]) : 0.f;
+            if (lane == 0) zq[gj * M + m] = sum;
         }
     }
+    // q·B of each group's low-rank block, one warp per group from the last warp down (the first warps sum q·zero).
+    if (r > 0)
+        for (int gj = warps - 1 - warp; gj < ng; gj += warps)
+        {
+            const __half* Bb = B + ((long long)bh * nblk + groupBlock[g0 + gj]) * D * r;
+            float bp[M][MAX_RANK];
+#pragma unroll
+            for (int m = 0; m < M; m++)
+#pragma unroll
+                for (int rho = 0; rho < MAX_RANK; rho++) bp[m][rho] = 0.f;
+            for (int d = lane; d < D; d += 32)
+            {
+                float bd[MAX_RANK];
+#pragma unroll
+                for (int rho = 0; rho < MAX_RANK; rho++) bd[rho] = rho < r ? __half2float(Bb[d * r + rho]) : 0.f;
+#pragma unroll
+                for (int m = 0; m < M; m++)
+                {
+                    if (m >= rows) break;
+                    const float x = load_q(q, qType, qh + m * D + d, qScale);
+#pragma unroll
+                    for (int rho = 0; rho < MAX_RANK; rho++) bp[m][rho] += x * bd[rho];
+                }
+            }
+#pragma unroll
+            for (int m = 0; m < M; m++)
+#pragma unroll
+                for (int rho = 0; rho < MAX_RANK; rho++)
+                {
+                    if (rho >= r) break;
+                    const float sum = m < rows ? warp_sum(bp[m][rho]) : 0.f;
+                    if (lane == 0) qb[(gj * M + m) * r + rho] = sum;
+                }
+        }
     __syncthreads();
     const int rowBytes = D / 8 * BITS;
     const long long t = t0 + tid;
@@ -231,25 +257,26 @@ __device__ void key_scores(const void* __restrict__ q, int qType, float qScale, 
 #pragma unroll
         for (int m = 0; m < M; m++) acc[m] += a * qb[(gi * M + m) * r + rho];
     }
-    const int dShift = __ffs(D) - 1;                                     // log2 D (the host checks D is a power of two)
     // Outliers. A block with few slots per channel (up to 16: blocks up to ~800 tokens at 2%): every (channel, slot)
     // is a task of its own, with no dependent loads before it.
     for (int b = 0; b < spanBlocks; b++)
     {
         const int count = blockSlots[b];
         if (count > 16) continue;
-        const long long bs = blockToken[b];
+        // The block's entries from one base (32-bit offsets inside it): slot k of channel c at c·S + k, token tt's
+        // codes at tt·rowBytes, its place in the span at tt − shift.
+        const long long first = (long long)bh * D * S + blockSlot[b];
+        const uint8_t* blockCodes = codes + ((long long)bh * T + blockToken[b]) * rowBytes;
+        const int shift = (int)(t0 - blockToken[b]);
         for (int task = tid; task < D * count; task += blockDim.x)
         {
             // Channel-minor (D is a power of two): a shift and a mask where task / count and task % count were divisions.
-            const int c = task & (D - 1);
-            const long long e = ((long long)bh * D + c) * S + blockSlot[b] + (task >> dShift);
-            const long long tt = index_at(oIndex, indexBytes, e);
-            const int at = (int)(bs + tt - t0);
+            const int c = task & (D - 1), e = c * S + (task >> dShift);
+            const int tt = (int)index_at(oIndex, indexBytes, first + e), at = tt - shift;
             if (at < 0 || at >= span) continue;
-            const int gj = at / g;
-            const float code = code_at(codes + ((long long)bh * T + bs + tt) * rowBytes, c, BITS) / code_unscale<BITS>(c % PER_WORD);
-            const float v = __half2float(oValues[e]) - zs[gj * D + c];
+            const int gj = at >> gShift;
+            const float code = code_at(blockCodes + tt * rowBytes, c, BITS) * code_rescale<BITS>(c);
+            const float v = __half2float(oValues[first + e]) - zs[gj * D + c];
 #pragma unroll
             for (int m = 0; m < M; m++)
                 if (m < rows) atomicAdd(&corr[m * per * g + at], qsh[m * D + c] * v - qs[(gj * M + m) * D + c] * code);
@@ -273,8 +300,8 @@ __device__ void key_scores(const void* __restrict__ q, int qType, float qScale, 
             if (tt >= hi) break;
             // q·(value − x̂) with x̂ = code·scale + zero: q·scale and the zero are the group's, already in shared memory,
             // and the code's row was just read by its token's thread (an L1 hit).
-            const int at = (int)(bs + tt - t0), gj = at / g;
-            const float code = code_at(codes + ((long long)bh * T + bs + tt) * rowBytes, c, BITS) / code_unscale<BITS>(c % PER_WORD);
+            const int at = (int)(bs + tt - t0), gj = at >> gShift;
+            const float code = code_at(codes + ((long long)bh * T + bs + tt) * rowBytes, c, BITS) * code_rescale<BITS>(c);
             const float v = __half2float(oValues[base + k]) - zs[gj * D + c];
 #pragma unroll
             for (int m = 0; m < M; m++)
@@ -285,7 +312,7 @@ __device__ void key_scores(const void* __restrict__ q, int qType, float qScale, 
     if (grp >= groups) return;
 #pragma unroll
     for (int m = 0; m < M; m++)
-        if (m < rows) scores[((long long)bh * rows + m) * ld + offset + t] = acc[m] + zq[gi * M + m] + corr[m * per * g + tid];
+        if (m < rows) scores[((long long)bh * rows + m) * ld + offset + t] = acc[m] + zq[gi * M + m] + (S > 0 ? corr[m * per * g + tid] : 0.f);
 }
 
 // N bytes of packed codes (N = 1, 2, 4, 8 or 16, aligned to N) as 32-bit words.
@@ -468,10 +495,10 @@ __device__ void value_pieces(const float* __restrict__ p, int rows, const uint8_
     extern "C" __global__ void gear_key_scores_m##M##_b##BITS(const void* q, int qType, float qScale, int rows,               \
         const uint8_t* codes, const __half* scale, const __half* zero, const __half* A, const __half* B,                      \
         const long long* groupBlock, int r, int nblk, const __half* oValues, const void* oIndex, int indexBytes,               \
-        const int4* groupSlots, int S, float* scores, int T, int D, int g, long long ld, long long offset)                      \
+        const int4* groupSlots, int S, float* scores, int T, int D, int gShift, long long ld, long long offset)                 \
     {                                                                                                                          \
         key_scores<M, BITS>(q, qType, qScale, rows, codes, scale, zero, A, B, groupBlock, r, nblk, oValues, oIndex,            \
-                            indexBytes, groupSlots, S, scores, T, D, g, ld, offset);                                           \
+                            indexBytes, groupSlots, S, scores, T, D, gShift, ld, offset);                                           \
     }
 
 #define GEAR_VALUES(M, BITS, CPT)                                                                                              \
