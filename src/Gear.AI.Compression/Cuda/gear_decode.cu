@@ -361,6 +361,44 @@ __device__ __forceinline__ unsigned pick_word(const unsigned* w, int i)
     else return (i & 2) ? ((i & 1) ? w[3] : w[2]) : ((i & 1) ? w[1] : w[0]);
 }
 
+// One round of value_pieces' loads for one lane: its piece of a token's codes, the token's scale and zero (raw half),
+// probabilities, and the first two outliers of its group (uint8 channels packed in `index`, half values).
+template <int M, int WORDS>
+struct ValueRound
+{
+    unsigned w[WORDS];
+    __half s, z;
+    float pm[M];
+    unsigned index;
+    __half2 values;
+};
+
+template <int M, int PIECE>
+__device__ __forceinline__ void load_round(ValueRound<M, (PIECE + 3) / 4>& x, long long t, int bh, int T, int G, int grp, int piece,
+                                           int rowBytes, const uint8_t* __restrict__ codes, const __half* __restrict__ scale,
+                                           const __half* __restrict__ zero, const float* __restrict__ ph, long long ld, int rows,
+                                           const uint8_t* __restrict__ index, const __half* __restrict__ values, int S)
+{
+    const long long sz = ((long long)bh * T + t) * G + grp;
+    load_piece<PIECE>(codes + ((long long)bh * T + t) * rowBytes + piece * PIECE, x.w);
+    x.s = scale[sz];
+    x.z = zero[sz];
+#pragma unroll
+    for (int m = 0; m < M; m++) x.pm[m] = m < rows ? ph[m * ld + t] : 0.f;
+    if (S <= 0) return;
+    if ((S & 1) == 0)
+    {
+        // S even (an outlier count per side, two sides): the pair is 2- and 4-byte aligned.
+        x.index = *(const unsigned short*)(index + sz * S);
+        x.values = *(const __half2*)(values + sz * S);
+    }
+    else
+    {
+        x.index = index[sz * S] | (S > 1 ? (unsigned)index[sz * S + 1] << 8 : 0u);
+        x.values = __halves2half2(values[sz * S], S > 1 ? values[sz * S + 1] : __float2half(0.f));
+    }
+}
+
 // p·V̂ over spans of value chunks (gv tokens each): grid (spans, BH), block of warps; warp w of span s takes chunks
 // [(s·warps + w)·chunksPerWarp, +chunksPerWarp). A lane owns CPT consecutive channels (one piece of CPT·BITS/8 bytes,
 // inside one value group) of every (32·CPT/D)-th token: it loads the piece, the token's probability and its group's
@@ -400,64 +438,59 @@ __device__ void value_pieces(const float* __restrict__ p, int rows, const uint8_
     }
     const int first = (blockIdx.x * warps + warp) * chunksPerWarp, last = min(first + chunksPerWarp, chunks);
     const unsigned magic = magic_2p23();
-    // The warp's chunks are consecutive: one run of tokens, tpw of them per round.
-#pragma unroll 2
-    for (long long t = (long long)first * gv + sub; t < (long long)last * gv; t += tpw)
+    // The warp's chunks are consecutive: one run of tokens, tpw of them per round. Each round's loads (codes, scale,
+    // zero, probabilities, the first two outliers) are issued a round ahead: at the occupancy this loop's registers
+    // allow, waiting on them was most of its time.
+    const long long end = (long long)last * gv;
+    long long t = (long long)first * gv + sub;
+    ValueRound<M, (PIECE + 3) / 4> cur, next;
+    if (t < end) load_round<M, PIECE>(cur, t, bh, T, G, grp, piece, rowBytes, codes, scale, zero, ph, ld, rows, index, values, S);
+    for (; t < end; t += tpw)
     {
+        if (t + tpw < end)
+            load_round<M, PIECE>(next, t + tpw, bh, T, G, grp, piece, rowBytes, codes, scale, zero, ph, ld, rows, index, values, S);
+        const float s = __half2float(cur.s), z = __half2float(cur.z);
+        float ps[M];
+#pragma unroll
+        for (int m = 0; m < M; m++)
         {
+            zacc[m] += cur.pm[m] * z;
+            ps[m] = cur.pm[m] * s;
+        }
+#pragma unroll
+        for (int j = 0; j < CPT; j++)
+        {
+            const float c = scaled_code<BITS>(cur.w[j / WORD_CODES], j % WORD_CODES, magic);
+#pragma unroll
+            for (int m = 0; m < M; m++) acc[m][j] += ps[m] * c;
+        }
+        if (S > 0)
+        {
+            // Outliers of the token's group (S = 2 at the default 2% of 64 features): the first two came with the round.
+#pragma unroll
+            for (int e = 0; e < 2; e++)
+            {
+                const int k = e < S ? grp * gv + (int)((cur.index >> (8 * e)) & 0xFFu) - c0 : -1;     // channel within the piece
+                if (k < 0 || k >= CPT) continue;
+                // The outlier's code from the piece already in registers.
+                const unsigned word = pick_word<(PIECE + 3) / 4>(cur.w, k / WORD_CODES);
+                const float code = (float)((word >> (BITS * (k % WORD_CODES))) & ((1u << BITS) - 1u));
+                const float delta = (e == 0 ? __low2float(cur.values) : __high2float(cur.values)) - (code * s + z);
+#pragma unroll
+                for (int m = 0; m < M; m++) fix[(m * CPT + k) * 32] += cur.pm[m] * delta;
+            }
             const long long sz = ((long long)bh * T + t) * G + grp;
-            const uint8_t* row = codes + ((long long)bh * T + t) * rowBytes;
-            unsigned w[(PIECE + 3) / 4];
-            load_piece<PIECE>(row + piece * PIECE, w);
-            const float s = __half2float(scale[sz]), z = __half2float(zero[sz]);
-            float pm[M], ps[M];
-#pragma unroll
-            for (int m = 0; m < M; m++)
+            for (int e = 2; e < S; e++)
             {
-                pm[m] = m < rows ? ph[m * ld + t] : 0.f;
-                zacc[m] += pm[m] * z;
-                ps[m] = pm[m] * s;
-            }
+                const int k = grp * gv + index[sz * S + e] - c0;
+                if (k < 0 || k >= CPT) continue;
+                const uint8_t* row = codes + ((long long)bh * T + t) * rowBytes;
+                const float delta = __half2float(values[sz * S + e]) - (code_at(row, c0 + k, BITS) * s + z);
 #pragma unroll
-            for (int j = 0; j < CPT; j++)
-            {
-                const float c = scaled_code<BITS>(w[j / WORD_CODES], j % WORD_CODES, magic);
-#pragma unroll
-                for (int m = 0; m < M; m++) acc[m][j] += ps[m] * c;
-            }
-            if (S > 0)
-            {
-                // Outliers of the token's group: up to four loaded up front (S = 2 at the default 2% of 64 features).
-                int ko[4];
-                float vo[4];
-#pragma unroll
-                for (int e = 0; e < 4; e++)
-                {
-                    ko[e] = e < S ? grp * gv + index[sz * S + e] - c0 : -1;            // channel within the piece
-                    vo[e] = e < S ? __half2float(values[sz * S + e]) : 0.f;
-                }
-#pragma unroll
-                for (int e = 0; e < 4; e++)
-                {
-                    const int k = ko[e];
-                    if (k < 0 || k >= CPT) continue;
-                    // The outlier's code from the piece already in registers.
-                    const unsigned word = pick_word<(PIECE + 3) / 4>(w, k / WORD_CODES);
-                    const float code = (float)((word >> (BITS * (k % WORD_CODES))) & ((1u << BITS) - 1u));
-                    const float delta = vo[e] - (code * s + z);
-#pragma unroll
-                    for (int m = 0; m < M; m++) fix[(m * CPT + k) * 32] += pm[m] * delta;
-                }
-                for (int e = 4; e < S; e++)
-                {
-                    const int k = grp * gv + index[sz * S + e] - c0;
-                    if (k < 0 || k >= CPT) continue;
-                    const float delta = __half2float(values[sz * S + e]) - (code_at(row, c0 + k, BITS) * s + z);
-#pragma unroll
-                    for (int m = 0; m < M; m++) fix[(m * CPT + k) * 32] += pm[m] * delta;
-                }
+                for (int m = 0; m < M; m++) fix[(m * CPT + k) * 32] += cur.pm[m] * delta;
             }
         }
+        cur = next;
     }
     // The lanes of one piece summed different tokens: add them up across the token bits of the lane index by
     // recursive halving (each round a lane keeps half its channels and sends the other half to its partner), so a
@@ -698,21 +731,29 @@ __device__ void low_rank_runs(const LowRankStore st, const float* __restrict__ p
                 }
         }
     };
-    for (int ch = first; ch < last; ch++)
+    // Runs of chunks in one block: the run's end found 32 chunks at a time (a ballot over the lanes), then its tokens
+    // one per lane, unrolled so several loads are in flight (this loop waits on memory, not arithmetic).
+    for (int ch = first; ch < last;)
     {
         const long long block = st.groupBlock[ch];
-        if (block != current)
+        int end = ch + 1;
+        for (;;)
         {
-            if (current >= 0) flush();
-            current = block;
-#pragma unroll
-            for (int m = 0; m < M; m++)
-#pragma unroll
-                for (int rho = 0; rho < MAX_RANK; rho++) pa[m][rho] = 0.f;
+            const int c = end + lane;
+            const unsigned differs = __ballot_sync(0xffffffffu, c < last && st.groupBlock[c] != block);
+            if (differs != 0) { end += __ffs(differs) - 1; break; }
+            end += 32;
+            if (end >= last) { end = last; break; }
         }
-        for (int tt = lane; tt < st.gv; tt += 32)
+        current = block;
+#pragma unroll
+        for (int m = 0; m < M; m++)
+#pragma unroll
+            for (int rho = 0; rho < MAX_RANK; rho++) pa[m][rho] = 0.f;
+        const long long stop = (long long)end * st.gv;
+#pragma unroll 4
+        for (long long t = (long long)ch * st.gv + lane; t < stop; t += 32)
         {
-            const long long t = (long long)ch * st.gv + tt;
             float a[MAX_RANK];
             if ((r & 1) == 0)
 #pragma unroll
@@ -732,8 +773,9 @@ __device__ void low_rank_runs(const LowRankStore st, const float* __restrict__ p
                 for (int rho = 0; rho < MAX_RANK; rho++) pa[m][rho] += pt * a[rho];
             }
         }
+        flush();
+        ch = end;
     }
-    if (current >= 0) flush();
 }
 
 // The end of a layer's decode attention: grid (BH), block of warps. The low-rank part of p·V of up to two stores
