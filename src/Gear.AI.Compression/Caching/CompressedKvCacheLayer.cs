@@ -191,8 +191,8 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
     /// Attention for a few query rows on CUDA in a handful of calls (at batch 1 the step is bound by host calls):
     /// scores of each store from its packed keys (one kernel, outliers included) and of the buffer (one kernel),
     /// reading the queries in their own dtype; a softmax kernel in place; then per-span sums of each store's packed
-    /// values (outliers included) and of the buffer (one kernel each), and one kernel that adds the values' low rank
-    /// of every store to them and writes the sum in the output's dtype. Two allocations (one float32 scratch for scores
+    /// values (outliers included, one kernel each), and one kernel that adds the values' low rank of every store and
+    /// the buffer's values to them and writes the sum in the output's dtype. Two allocations (one float32 scratch for scores
     /// and partial sums, and the output), no other tensor operation.
     /// </summary>
     private Tensor AttendCuda(Tensor queries, long[] size, ScalarType dtype, Cuda.CudaKernels.Module module)
@@ -201,7 +201,7 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
         long rows = hq / hkv * tq, total = Length, compressed = CompressedLength;
         int bh = (int)(b * hkv), m = (int)rows, d = (int)_shape.HeadDim, type = Cuda.CudaKernels.TypeCode(dtype);
         var mark = Cuda.CudaKernels.PhaseMarker;
-        int slots = 1;                                                                        // the buffer's
+        int slots = 0;
         foreach (var (_, valueStore) in _stores.Values)
             slots += valueStore.CudaValueLayout(bh).Spans;
         // [B, Hq, Tq, D] contiguous is [B·Hkv, G·Tq, D]: query head j·G + i, token t is row i·Tq + t of key/value head j.
@@ -234,10 +234,9 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
                     lowRank[lowRanks++] = factors;
                 offset += valueStore.Length;
             }
-            Cuda.CudaKernels.DenseValues(module, sp, valuesAddress, capacity, (int)_buffered, op, bh, m, d, total, slots, slot, compressed);
-            mark?.Invoke("buffer_values");
             var output = empty([b, hq, tq, d], dtype, _shape.Device);                          // [B, Hq, Tq, D] = [B·Hkv, M, D]
-            Cuda.CudaKernels.Finish(module, op, slots, bh, m, d, TensorMemory.DeviceAddress(output, contiguous: true), type, sp, total, lowRank[..lowRanks]);
+            Cuda.CudaKernels.Finish(module, op, slots, bh, m, d, TensorMemory.DeviceAddress(output, contiguous: true), type, sp, total,
+                lowRank[..lowRanks], valuesAddress, capacity, (int)_buffered, compressed);
             mark?.Invoke("finish");
             return output;
         }

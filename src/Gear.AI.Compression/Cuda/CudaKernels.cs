@@ -39,7 +39,7 @@ internal static class CudaKernels
         [.. RowBuckets.SelectMany(m => CodeWidths.Select(b => $"gear_key_scores_m{m}_b{b}")),
          .. RowBuckets.Select(m => $"gear_finish_m{m}"),
          .. ValueKernels.Select(ValueKernelName),
-         "gear_orthonormalize", "gear_dense_scores", "gear_dense_values", "gear_softmax_rows"];
+         "gear_orthonormalize", "gear_dense_scores", "gear_softmax_rows"];
 
     private static string ValueKernelName((int Rows, int Bits, int Channels) k) => $"gear_values_m{k.Rows}_b{k.Bits}_c{k.Channels}";
 
@@ -90,7 +90,7 @@ internal static class CudaKernels
     /// <summary>The loaded entry points; key kernels indexed [row bucket, code width] (see <see cref="Pick"/>).</summary>
     internal sealed record Module(IntPtr[,] KeyScores, IntPtr[] Finish,
         IReadOnlyDictionary<(int Rows, int Bits, int Channels), IntPtr> Values,
-        IntPtr Orthonormalize, IntPtr DenseScores, IntPtr DenseValues, IntPtr SoftmaxRows)
+        IntPtr Orthonormalize, IntPtr DenseScores, IntPtr SoftmaxRows)
     {
         /// <summary>The kernel instantiated for the fewest rows ≥ <paramref name="rows"/> (and <paramref name="bits"/>-bit codes).</summary>
         public IntPtr Pick(IntPtr[,] kernels, int rows, int bits) => kernels[RowBucket(rows), Array.IndexOf(CodeWidths, bits)];
@@ -160,7 +160,6 @@ internal static class CudaKernels
                     ValueKernels.ToDictionary(k => k, k => CudaDriver.Function(handle, ValueKernelName(k))),
                     CudaDriver.Function(handle, "gear_orthonormalize"),
                     CudaDriver.Function(handle, "gear_dense_scores"),
-                    CudaDriver.Function(handle, "gear_dense_values"),
                     CudaDriver.Function(handle, "gear_softmax_rows"));
                 Modules[context] = module;
                 return module;
@@ -211,7 +210,8 @@ internal static class CudaKernels
     {
         void** args = stackalloc void*[2];
         args[0] = &x; args[1] = &n;
-        CudaDriver.Launch(module.SoftmaxRows, ((uint)rows, 1), n >= 4096 ? 1024u : 256u, 0, args);
+        // Rows up to 8,192 (32 per thread) or 32,768 entries are held in registers between the kernel's passes.
+        CudaDriver.Launch(module.SoftmaxRows, ((uint)rows, 1), n <= 8192 ? 256u : 1024u, 0, args);
     }
 
     /// <summary>The queries as the kernels read them: [B·H, rows, D] in their own dtype, multiplied by <see cref="Scale"/> on load.</summary>
@@ -231,30 +231,25 @@ internal static class CudaKernels
 
     /// <summary>
     /// out [B·H, M, D] (in the dtype of <paramref name="outType"/>) = Σ over slots of the partial sums [B·H, slots, M, D]
-    /// plus the low-rank part of p·V of up to two stores: one launch, the last of a layer's attention.
+    /// plus the low-rank part of p·V of up to two stores plus p·V of the float16 buffer's first <paramref name="buffered"/>
+    /// tokens (values [B·H, capacity, D] at <paramref name="bufferValues"/>, probabilities at columns
+    /// [<paramref name="bufferOffset"/>, + buffered)): one launch, the last of a layer's attention.
     /// </summary>
     public static unsafe void Finish(Module module, IntPtr partial, int slots, int bh, int m, int d, IntPtr output, int outType,
-        IntPtr probabilities, long ld, ReadOnlySpan<LowRankStore> stores)
+        IntPtr probabilities, long ld, ReadOnlySpan<LowRankStore> stores, IntPtr bufferValues, long capacity, int buffered, long bufferOffset)
     {
         if (stores.Length > MaxLowRankStores)
             throw new ArgumentOutOfRangeException(nameof(stores), stores.Length, $"At most {MaxLowRankStores} low-rank stores per launch.");
         LowRankStore s0 = stores.Length > 0 ? stores[0] : default, s1 = stores.Length > 1 ? stores[1] : default;
         int count = stores.Length;
-        void** args = stackalloc void*[11];
+        void** args = stackalloc void*[15];
         args[0] = &partial; args[1] = &slots; args[2] = &m; args[3] = &d; args[4] = &output; args[5] = &outType;
         args[6] = &probabilities; args[7] = &ld; args[8] = &s0; args[9] = &s1; args[10] = &count;
+        args[11] = &bufferValues; args[12] = &capacity; args[13] = &buffered; args[14] = &bufferOffset;
         // Few slices (batch 1) get big blocks, so the low-rank sums over long histories spread over more warps (up to 2
         // rows; the kernels for more rows hold more sums per thread and are built for blocks of 256).
         uint threads = bh < 256 && m <= 2 ? 1024u : 256u;
         CudaDriver.Launch(module.FinishFor(m), ((uint)bh, 1), threads, (uint)(sizeof(float) * Module.Bucket(m) * d), args);
-    }
-
-    /// <summary>p·V of the float16 buffer's first <paramref name="n"/> tokens into slot <paramref name="slot"/> of the partial sums at <paramref name="op"/>.</summary>
-    public static unsafe void DenseValues(Module module, IntPtr pp, IntPtr vp, long capacity, int n, IntPtr op, int bh, int m, int d, long ld, int slots, int slot, long offset)
-    {
-        void** args = stackalloc void*[11];
-        args[0] = &pp; args[1] = &vp; args[2] = &capacity; args[3] = &n; args[4] = &m; args[5] = &d; args[6] = &op; args[7] = &slots; args[8] = &slot; args[9] = &ld; args[10] = &offset;
-        CudaDriver.Launch(module.DenseValues, ((uint)bh, 1), (uint)Math.Max(32, (d + 31) / 32 * 32), 0, args);
     }
 
     /// <summary>The PTX text, NUL-terminated as cuModuleLoadData wants it.</summary>

@@ -595,10 +595,38 @@ __device__ float block_max(float value, float* scratch)
 
 // Softmax of every row of x [rows, n] (float32) in place: grid (rows), block a multiple of 32 threads (at most 1,024).
 // Entries of -inf (masked) become 0; every row has at least one finite entry (a query sees itself).
-extern "C" __global__ void gear_softmax_rows(float* __restrict__ x, long long n)
+// Rows of up to SOFTMAX_HELD · blockDim entries stay in registers between the passes: one read and one write of memory
+// (the three-pass loop below reads a row three times and writes it twice).
+#define SOFTMAX_HELD 32
+extern "C" __global__ void __launch_bounds__(1024) gear_softmax_rows(float* __restrict__ x, long long n)
 {
     __shared__ float scratch[32];
     float* row = x + (long long)blockIdx.x * n;
+    if (n <= (long long)SOFTMAX_HELD * blockDim.x)
+    {
+        float* mine = row + threadIdx.x;
+        const int stride = blockDim.x, left = (int)n - threadIdx.x;      // entries k·stride < left are this thread's
+        float v[SOFTMAX_HELD], top = -INFINITY;
+#pragma unroll
+        for (int k = 0; k < SOFTMAX_HELD; k++)
+        {
+            v[k] = k * stride < left ? mine[k * stride] : -INFINITY;
+            top = fmaxf(top, v[k]);
+        }
+        top = block_max(top, scratch);
+        float total = 0.f;
+#pragma unroll
+        for (int k = 0; k < SOFTMAX_HELD; k++)
+        {
+            v[k] = expf(v[k] - top);
+            total += v[k];
+        }
+        const float scale = 1.f / block_sum(total, scratch);
+#pragma unroll
+        for (int k = 0; k < SOFTMAX_HELD; k++)
+            if (k * stride < left) mine[k * stride] = v[k] * scale;
+        return;
+    }
     float best = -INFINITY;
     for (long long i = threadIdx.x; i < n; i += blockDim.x) best = fmaxf(best, row[i]);
     best = block_max(best, scratch);
@@ -641,8 +669,7 @@ extern "C" __global__ void gear_orthonormalize(float* y, long long n, int r)
     }
 }
 
-// The float16 buffer's part of decode attention, as two small kernels so the whole step stays a handful of calls.
-// Scores: grid (ceil(n / warps), BH), one warp per buffered token. q [BH, M, D] (qType, times qScale), keys
+// The float16 buffer's scores (its values are summed by gear_finish). Scores: grid (ceil(n / warps), BH), one warp per buffered token. q [BH, M, D] (qType, times qScale), keys
 // [BH, capacity, D] half; query row m is token m % tq of the tq newest, so it sees buffered tokens t <= n - tq + m % tq (causal).
 extern "C" __global__ void gear_dense_scores(const void* __restrict__ q, int qType, float qScale, const __half* __restrict__ keys,
     long long capacity, int n, int M, int D, int tq, float* __restrict__ scores, long long ld, long long offset)
@@ -657,21 +684,6 @@ extern "C" __global__ void gear_dense_scores(const void* __restrict__ q, int qTy
         s = warp_sum(s);
         if (lane == 0)
             scores[((long long)bh * M + m) * ld + offset + t] = t <= n - tq + m % tq ? s : -INFINITY;
-    }
-}
-
-// Values: grid (BH), block >= D threads (one channel each): partial[bh, slot, m, d] = Σ_t p[bh, m, offset + t]·V[bh, t, d].
-extern "C" __global__ void gear_dense_values(const float* __restrict__ p, const __half* __restrict__ values, long long capacity,
-    int n, int M, int D, float* __restrict__ partial, int slots, int slot, long long ld, long long offset)
-{
-    const int bh = blockIdx.x, d = threadIdx.x;
-    if (d >= D) return;
-    for (int m = 0; m < M; m++)
-    {
-        const float* pm = p + ((long long)bh * M + m) * ld + offset;
-        float o = 0.f;
-        for (int t = 0; t < n; t++) o += pm[t] * __half2float(values[((long long)bh * capacity + t) * D + d]);
-        partial[(((long long)bh * slots + slot) * M + m) * D + d] = o;
     }
 }
 
@@ -779,11 +791,13 @@ __device__ void low_rank_runs(const LowRankStore st, const float* __restrict__ p
 }
 
 // The end of a layer's decode attention: grid (BH), block of warps. The low-rank part of p·V of up to two stores
-// (low_rank_runs) plus the sum over slots of the partial sums [BH, slots, rows, D], written as the output [BH, rows, D] in
-// the queries' dtype (outType as qType). p [BH, rows, ld] float.
+// (low_rank_runs), the sum over slots of the partial sums [BH, slots, rows, D] and p·V of the float16 buffer's first n
+// tokens (values [BH, capacity, D] half, at columns [bufferOffset, bufferOffset + n) of p), written as the output
+// [BH, rows, D] in the queries' dtype (outType as qType). p [BH, rows, ld] float.
 template <int M>
 __device__ void finish(const float* __restrict__ partial, int slots, int rows, int D, void* __restrict__ out, int outType,
-                       const float* __restrict__ p, long long ld, const LowRankStore s0, const LowRankStore s1, int storeCount)
+                       const float* __restrict__ p, long long ld, const LowRankStore s0, const LowRankStore s1, int storeCount,
+                       const __half* __restrict__ bufferValues, long long capacity, int n, long long bufferOffset)
 {
     extern __shared__ float sums[];                                  // [M, D] low-rank sums
     const int tid = threadIdx.x, bh = blockIdx.x;
@@ -797,6 +811,11 @@ __device__ void finish(const float* __restrict__ partial, int slots, int rows, i
         const float* src = partial + (long long)bh * slots * rows * D + i;
         float o = sums[i];
         for (int s = 0; s < slots; s++) o += src[(long long)s * rows * D];
+        const int m = i / D, c = i - m * D;
+        const float* pm = p + ((long long)bh * rows + m) * ld + bufferOffset;
+        const __half* v = bufferValues + (long long)bh * capacity * D + c;
+#pragma unroll 4
+        for (int t = 0; t < n; t++) o += pm[t] * __half2float(v[(long long)t * D]);
         store_out(out, outType, (long long)bh * rows * D + i, o);
     }
 }
@@ -804,8 +823,9 @@ __device__ void finish(const float* __restrict__ partial, int slots, int rows, i
 #define GEAR_FINISH(M)                                                                                                         \
     extern "C" __global__ void __launch_bounds__(M <= 2 ? 1024 : 256) gear_finish_m##M(const float* partial, int slots,       \
         int rows, int D, void* out, int outType,                                                                               \
-        const float* p, long long ld, LowRankStore s0, LowRankStore s1, int storeCount)                                        \
+        const float* p, long long ld, LowRankStore s0, LowRankStore s1, int storeCount, const __half* bufferValues,            \
+        long long capacity, int n, long long bufferOffset)                                                                     \
     {                                                                                                                          \
-        finish<M>(partial, slots, rows, D, out, outType, p, ld, s0, s1, storeCount);                                           \
+        finish<M>(partial, slots, rows, D, out, outType, p, ld, s0, s1, storeCount, bufferValues, capacity, n, bufferOffset);   \
     }
 GEAR_FINISH(1) GEAR_FINISH(2) GEAR_FINISH(4) GEAR_FINISH(8)
