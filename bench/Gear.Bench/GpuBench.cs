@@ -81,6 +81,25 @@ internal static class GpuBench
             ok &= pass;
             report.Add(new GpuSelfTestRow($"orthonormalize_n{n}_r{r}", "-", 0, orthogonality, span, pass, $"max |QᵀQ − I| {orthogonality:E2}, ‖QQᵀY − Y‖/‖Y‖ {span:E2}"));
         }
+        // The quantization kernel against the tensor ops it replaces (both on the device): codes, scales and zeros equal.
+        foreach (var axis in new[] { QuantAxis.PerChannel, QuantAxis.PerToken })
+            foreach (int bits in new[] { 1, 2, 4, 8 })
+                foreach (var (n, d, g) in new[] { (128, 128, 64), (64, 64, 32), (192, 96, 32) })
+                {
+                    using var scope = NewDisposeScope();
+                    var x = (randn([2, 3, n, d], generator: new Generator(11, CPU)) * 3f).to(device);
+                    x[0, 0].zero_();                                                          // constant groups: scale 0, code 0
+                    using var fused = GroupQuantizer.Quantize(x, bits, g, axis);
+                    GroupQuantizer.UseCudaKernel = false;
+                    using var reference = GroupQuantizer.Quantize(x, bits, g, axis);
+                    GroupQuantizer.UseCudaKernel = true;
+                    long codes = fused.Codes.ne(reference.Codes).sum().item<long>();
+                    long groups = fused.Scale.ne(reference.Scale).sum().item<long>() + fused.Zero.ne(reference.Zero).sum().item<long>();
+                    bool pass = codes == 0 && groups == 0 && Gear.AI.Compression.Cuda.CudaKernels.UnavailableReason is null;
+                    ok &= pass;
+                    report.Add(new GpuSelfTestRow($"quantize_{axis}_n{n}_d{d}_g{g}", "-", bits, 0, codes + groups, pass,
+                        $"{codes} code bytes and {groups} scales/zeros differ from the tensor ops"));
+                }
         var common = CacheConfigs.Parse("kivi,gearl,gear", "2,4").Where(o => o.IsCompressed).ToArray();
         // Other code widths and 32-wide groups (narrower value pieces, more key groups per span) on a GQA shape.
         var rare = CacheConfigs.Parse("gear", "1,8").Where(o => o.IsCompressed).Append(new GearOptions { Kind = CacheKind.Gear, Bits = 2, GroupSize = 32 }).ToArray();

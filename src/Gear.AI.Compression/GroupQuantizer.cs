@@ -35,6 +35,13 @@ public static class GroupQuantizer
         var xf = x.to(ScalarType.Float32);                                    // [..., n, D]
         int g = EffectiveGroupSize(groupSize, axis, x.shape[^1]);
         Tensor codes, scale, zero;
+        if (UseCudaKernel && Cuda.CudaKernels.Quantize(xf, bits, g, axis) is { } fused)
+        {
+            // One launch on CUDA (same codes, scales and zeros: gpu-selftest compares them with the tensor ops below).
+            return new QuantizedTensor(
+                fused.Codes.DetachFromDisposeScope(), fused.Scale.DetachFromDisposeScope(), fused.Zero.DetachFromDisposeScope(),
+                x.shape, bits, g, axis);
+        }
         if (axis == QuantAxis.PerChannel)
         {
             (codes, scale, zero) = QuantizeLastDim(xf.transpose(-1, -2), bits, g); // [..., D, n], [..., D, G]
@@ -51,6 +58,9 @@ public static class GroupQuantizer
             packed.DetachFromDisposeScope(), scale.DetachFromDisposeScope(), zero.DetachFromDisposeScope(),
             x.shape, bits, g, axis);
     }
+
+    /// <summary>Whether CUDA tensors are quantized by the kernel (<see cref="Cuda.CudaKernels.Quantize"/>); off for the reference in gpu-selftest.</summary>
+    internal static bool UseCudaKernel { get; set; } = true;
 
     /// <summary>The group length actually used: per-token groups never exceed the feature count.</summary>
     public static int EffectiveGroupSize(int groupSize, QuantAxis axis, long features) =>

@@ -39,7 +39,7 @@ internal static class CudaKernels
         [.. RowBuckets.SelectMany(m => CodeWidths.Select(b => $"gear_key_scores_m{m}_b{b}")),
          .. RowBuckets.Select(m => $"gear_finish_m{m}"),
          .. ValueKernels.Select(ValueKernelName),
-         "gear_orthonormalize", "gear_dense_scores", "gear_softmax_rows"];
+         "gear_orthonormalize", "gear_dense_scores", "gear_softmax_rows", "gear_quantize_channels", "gear_quantize_tokens"];
 
     private static string ValueKernelName((int Rows, int Bits, int Channels) k) => $"gear_values_m{k.Rows}_b{k.Bits}_c{k.Channels}";
 
@@ -90,7 +90,7 @@ internal static class CudaKernels
     /// <summary>The loaded entry points; key kernels indexed [row bucket, code width] (see <see cref="Pick"/>).</summary>
     internal sealed record Module(IntPtr[,] KeyScores, IntPtr[] Finish,
         IReadOnlyDictionary<(int Rows, int Bits, int Channels), IntPtr> Values,
-        IntPtr Orthonormalize, IntPtr DenseScores, IntPtr SoftmaxRows)
+        IntPtr Orthonormalize, IntPtr DenseScores, IntPtr SoftmaxRows, IntPtr QuantizeChannels, IntPtr QuantizeTokens)
     {
         /// <summary>The kernel instantiated for the fewest rows ≥ <paramref name="rows"/> (and <paramref name="bits"/>-bit codes).</summary>
         public IntPtr Pick(IntPtr[,] kernels, int rows, int bits) => kernels[RowBucket(rows), Array.IndexOf(CodeWidths, bits)];
@@ -160,7 +160,9 @@ internal static class CudaKernels
                     ValueKernels.ToDictionary(k => k, k => CudaDriver.Function(handle, ValueKernelName(k))),
                     CudaDriver.Function(handle, "gear_orthonormalize"),
                     CudaDriver.Function(handle, "gear_dense_scores"),
-                    CudaDriver.Function(handle, "gear_softmax_rows"));
+                    CudaDriver.Function(handle, "gear_softmax_rows"),
+                    CudaDriver.Function(handle, "gear_quantize_channels"),
+                    CudaDriver.Function(handle, "gear_quantize_tokens"));
                 Modules[context] = module;
                 return module;
             }
@@ -250,6 +252,43 @@ internal static class CudaKernels
         // rows; the kernels for more rows hold more sums per thread and are built for blocks of 256).
         uint threads = bh < 256 && m <= 2 ? 1024u : 256u;
         CudaDriver.Launch(module.FinishFor(m), ((uint)bh, 1), threads, (uint)(sizeof(float) * Module.Bucket(m) * d), args);
+    }
+
+    /// <summary>
+    /// Group quantization of <paramref name="x"/> [..., n, D] (float32, CUDA) as <see cref="GroupQuantizer"/> does it, in
+    /// one launch (the tensor ops are ~25 calls, and a decode block's compression is bound by calls): packed codes
+    /// [..., n, D·bits/8], scale and zero in fp16 ([..., n/g, D] per channel, [..., n, D/g] per token). Null where the
+    /// kernel does not apply (not CUDA, kernels unavailable, bits not 1, 2, 4 or 8, D not a multiple of 8 up to 1,024,
+    /// groups that do not tile the axis) — the caller then runs the tensor ops.
+    /// </summary>
+    public static unsafe (Tensor Codes, Tensor Scale, Tensor Zero)? Quantize(Tensor x, int bits, int g, QuantAxis axis)
+    {
+        long n = x.shape[^2], d = x.shape[^1];
+        if (x.device_type != DeviceType.CUDA || x.dtype != ScalarType.Float32 || bits is not (1 or 2 or 4 or 8)
+            || d % 8 != 0 || d > 1024 || (axis == QuantAxis.PerChannel ? n % g != 0 : d % g != 0) || n > int.MaxValue
+            || For(x.device) is not { } module)
+            return null;
+        var lead = x.shape[..^2];
+        long l = x.numel() / Math.Max(1, n * d);
+        var input = x.contiguous();
+        var codes = empty([.. lead, n, d / 8 * bits], ScalarType.Byte, x.device);
+        long[] groupShape = axis == QuantAxis.PerChannel ? [.. lead, n / g, d] : [.. lead, n, d / g];
+        var scale = empty(groupShape, ScalarType.Float16, x.device);
+        var zero = empty(groupShape, ScalarType.Float16, x.device);
+        if (l > 0 && n > 0)
+        {
+            IntPtr xp = Caching.TensorMemory.DeviceAddress(input, contiguous: true), cp = Caching.TensorMemory.DeviceAddress(codes, contiguous: true);
+            IntPtr sp = Caching.TensorMemory.DeviceAddress(scale, contiguous: true), zp = Caching.TensorMemory.DeviceAddress(zero, contiguous: true);
+            int rows = (int)n, features = (int)d;
+            void** args = stackalloc void*[8];
+            args[0] = &xp; args[1] = &rows; args[2] = &features; args[3] = &g; args[4] = &bits; args[5] = &cp; args[6] = &sp; args[7] = &zp;
+            uint threads = (uint)((d + 31) / 32 * 32);
+            if (axis == QuantAxis.PerChannel)
+                CudaDriver.Launch(module.QuantizeChannels, ((uint)(n / g), (uint)l), threads, 0, args);
+            else
+                CudaDriver.Launch(module.QuantizeTokens, ((uint)n, (uint)l), threads, 0, args);
+        }
+        return (codes, scale, zero);
     }
 
     /// <summary>The PTX text, NUL-terminated as cuModuleLoadData wants it.</summary>
