@@ -184,7 +184,7 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
             ? Cuda.CudaKernels.For(_shape.Device) : null;
 
     /// <summary>Whether every store's layout is one the CUDA kernels read (else decode attention takes the tensor path).</summary>
-    internal bool CudaKernelsFit => _stores.Values.All(s => s.Keys.SupportsCudaKernel && s.Values.SupportsCudaKernel)
+    internal bool CudaKernelsFit => _shape.HeadDim <= 256 && _stores.Values.All(s => s.Keys.SupportsCudaKernel && s.Values.SupportsCudaKernel)
                                     && _stores.Keys.Count(rank => rank > 0) <= Cuda.CudaKernels.MaxLowRankStores;
 
     /// <summary>

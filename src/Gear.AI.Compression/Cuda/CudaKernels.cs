@@ -204,7 +204,7 @@ internal static class CudaKernels
         void** args = stackalloc void*[12];
         args[0] = &qp; args[1] = &type; args[2] = &scale; args[3] = &kp; args[4] = &capacity; args[5] = &n; args[6] = &m; args[7] = &d;
         args[8] = &tq; args[9] = &sp; args[10] = &ld; args[11] = &offset;
-        CudaDriver.Launch(module.DenseScores, ((uint)((n + 7) / 8), (uint)bh), 256, 0, args);          // a warp per token
+        CudaDriver.Launch(module.DenseScores, ((uint)((n + 63) / 64), (uint)bh), 256, 0, args);        // 8 tokens a warp
     }
 
     /// <summary>Softmax of each of <paramref name="rows"/> rows of <paramref name="n"/> float32 values at <paramref name="x"/>, in place.</summary>

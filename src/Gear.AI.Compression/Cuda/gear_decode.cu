@@ -669,21 +669,35 @@ extern "C" __global__ void gear_orthonormalize(float* y, long long n, int r)
     }
 }
 
-// The float16 buffer's scores (its values are summed by gear_finish). Scores: grid (ceil(n / warps), BH), one warp per buffered token. q [BH, M, D] (qType, times qScale), keys
-// [BH, capacity, D] half; query row m is token m % tq of the tq newest, so it sees buffered tokens t <= n - tq + m % tq (causal).
+// The float16 buffer's scores (its values are summed by gear_finish): grid (ceil(n / (8·warps)), BH), each block the
+// queries in shared memory and 8 tokens per warp, a warp's lanes over the channels (D ≤ 256, rows M ≤ 8). q [BH, M, D]
+// (qType, times qScale), keys [BH, capacity, D] half; query row m is token m % tq of the tq newest, so it sees buffered
+// tokens t <= n - tq + m % tq (causal).
 extern "C" __global__ void gear_dense_scores(const void* __restrict__ q, int qType, float qScale, const __half* __restrict__ keys,
     long long capacity, int n, int M, int D, int tq, float* __restrict__ scores, long long ld, long long offset)
 {
-    const int t = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), bh = blockIdx.y, lane = threadIdx.x & 31;
-    if (t >= n) return;
-    const __half* k = keys + ((long long)bh * capacity + t) * D;
-    for (int m = 0; m < M; m++)
+    __shared__ float qsh[8 * 256];
+    const int bh = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    const int first = blockIdx.x * warps * 8, last = min(first + warps * 8, n);
+    for (int i = threadIdx.x; i < M * D; i += blockDim.x) qsh[i] = load_q(q, qType, (long long)bh * M * D + i, qScale);
+    __syncthreads();
+#pragma unroll 2
+    for (int t = first + warp; t < last; t += warps)
     {
-        float s = 0.f;
-        for (int d = lane; d < D; d += 32) s += load_q(q, qType, ((long long)bh * M + m) * D + d, qScale) * __half2float(k[d]);
-        s = warp_sum(s);
-        if (lane == 0)
-            scores[((long long)bh * M + m) * ld + offset + t] = t <= n - tq + m % tq ? s : -INFINITY;
+        const __half* k = keys + ((long long)bh * capacity + t) * D;
+        float kv[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++) kv[j] = lane + 32 * j < D ? __half2float(k[lane + 32 * j]) : 0.f;
+        for (int m = 0; m < M; m++)
+        {
+            float s = 0.f;
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                if (lane + 32 * j < D) s += qsh[m * D + lane + 32 * j] * kv[j];
+            s = warp_sum(s);
+            if (lane == 0)
+                scores[((long long)bh * M + m) * ld + offset + t] = t <= n - tq + m % tq ? s : -INFINITY;
+        }
     }
 }
 
