@@ -102,6 +102,35 @@ public class CudaKernelResourceTests
         Assert.Equal([6, 2, 256, 64], rows[16..20]);
     }
 
+    [Fact]
+    public void QuantizeKernel_LeavesNonCudaTensorsToTheTensorOps()
+    {
+        // The one-launch quantizer only takes CUDA float32 tensors; elsewhere GroupQuantizer runs its tensor ops.
+        using var x = torch.randn(2, 64, 128);
+        Assert.Null(CudaKernels.Quantize(x, 2, 64, QuantAxis.PerToken));
+        Assert.Null(CudaKernels.Quantize(x, 2, 64, QuantAxis.PerChannel));
+        using var q = GroupQuantizer.Quantize(x, 2, 64, QuantAxis.PerToken);
+        Assert.Equal([2L, 64L, 32L], q.Codes.shape);
+    }
+
+    [Theory]
+    [InlineData(32, true)]
+    [InlineData(64, true)]
+    [InlineData(128, true)]
+    [InlineData(96, false)]     // whole warps but not a power of two: the key kernel indexes groups by shifts
+    [InlineData(16, false)]     // less than a warp of tokens
+    public void CudaKernels_ReadKeyGroupsOfAPowerOfTwoTokens(int groupSize, bool fits)
+    {
+        var options = new GearOptions { Kind = CacheKind.Kivi, Bits = 2, GroupSize = groupSize, BufferLength = 2 * groupSize };
+        using var layer = new Caching.CompressedKvCacheLayer(new Caching.KvCacheShape(1, 1, 2, 64, torch.ScalarType.Float32, torch.CPU), options, layerIndex: 0);
+        using var k = torch.randn(1, 2, 4 * groupSize, 64);
+        using var v = torch.randn(1, 2, 4 * groupSize, 64);
+        layer.Append(k, v);
+        layer.Flush();
+        Assert.True(layer.BlockCount > 0);
+        Assert.Equal(fits, layer.CudaKernelsFit);
+    }
+
     private static string RepoRoot()
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
