@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace Gear.AI.Compression.Cuda;
 
 /// <summary>
-/// The fused decode-attention kernels of <c>gear_decode.cu</c>, compiled to PTX and shipped as a resource,
+/// The fused decode-attention kernels of <c>gear_decode.cu</c> (and its decode-block quantization), compiled to PTX and shipped as a resource,
 /// loaded once per CUDA context through the driver API.
 /// </summary>
 /// <remarks>
