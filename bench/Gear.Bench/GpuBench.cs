@@ -90,9 +90,11 @@ internal static class GpuBench
                     var x = (randn([2, 3, n, d], generator: new Generator(11, CPU)) * 3f).to(device);
                     x[0, 0].zero_();                                                          // constant groups: scale 0, code 0
                     using var fused = GroupQuantizer.Quantize(x, bits, g, axis);
+                    QuantizedTensor reference;
                     GroupQuantizer.UseCudaKernel = false;
-                    using var reference = GroupQuantizer.Quantize(x, bits, g, axis);
-                    GroupQuantizer.UseCudaKernel = true;
+                    try { reference = GroupQuantizer.Quantize(x, bits, g, axis); }
+                    finally { GroupQuantizer.UseCudaKernel = true; }
+                    using var _ = reference;
                     long codes = fused.Codes.ne(reference.Codes).sum().item<long>();
                     long groups = fused.Scale.ne(reference.Scale).sum().item<long>() + fused.Zero.ne(reference.Zero).sum().item<long>();
                     bool pass = codes == 0 && groups == 0 && Gear.AI.Compression.Cuda.CudaKernels.UnavailableReason is null;
@@ -257,7 +259,7 @@ internal static class GpuBench
                 var times = filled.Select(_ => new List<double>()).ToArray();
                 for (int round = 0; round < rounds; round++)
                     for (int i = 0; i < filled.Count; i++)
-                        times[i].Add(Decode(model, filled[i], batch, steps).MsPerStep);
+                        times[i].Add(Decode(model, filled[i], batch, steps));
                 double fp16Ms = 0;
                 for (int i = 0; i < filled.Count; i++)
                 {
@@ -311,7 +313,7 @@ internal static class GpuBench
             using var cache = model.CreateCache(options, batch);
             ReserveDense(cache, prompt + generate);
             MemoryBench.FillSynthetic(cache, prompt - 2, dtype, device, chunk: 256); // two warm-up steps, then the generated tokens
-            var (ms, _) = Decode(model, cache, batch, generate, profile: true);
+            double ms = Decode(model, cache, batch, generate, profile: true);
             long peak = DeviceMemory.UsedBytes();
             // A repeated kind keeps its first run's peak: NVML's figure is the process's high-water mark so far.
             if (!measured.TryGetValue(options, out var entry))
@@ -340,7 +342,7 @@ internal static class GpuBench
     }
 
     /// <summary>Decodes <paramref name="steps"/> tokens for the whole batch; returns ms per step.</summary>
-    private static (double MsPerStep, long Next) Decode(LlamaModel model, KvCache cache, int batch, int steps, bool profile = false)
+    private static double Decode(LlamaModel model, KvCache cache, int batch, int steps, bool profile = false)
     {
         long position = cache.Length;
         var next = zeros([batch, 1], dtype: ScalarType.Int64, device: model.Device).DetachFromDisposeScope();
@@ -371,7 +373,7 @@ internal static class GpuBench
         }
         cuda.synchronize();
         next.Dispose();
-        return (clock.Elapsed.TotalMilliseconds / steps, 0);
+        return clock.Elapsed.TotalMilliseconds / steps;
     }
 
     private static readonly bool ProfileStep = Environment.GetEnvironmentVariable("GEAR_PROFILE_STEP") == "1";
