@@ -53,10 +53,51 @@ internal static class GpuBench
             ok &= pass;
             report.Add(new GpuSelfTestRow("perplexity_1024", CacheConfigs.Name(options), CacheConfigs.Bits(options), pc, pg, pass, $"{100 * (pg / pc - 1):+0.000;-0.000}%"));
         }
+        ok &= ModelKernelChecks(dir, ids, report);
         ok &= FusedKernelChecks(report);
         report.Finish(json);
         Console.WriteLine(ok ? "gpu-selftest: PASS" : "gpu-selftest: FAIL");
         return ok ? 0 : 1;
+    }
+
+    /// <summary>
+    /// The model's CUDA kernels (RMSNorm, rotary embedding) against its tensor ops, in every compute dtype: gear-tiny's
+    /// logits for a 292-token prompt and 8 single decode steps (Fp16 cache) with the kernels on and off. Both round to the
+    /// dtype where the tensor ops round; only the float32 mean's summation order differs, which a half-precision rounding
+    /// can turn into one unit in the last place. Largest logit difference ≤ 1e-4 (float32) or 2% (float16, bfloat16) of the largest logit.
+    /// </summary>
+    private static bool ModelKernelChecks(string dir, int[] ids, BenchReport<GpuSelfTestRow> report)
+    {
+        bool ok = true;
+        foreach (var type in new[] { ScalarType.Float32, ScalarType.Float16, ScalarType.BFloat16 })
+        {
+            using var runtime = LlamaRuntime.Load(dir, new ModelLoadOptions { Device = "cuda", ComputeType = type });
+            var model = runtime.Model;
+            Tensor Logits()
+            {
+                using var cache = model.CreateCache(GearOptions.Fp16);
+                using var scope = NewDisposeScope();
+                var steps = new List<Tensor>();
+                var prompt = tensor(ids[..292].Select(t => (long)t).ToArray(), device: model.Device).reshape(1, 292);
+                steps.Add(model.Forward(prompt, 0, cache, lastOnly: true).reshape(-1));
+                for (int i = 292; i < 300; i++)
+                    steps.Add(model.Forward(tensor(new long[] { ids[i] }, device: model.Device).reshape(1, 1), i, cache, lastOnly: true).reshape(-1));
+                return stack(steps).cpu().MoveToOuterDisposeScope();                       // [9, V]
+            }
+            using var fused = Logits();
+            model.UseCudaKernels = false;
+            Tensor reference;
+            try { reference = Logits(); }
+            finally { model.UseCudaKernels = true; }
+            using var _ = reference;
+            double relative = (fused - reference).abs().max().item<float>() / reference.abs().max().item<float>();
+            long agree = fused.argmax(-1).eq(reference.argmax(-1)).sum().item<long>();
+            bool pass = relative <= (type == ScalarType.Float32 ? 1e-4 : 0.02) && Gear.AI.Compression.Cuda.CudaKernels.UnavailableReason is null;
+            ok &= pass;
+            report.Add(new GpuSelfTestRow($"model_kernels_{type.ToString().ToLowerInvariant()}", "fp16", 16, 0, relative, pass,
+                $"largest logit difference {relative:E2} of the largest logit; argmax equal at {agree} of 9 positions"));
+        }
+        return ok;
     }
 
     /// <summary>

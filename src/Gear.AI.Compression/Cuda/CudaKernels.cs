@@ -39,7 +39,8 @@ internal static class CudaKernels
         [.. RowBuckets.SelectMany(m => CodeWidths.Select(b => $"gear_key_scores_m{m}_b{b}")),
          .. RowBuckets.Select(m => $"gear_finish_m{m}"),
          .. ValueKernels.Select(ValueKernelName),
-         "gear_orthonormalize", "gear_dense_scores", "gear_softmax_rows", "gear_quantize_channels", "gear_quantize_tokens"];
+         "gear_orthonormalize", "gear_dense_scores", "gear_softmax_rows", "gear_quantize_channels", "gear_quantize_tokens",
+         "gear_rms_norm", "gear_rope_qk"];
 
     private static string ValueKernelName((int Rows, int Bits, int Channels) k) => $"gear_values_m{k.Rows}_b{k.Bits}_c{k.Channels}";
 
@@ -90,7 +91,8 @@ internal static class CudaKernels
     /// <summary>The loaded entry points; key kernels indexed [row bucket, code width] (see <see cref="Pick"/>).</summary>
     internal sealed record Module(IntPtr[,] KeyScores, IntPtr[] Finish,
         IReadOnlyDictionary<(int Rows, int Bits, int Channels), IntPtr> Values,
-        IntPtr Orthonormalize, IntPtr DenseScores, IntPtr SoftmaxRows, IntPtr QuantizeChannels, IntPtr QuantizeTokens)
+        IntPtr Orthonormalize, IntPtr DenseScores, IntPtr SoftmaxRows, IntPtr QuantizeChannels, IntPtr QuantizeTokens,
+        IntPtr RmsNorm, IntPtr RopeQk)
     {
         /// <summary>The kernel instantiated for the fewest rows ≥ <paramref name="rows"/> (and <paramref name="bits"/>-bit codes).</summary>
         public IntPtr Pick(IntPtr[,] kernels, int rows, int bits) => kernels[RowBucket(rows), Array.IndexOf(CodeWidths, bits)];
@@ -162,7 +164,9 @@ internal static class CudaKernels
                     CudaDriver.Function(handle, "gear_dense_scores"),
                     CudaDriver.Function(handle, "gear_softmax_rows"),
                     CudaDriver.Function(handle, "gear_quantize_channels"),
-                    CudaDriver.Function(handle, "gear_quantize_tokens"));
+                    CudaDriver.Function(handle, "gear_quantize_tokens"),
+                    CudaDriver.Function(handle, "gear_rms_norm"),
+                    CudaDriver.Function(handle, "gear_rope_qk"));
                 Modules[context] = module;
                 return module;
             }
@@ -289,6 +293,64 @@ internal static class CudaKernels
                 CudaDriver.Launch(module.QuantizeTokens, ((uint)n, (uint)l), threads, 0, args);
         }
         return (codes, scale, zero);
+    }
+
+    /// <summary>
+    /// RMSNorm of <paramref name="x"/> [..., H] with weight <paramref name="weight"/> [H] (CUDA, float32/float16/bfloat16, one
+    /// dtype) in one launch, as the model's tensor ops compute it: w · dtype(x / sqrt(mean(x²) + eps)), the mean in float32.
+    /// Null where the kernel does not apply (the caller then runs the tensor ops).
+    /// </summary>
+    public static unsafe Tensor? RmsNorm(Tensor x, Tensor weight, double eps)
+    {
+        int type = TypeCode(x.dtype);
+        long h = x.shape[^1];
+        if (x.device_type != DeviceType.CUDA || type < 0 || weight.dtype != x.dtype || weight.numel() != h || h > int.MaxValue
+            || For(x.device) is not { } module)
+            return null;
+        long rows = x.numel() / Math.Max(1, h);
+        var input = x.is_contiguous() ? x : x.contiguous();                        // copies belong to the caller's dispose scope
+        var w = weight.is_contiguous() ? weight : weight.contiguous();
+        var output = empty(x.shape, x.dtype, x.device);
+        if (rows > 0)
+        {
+            IntPtr xp = Caching.TensorMemory.DeviceAddress(input, contiguous: true), wp = Caching.TensorMemory.DeviceAddress(w, contiguous: true);
+            IntPtr op = Caching.TensorMemory.DeviceAddress(output, contiguous: true);
+            int features = (int)h;
+            float epsilon = (float)eps;
+            void** args = stackalloc void*[6];
+            args[0] = &xp; args[1] = &wp; args[2] = &op; args[3] = &type; args[4] = &features; args[5] = &epsilon;
+            CudaDriver.Launch(module.RmsNorm, ((uint)rows, 1), (uint)Math.Clamp((h / 4 + 31) / 32 * 32, 32, 1024), 0, args);
+        }
+        return output;
+    }
+
+    /// <summary>
+    /// Rotary embedding of the queries and keys of a fused projection <paramref name="qkv"/> [B, T, (Hq + 2·Hkv)·D] (CUDA,
+    /// float32/float16/bfloat16) with tables <paramref name="cos"/>, <paramref name="sin"/> [T, D] of its dtype, in one
+    /// launch: q [B, Hq, T, D] and k [B, Hkv, T, D], contiguous, as x·cos + rotate_half(x)·sin computes them in that dtype.
+    /// Null where the kernel does not apply.
+    /// </summary>
+    public static unsafe (Tensor Q, Tensor K)? RopeQk(Tensor qkv, Tensor cos, Tensor sin, int hq, int hkv, int d)
+    {
+        int type = TypeCode(qkv.dtype);
+        if (qkv.device_type != DeviceType.CUDA || type < 0 || qkv.dim() != 3 || d % 2 != 0 || d > 2048
+            || qkv.shape[2] != (long)(hq + 2 * hkv) * d || cos.dtype != qkv.dtype || sin.dtype != qkv.dtype
+            || !qkv.is_contiguous() || !cos.is_contiguous() || !sin.is_contiguous() || For(qkv.device) is not { } module)
+            return null;
+        long b = qkv.shape[0], t = qkv.shape[1];
+        var q = empty([b, hq, t, d], qkv.dtype, qkv.device);
+        var k = empty([b, hkv, t, d], qkv.dtype, qkv.device);
+        if (b * t > 0)
+        {
+            IntPtr xp = Caching.TensorMemory.DeviceAddress(qkv), cp = Caching.TensorMemory.DeviceAddress(cos), sp = Caching.TensorMemory.DeviceAddress(sin);
+            IntPtr qp = Caching.TensorMemory.DeviceAddress(q), kp = Caching.TensorMemory.DeviceAddress(k);
+            int tokens = (int)t;
+            void** args = stackalloc void*[10];
+            args[0] = &xp; args[1] = &cp; args[2] = &sp; args[3] = &qp; args[4] = &kp; args[5] = &type; args[6] = &tokens;
+            args[7] = &hq; args[8] = &hkv; args[9] = &d;
+            CudaDriver.Launch(module.RopeQk, ((uint)(b * t), (uint)(hq + hkv)), (uint)(d / 2), 0, args);
+        }
+        return (q, k);
     }
 
     /// <summary>The PTX text, NUL-terminated as cuModuleLoadData wants it.</summary>

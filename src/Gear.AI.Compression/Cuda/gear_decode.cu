@@ -923,3 +923,65 @@ extern "C" __global__ void gear_quantize_tokens(const float* __restrict__ x, int
     const unsigned code = c < D ? quantize_code(row[c], groupScale[c / g], groupZero[c / g], levels) : 0u;
     pack_store(code, c, D, bits, codes + t * rowBytes);
 }
+
+// ---- Model kernels: the Llama layer's element-wise steps in one launch each (at batch 1 a decode step is bound by host
+// calls: RMSNorm was 8 tensor operations and rotary embedding of q and k ~20 with the views around it). Same arithmetic
+// as the tensor ops they replace, rounding to the model's dtype (0 float32, 1 float16, 2 bfloat16) where they round.
+
+__device__ __forceinline__ float load_as_float(const void* x, int type, long long i)
+{
+    if (type == 0) return ((const float*)x)[i];
+    if (type == 1) return __half2float(((const __half*)x)[i]);
+    return __uint_as_float(((unsigned)((const unsigned short*)x)[i]) << 16);
+}
+
+// x rounded to the dtype and back (what a tensor operation's result in that dtype holds).
+__device__ __forceinline__ float round_to(float x, int type)
+{
+    if (type == 0) return x;
+    if (type == 1) return __half2float(__float2half_rn(x));
+    const unsigned bits = __float_as_uint(x);
+    if (x != x) return x;
+    return __uint_as_float(((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16) << 16);
+}
+
+// RMSNorm as transformers computes it: w · dtype(x / sqrt(mean(x²) + eps)), the mean in float32. x, out [rows, H],
+// w [H], all of one dtype: grid (rows), block a multiple of 32 threads (at most 1,024).
+extern "C" __global__ void gear_rms_norm(const void* __restrict__ x, const void* __restrict__ w, void* __restrict__ out, int type,
+                                         int H, float eps)
+{
+    __shared__ float scratch[32];
+    const long long row = (long long)blockIdx.x * H;
+    float part = 0.f;
+    for (int i = threadIdx.x; i < H; i += blockDim.x)
+    {
+        const float v = load_as_float(x, type, row + i);
+        part = fmaf(v, v, part);
+    }
+    const float scale = rsqrtf(block_sum(part, scratch) / H + eps);
+    for (int i = threadIdx.x; i < H; i += blockDim.x)
+    {
+        const float normed = round_to(__fmul_rn(load_as_float(x, type, row + i), scale), type);
+        store_out(out, type, row + i, __fmul_rn(load_as_float(w, type, i), normed));
+    }
+}
+
+// Rotary embedding of the queries and keys straight from the fused projection: qkv [B, T, (Hq + 2·Hkv)·D] → q [B, Hq, T, D]
+// and k [B, Hkv, T, D] (contiguous), x·cos + rotate_half(x)·sin with cos, sin [T, D], each product and the sum rounded to
+// the dtype as the tensor ops round them. Grid (B·T, Hq + Hkv), block D/2 threads (thread j: channels j and j + D/2).
+extern "C" __global__ void gear_rope_qk(const void* __restrict__ qkv, const void* __restrict__ cos, const void* __restrict__ sin,
+                                        void* __restrict__ q, void* __restrict__ k, int type, int T, int Hq, int Hkv, int D)
+{
+    const int bt = blockIdx.x, head = blockIdx.y, j = threadIdx.x, half = D / 2;
+    const int b = bt / T, t = bt - b * T;
+    const long long in = (long long)bt * (Hq + 2 * Hkv) * D + (long long)head * D;
+    const bool isQuery = head < Hq;
+    const int h = isQuery ? head : head - Hq, heads = isQuery ? Hq : Hkv;
+    void* dst = isQuery ? q : k;
+    const long long o = (((long long)b * heads + h) * T + t) * D;
+    const float x1 = load_as_float(qkv, type, in + j), x2 = load_as_float(qkv, type, in + j + half);
+    const float c1 = load_as_float(cos, type, (long long)t * D + j), c2 = load_as_float(cos, type, (long long)t * D + j + half);
+    const float s1 = load_as_float(sin, type, (long long)t * D + j), s2 = load_as_float(sin, type, (long long)t * D + j + half);
+    store_out(dst, type, o + j, __fadd_rn(round_to(__fmul_rn(x1, c1), type), round_to(__fmul_rn(-x2, s1), type)));
+    store_out(dst, type, o + j + half, __fadd_rn(round_to(__fmul_rn(x2, c2), type), round_to(__fmul_rn(x1, s2), type)));
+}

@@ -125,11 +125,8 @@ public sealed class LlamaModel : IDisposable
             var w = Weights.Layers[i];
             var h = RmsNorm(x, w.AttentionNorm);                                             // [B, T, H]
             var qkv = F.linear(h, w.Qkv, w.QkvBias);                                         // [B, T, (Hq + 2·Hkv)·D]
-            var q = qkv.narrow(-1, 0, qDim).view(b, t, c.NumHeads, c.HeadDim).transpose(1, 2);           // [B, Hq, T, D]
-            var k = qkv.narrow(-1, qDim, kvDim).view(b, t, c.NumKeyValueHeads, c.HeadDim).transpose(1, 2); // [B, Hkv, T, D]
             var v = qkv.narrow(-1, qDim + kvDim, kvDim).view(b, t, c.NumKeyValueHeads, c.HeadDim).transpose(1, 2);
-            q = RotaryEmbedding.Apply(q, cos, sin);
-            k = RotaryEmbedding.Apply(k, cos, sin);
+            var (q, k) = RotaryQk(qkv, cos, sin);                                            // [B, Hq, T, D], [B, Hkv, T, D]
             var layer = cache.Layers[i];
             layer.Append(k, v);
             var o = layer.Attend(q.contiguous());                                            // [B, Hq, T, D]
@@ -148,9 +145,32 @@ public sealed class LlamaModel : IDisposable
         return logits.MoveToOuterDisposeScope();
     }
 
-    /// <summary>RMSNorm computed in float32, as transformers does: w · (x / sqrt(mean(x²) + eps)).</summary>
+    /// <summary>
+    /// Rotary embedding of the queries and keys of the fused projection qkv [B, T, (Hq + 2·Hkv)·D]: one kernel on CUDA
+    /// (the same arithmetic; at batch 1 a decode step is bound by host calls), else the tensor ops on views.
+    /// </summary>
+    private (Tensor Q, Tensor K) RotaryQk(Tensor qkv, Tensor cos, Tensor sin)
+    {
+        var c = Config;
+        if (UseCudaKernels && AI.Compression.Cuda.CudaKernels.RopeQk(qkv, cos, sin, c.NumHeads, c.NumKeyValueHeads, c.HeadDim) is { } fused)
+            return fused;
+        long b = qkv.shape[0], t = qkv.shape[1], qDim = (long)c.NumHeads * c.HeadDim, kvDim = c.KeyValueDim;
+        var q = qkv.narrow(-1, 0, qDim).view(b, t, c.NumHeads, c.HeadDim).transpose(1, 2);           // [B, Hq, T, D]
+        var k = qkv.narrow(-1, qDim, kvDim).view(b, t, c.NumKeyValueHeads, c.HeadDim).transpose(1, 2); // [B, Hkv, T, D]
+        return (RotaryEmbedding.Apply(q, cos, sin), RotaryEmbedding.Apply(k, cos, sin));
+    }
+
+    /// <summary>
+    /// Whether CUDA runs the model's fused element-wise kernels (RMSNorm, rotary embedding; on by default, and off with
+    /// <c>GEAR_CUDA_KERNELS=0</c>). The tensor ops are the reference they are tested against on the GPU machine.
+    /// </summary>
+    internal bool UseCudaKernels { get; set; } = true;
+
+    /// <summary>RMSNorm computed in float32, as transformers does: w · (x / sqrt(mean(x²) + eps)); one kernel on CUDA.</summary>
     private Tensor RmsNorm(Tensor x, Tensor weight)
     {
+        if (UseCudaKernels && AI.Compression.Cuda.CudaKernels.RmsNorm(x, weight, Config.RmsNormEps) is { } fused)
+            return fused;
         var xf = x.to(ScalarType.Float32);
         var normed = xf * (xf.pow(2).mean([-1L], keepdim: true) + Config.RmsNormEps).rsqrt();
         return weight * normed.to(x.dtype);
