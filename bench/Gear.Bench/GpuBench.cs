@@ -122,6 +122,27 @@ internal static class GpuBench
             ok &= pass;
             report.Add(new GpuSelfTestRow($"orthonormalize_n{n}_r{r}", "-", 0, orthogonality, span, pass, $"max |QᵀQ − I| {orthogonality:E2}, ‖QQᵀY − Y‖/‖Y‖ {span:E2}"));
         }
+        // The power-iteration kernel against the tensor ops it replaces (both on the device, same Ω): the same rank-r
+        // approximation, compared as A·Bᵀ (column signs may differ).
+        foreach (var (n, d, rank) in new[] { (64, 128, 2), (64, 128, 4), (64, 64, 8), (32, 256, 4) })
+        {
+            using var scope = NewDisposeScope();
+            var residual = randn([2, 3, n, d], generator: new Generator(5, CPU)).to(device);
+            using var fused = LowRankFactors.Approximate(residual, rank, 3, 7);
+            LowRankFactors reference;
+            LowRankFactors.UseCudaKernel = false;
+            try { reference = LowRankFactors.Approximate(residual, rank, 3, 7); }
+            finally { LowRankFactors.UseCudaKernel = true; }
+            using var _ = reference;
+            var lf = fused.Reconstruct();
+            var lr = reference.Reconstruct();
+            double difference = ((lf - lr).norm() / lr.norm()).item<float>();
+            double errorFused = ((residual - lf).norm() / residual.norm()).item<float>(), errorReference = ((residual - lr).norm() / residual.norm()).item<float>();
+            bool pass = difference <= 1e-2 && Gear.AI.Compression.Cuda.CudaKernels.UnavailableReason is null;
+            ok &= pass;
+            report.Add(new GpuSelfTestRow($"power_iteration_n{n}_d{d}_r{rank}", "-", 0, errorReference, errorFused, pass,
+                $"‖L − L_ref‖/‖L_ref‖ {difference:E2}; approximation error {errorFused:F4} (tensor ops {errorReference:F4})"));
+        }
         // The quantization kernel against the tensor ops it replaces (both on the device): codes, scales and zeros equal.
         foreach (var axis in new[] { QuantAxis.PerChannel, QuantAxis.PerToken })
             foreach (int bits in new[] { 1, 2, 4, 8 })

@@ -56,6 +56,10 @@ public sealed class LowRankFactors : IDisposable
         // Drawn on the CPU and moved: the same seed gives the same projection on every device.
         using var generator = new Generator((ulong)seed, CPU);
         var omega = randn([r.shape[^1], rank], dtype: ScalarType.Float32, generator: generator).to(r.device); // [D, r]
+        // On CUDA a decode block's matrices fit in shared memory: the same steps in one launch (the tensor ops below are
+        // ~40 calls, and a batch-1 decode step is bound by calls).
+        if (UseCudaKernel && Cuda.CudaKernels.PowerIteration(r, omega, iterations) is { } fused)
+            return new LowRankFactors(fused.A.DetachFromDisposeScope(), fused.B.DetachFromDisposeScope());
         var y = r.matmul(omega);                                               // [..., n, r]
         for (int i = 0; i < iterations; i++)
         {
@@ -69,6 +73,9 @@ public sealed class LowRankFactors : IDisposable
             a.to(ScalarType.Float16).DetachFromDisposeScope(),
             b.to(ScalarType.Float16).DetachFromDisposeScope());
     }
+
+    /// <summary>Whether CUDA runs the power iteration as one kernel where it fits (tests turn it off to compare with the tensor ops).</summary>
+    internal static bool UseCudaKernel { get; set; } = true;
 
     /// <summary>
     /// Q of a thin QR: LAPACK's Householder QR on the CPU; on CUDA one Gram-Schmidt kernel launch for the whole

@@ -40,7 +40,7 @@ internal static class CudaKernels
          .. RowBuckets.Select(m => $"gear_finish_m{m}"),
          .. ValueKernels.Select(ValueKernelName),
          "gear_orthonormalize", "gear_dense_scores", "gear_softmax_rows", "gear_quantize_channels", "gear_quantize_tokens",
-         "gear_rms_norm", "gear_rope_qk"];
+         "gear_rms_norm", "gear_rope_qk", "gear_power_iteration"];
 
     private static string ValueKernelName((int Rows, int Bits, int Channels) k) => $"gear_values_m{k.Rows}_b{k.Bits}_c{k.Channels}";
 
@@ -92,7 +92,7 @@ internal static class CudaKernels
     internal sealed record Module(IntPtr[,] KeyScores, IntPtr[] Finish,
         IReadOnlyDictionary<(int Rows, int Bits, int Channels), IntPtr> Values,
         IntPtr Orthonormalize, IntPtr DenseScores, IntPtr SoftmaxRows, IntPtr QuantizeChannels, IntPtr QuantizeTokens,
-        IntPtr RmsNorm, IntPtr RopeQk)
+        IntPtr RmsNorm, IntPtr RopeQk, IntPtr PowerIteration)
     {
         /// <summary>The kernel instantiated for the fewest rows ≥ <paramref name="rows"/> (and <paramref name="bits"/>-bit codes).</summary>
         public IntPtr Pick(IntPtr[,] kernels, int rows, int bits) => kernels[RowBucket(rows), Array.IndexOf(CodeWidths, bits)];
@@ -166,7 +166,8 @@ internal static class CudaKernels
                     CudaDriver.Function(handle, "gear_quantize_channels"),
                     CudaDriver.Function(handle, "gear_quantize_tokens"),
                     CudaDriver.Function(handle, "gear_rms_norm"),
-                    CudaDriver.Function(handle, "gear_rope_qk"));
+                    CudaDriver.Function(handle, "gear_rope_qk"),
+                    CudaDriver.Function(handle, "gear_power_iteration"));
                 Modules[context] = module;
                 return module;
             }
@@ -293,6 +294,37 @@ internal static class CudaKernels
                 CudaDriver.Launch(module.QuantizeTokens, ((uint)n, (uint)l), threads, 0, args);
         }
         return (codes, scale, zero);
+    }
+
+    /// <summary>
+    /// The randomized power iteration of <see cref="LowRankFactors.Approximate"/> for every matrix of
+    /// <paramref name="residual"/> [..., n, D] (float32, CUDA) in one launch, each matrix held in shared memory (so n·D up to
+    /// ~11,000 floats: a decode block, not a prompt): float16 A [..., n, r] and B [..., D, r]. <paramref name="omega"/>
+    /// [D, r] float32 on the same device. Null where the kernel does not apply (the caller then runs the tensor ops).
+    /// </summary>
+    public static unsafe (Tensor A, Tensor B)? PowerIteration(Tensor residual, Tensor omega, int iterations)
+    {
+        long n = residual.shape[^2], d = residual.shape[^1], r = omega.shape[^1];
+        long shared = sizeof(float) * (n * d + n * r + d * r + 32);
+        if (residual.device_type != DeviceType.CUDA || residual.dtype != ScalarType.Float32 || omega.dtype != ScalarType.Float32
+            || omega.device_type != residual.device_type || omega.device_index != residual.device_index || omega.shape[0] != d || shared > 48 * 1024 || For(residual.device) is not { } module)
+            return null;
+        var lead = residual.shape[..^2];
+        long batch = residual.numel() / Math.Max(1, n * d);
+        var input = residual.is_contiguous() ? residual : residual.contiguous();   // copies belong to the caller's dispose scope
+        var w = omega.is_contiguous() ? omega : omega.contiguous();
+        var a = empty([.. lead, n, r], ScalarType.Float16, residual.device);
+        var b = empty([.. lead, d, r], ScalarType.Float16, residual.device);
+        if (batch > 0)
+        {
+            IntPtr xp = Caching.TensorMemory.DeviceAddress(input), wp = Caching.TensorMemory.DeviceAddress(w);
+            IntPtr ap = Caching.TensorMemory.DeviceAddress(a), bp = Caching.TensorMemory.DeviceAddress(b);
+            int rows = (int)n, features = (int)d, rank = (int)r;
+            void** args = stackalloc void*[8];
+            args[0] = &xp; args[1] = &wp; args[2] = &rows; args[3] = &features; args[4] = &rank; args[5] = &iterations; args[6] = &ap; args[7] = &bp;
+            CudaDriver.Launch(module.PowerIteration, ((uint)batch, 1), 256, (uint)shared, args);
+        }
+        return (a, b);
     }
 
     /// <summary>

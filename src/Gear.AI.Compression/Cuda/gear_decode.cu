@@ -645,10 +645,8 @@ extern "C" __global__ void __launch_bounds__(1024) gear_softmax_rows(float* __re
 // ("twice is enough" for orthogonality in float32). A column with no component left becomes zero.
 // One thread block per matrix: grid (batch), block a multiple of 32 threads. Replaces linalg.qr's Q in the
 // low-rank power iteration, which on CUDA runs one solver call per matrix of the batch.
-extern "C" __global__ void gear_orthonormalize(float* y, long long n, int r)
+__device__ void orthonormal_columns(float* m, long long n, int r, float* scratch)
 {
-    __shared__ float scratch[32];
-    float* m = y + (long long)blockIdx.x * n * r;
     for (int j = 0; j < r; j++)
     {
         for (int pass = 0; pass < 2; pass++)
@@ -667,6 +665,57 @@ extern "C" __global__ void gear_orthonormalize(float* y, long long n, int r)
         for (long long i = threadIdx.x; i < n; i += blockDim.x) m[i * r + j] *= inv;
         __syncthreads();
     }
+}
+
+extern "C" __global__ void gear_orthonormalize(float* y, long long n, int r)
+{
+    __shared__ float scratch[32];
+    orthonormal_columns(y + (long long)blockIdx.x * n * r, n, r, scratch);
+}
+
+// out [rows, r] = x [rows, inner] · w [inner, r] with strides: x's element (i, k) at x[i·xi + k·xk] (so one routine does
+// R·Z and Rᵀ·Q from R held once), all in shared memory; one (row, column) per thread step. Ends with a barrier.
+__device__ void small_matmul(const float* x, int rows, int inner, int xi, int xk, const float* w, int r, float* out)
+{
+    for (int e = threadIdx.x; e < rows * r; e += blockDim.x)
+    {
+        const int i = e / r, j = e - i * r;
+        float sum = 0.f;
+        for (int k = 0; k < inner; k++) sum += x[i * xi + k * xk] * w[k * r + j];
+        out[e] = sum;
+    }
+    __syncthreads();
+}
+
+// The low-rank factors of a decode block in one launch (LowRankFactors.Approximate's tensor ops: ~40 calls a tensor, a
+// decode step's compression is bound by calls at batch 1): per matrix R [n, D] (float32, one thread block each, held in
+// shared memory with Y [n, r] and Z [D, r]): Y = R·Ω, `iterations` rounds of Q = orth(Y), Z = orth(Rᵀ·Q), Y = R·Z, then
+// A = orth(Y), B = Rᵀ·A, written as float16 A [n, r] and B [D, r]. orth is gear_orthonormalize's Gram-Schmidt; Ω [D, r]
+// float32 is shared by all matrices. Dynamic shared memory (n·D + n·r + D·r + 32) floats.
+extern "C" __global__ void gear_power_iteration(const float* __restrict__ residual, const float* __restrict__ omega, int n, int D, int r,
+                                                int iterations, __half* __restrict__ A, __half* __restrict__ B)
+{
+    extern __shared__ float held[];
+    float* R = held;                                  // [n, D]
+    float* Y = R + n * D;                             // [n, r]
+    float* Z = Y + n * r;                             // [D, r]
+    float* scratch = Z + D * r;                       // [32]
+    const float* src = residual + (long long)blockIdx.x * n * D;
+    for (int i = threadIdx.x; i < n * D; i += blockDim.x) R[i] = src[i];
+    for (int i = threadIdx.x; i < D * r; i += blockDim.x) Z[i] = omega[i];
+    __syncthreads();
+    small_matmul(R, n, D, D, 1, Z, r, Y);                                        // Y = R·Ω
+    for (int it = 0; it < iterations; it++)
+    {
+        orthonormal_columns(Y, n, r, scratch);                                   // Q
+        small_matmul(R, D, n, 1, D, Y, r, Z);                                    // Rᵀ·Q
+        orthonormal_columns(Z, D, r, scratch);
+        small_matmul(R, n, D, D, 1, Z, r, Y);                                    // Y = R·Z
+    }
+    orthonormal_columns(Y, n, r, scratch);                                       // A
+    small_matmul(R, D, n, 1, D, Y, r, Z);                                        // B = Rᵀ·A
+    for (int i = threadIdx.x; i < n * r; i += blockDim.x) A[(long long)blockIdx.x * n * r + i] = __float2half_rn(Y[i]);
+    for (int i = threadIdx.x; i < D * r; i += blockDim.x) B[(long long)blockIdx.x * D * r + i] = __float2half_rn(Z[i]);
 }
 
 // The float16 buffer's scores (its values are summed by gear_finish): grid (ceil(n / (8·warps)), BH), each block the
