@@ -60,6 +60,14 @@ internal static class GpuBench
         return ok ? 0 : 1;
     }
 
+    /// <summary>The reference result: <paramref name="run"/> with a kernel switched off by <paramref name="use"/>, switched back on after.</summary>
+    private static T WithoutKernel<T>(Action<bool> use, Func<T> run)
+    {
+        use(false);
+        try { return run(); }
+        finally { use(true); }
+    }
+
     /// <summary>
     /// The model's CUDA kernels (RMSNorm, rotary embedding) against its tensor ops, in every compute dtype: gear-tiny's
     /// logits for a 292-token prompt and 8 single decode steps (Fp16 cache) with the kernels on and off. Both round to the
@@ -85,11 +93,7 @@ internal static class GpuBench
                 return stack(steps).cpu().MoveToOuterDisposeScope();                       // [9, V]
             }
             using var fused = Logits();
-            model.UseCudaKernels = false;
-            Tensor reference;
-            try { reference = Logits(); }
-            finally { model.UseCudaKernels = true; }
-            using var _ = reference;
+            using var reference = WithoutKernel(on => model.UseCudaKernels = on, Logits);
             double relative = (fused - reference).abs().max().item<float>() / reference.abs().max().item<float>();
             long agree = fused.argmax(-1).eq(reference.argmax(-1)).sum().item<long>();
             bool pass = relative <= (type == ScalarType.Float32 ? 1e-4 : 0.02) && Gear.AI.Compression.Cuda.CudaKernels.UnavailableReason is null;
@@ -129,11 +133,7 @@ internal static class GpuBench
             using var scope = NewDisposeScope();
             var residual = randn([2, 3, n, d], generator: new Generator(5, CPU)).to(device);
             using var fused = LowRankFactors.Approximate(residual, rank, 3, 7);
-            LowRankFactors reference;
-            LowRankFactors.UseCudaKernel = false;
-            try { reference = LowRankFactors.Approximate(residual, rank, 3, 7); }
-            finally { LowRankFactors.UseCudaKernel = true; }
-            using var _ = reference;
+            using var reference = WithoutKernel(on => LowRankFactors.UseCudaKernel = on, () => LowRankFactors.Approximate(residual, rank, 3, 7));
             var lf = fused.Reconstruct();
             var lr = reference.Reconstruct();
             double difference = ((lf - lr).norm() / lr.norm()).item<float>();
@@ -152,11 +152,7 @@ internal static class GpuBench
                     var x = (randn([2, 3, n, d], generator: new Generator(11, CPU)) * 3f).to(device);
                     x[0, 0].zero_();                                                          // constant groups: scale 0, code 0
                     using var fused = GroupQuantizer.Quantize(x, bits, g, axis);
-                    QuantizedTensor reference;
-                    GroupQuantizer.UseCudaKernel = false;
-                    try { reference = GroupQuantizer.Quantize(x, bits, g, axis); }
-                    finally { GroupQuantizer.UseCudaKernel = true; }
-                    using var _ = reference;
+                    using var reference = WithoutKernel(on => GroupQuantizer.UseCudaKernel = on, () => GroupQuantizer.Quantize(x, bits, g, axis));
                     long codes = fused.Codes.ne(reference.Codes).sum().item<long>();
                     long groups = fused.Scale.ne(reference.Scale).sum().item<long>() + fused.Zero.ne(reference.Zero).sum().item<long>();
                     bool pass = codes == 0 && groups == 0 && Gear.AI.Compression.Cuda.CudaKernels.UnavailableReason is null;

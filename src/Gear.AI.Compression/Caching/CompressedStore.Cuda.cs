@@ -22,9 +22,6 @@ internal sealed partial class CompressedStore
             : _groupSize is 32 or 64 or 128 or 256)
         && View.Rank <= CudaKernels.MaxRank;
 
-    /// <summary>Largest dynamic shared memory a launch asks for without opting in (48 KiB).</summary>
-    private const int SharedLimit = 48 * 1024;
-
     /// <summary>
     /// Writes q·K̂ᵀ (dequantized keys, outliers, low rank) into columns [offset, offset + T) of the scores: one launch,
     /// a span of up to 256 tokens (whole key groups) per thread block.
@@ -64,7 +61,7 @@ internal sealed partial class CompressedStore
     {
         // At most 15 groups: a span meets at most groups + 1 blocks, and the kernel lists up to 16 (MAX_SPAN_BLOCKS).
         int per = Math.Clamp(Math.Min(1024, CudaKernels.KeySpan) / _groupSize, 1, Math.Clamp(groups, 1, 15));
-        while (per > 1 && KeySharedBytes(per, rows, rank) > SharedLimit)
+        while (per > 1 && KeySharedBytes(per, rows, rank) > CudaKernels.SharedLimit)
             per /= 2;
         return per;
     }

@@ -23,6 +23,9 @@ internal static class CudaKernels
     /// <summary>Largest low-rank rank the kernels apply in place (larger ranks use the TorchSharp path).</summary>
     public const int MaxRank = 8;
 
+    /// <summary>Largest dynamic shared memory a launch asks for without opting in (48 KiB).</summary>
+    public const int SharedLimit = 48 * 1024;
+
     private static readonly int[] RowBuckets = [1, 2, 4, 8];
     private static readonly int[] CodeWidths = [1, 2, 4, 8];
     private static readonly int[] PieceWidths = [64, 32, 16, 8];
@@ -307,7 +310,8 @@ internal static class CudaKernels
         long n = residual.shape[^2], d = residual.shape[^1], r = omega.shape[^1];
         long shared = sizeof(float) * (n * d + n * r + d * r + 32);
         if (residual.device_type != DeviceType.CUDA || residual.dtype != ScalarType.Float32 || omega.dtype != ScalarType.Float32
-            || omega.device_type != residual.device_type || omega.device_index != residual.device_index || omega.shape[0] != d || shared > 48 * 1024 || For(residual.device) is not { } module)
+            || omega.device_type != residual.device_type || omega.device_index != residual.device_index || omega.shape[0] != d
+            || shared > SharedLimit || For(residual.device) is not { } module)
             return null;
         var lead = residual.shape[..^2];
         long batch = residual.numel() / Math.Max(1, n * d);
