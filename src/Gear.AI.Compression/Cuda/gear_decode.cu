@@ -28,14 +28,25 @@ __device__ __forceinline__ float warp_sum(float value)
     return value;
 }
 
-// Element i of the queries in their own dtype (0 float32, 1 float16, 2 bfloat16), times `scale`.
+// Element i of a tensor of dtype `type` (0 float32, 1 float16, 2 bfloat16) as a float.
+__device__ __forceinline__ float load_as_float(const void* x, int type, long long i)
+{
+    if (type == 0) return ((const float*)x)[i];
+    if (type == 1) return __half2float(((const __half*)x)[i]);
+    return __uint_as_float(((unsigned)((const unsigned short*)x)[i]) << 16);
+}
+
+// Element i of the queries in their own dtype, times `scale`.
 __device__ __forceinline__ float load_q(const void* q, int type, long long i, float scale)
 {
-    float x;
-    if (type == 0) x = ((const float*)q)[i];
-    else if (type == 1) x = __half2float(((const __half*)q)[i]);
-    else x = __uint_as_float(((unsigned)((const unsigned short*)q)[i]) << 16);
-    return x * scale;
+    return load_as_float(q, type, i) * scale;
+}
+
+// x as bfloat16 bits, rounded to nearest even (NaN stays NaN).
+__device__ __forceinline__ unsigned short bfloat16_bits(float x)
+{
+    const unsigned bits = __float_as_uint(x);
+    return x != x ? (unsigned short)0x7fc0 : (unsigned short)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
 
 // Queries everywhere below: [BH, rows, D] in the caller's dtype (qType), multiplied by qScale (1/√D) on load.
@@ -755,13 +766,7 @@ __device__ __forceinline__ void store_out(void* out, int outType, long long at, 
 {
     if (outType == 0) ((float*)out)[at] = o;
     else if (outType == 1) ((__half*)out)[at] = __float2half_rn(o);
-    else
-    {
-        // float → bfloat16, round to nearest even (NaN stays NaN).
-        unsigned bits = __float_as_uint(o);
-        unsigned short h = (o != o) ? (unsigned short)0x7fc0 : (unsigned short)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
-        ((unsigned short*)out)[at] = h;
-    }
+    else ((unsigned short*)out)[at] = bfloat16_bits(o);
 }
 
 // The low-rank factors of one store for gear_finish: A [BH, T, r], B [BH, nblk, D, r] half, groupBlock [T/gv] int64,
@@ -977,21 +982,12 @@ extern "C" __global__ void gear_quantize_tokens(const float* __restrict__ x, int
 // calls: RMSNorm was 8 tensor operations and rotary embedding of q and k ~20 with the views around it). Same arithmetic
 // as the tensor ops they replace, rounding to the model's dtype (0 float32, 1 float16, 2 bfloat16) where they round.
 
-__device__ __forceinline__ float load_as_float(const void* x, int type, long long i)
-{
-    if (type == 0) return ((const float*)x)[i];
-    if (type == 1) return __half2float(((const __half*)x)[i]);
-    return __uint_as_float(((unsigned)((const unsigned short*)x)[i]) << 16);
-}
-
 // x rounded to the dtype and back (what a tensor operation's result in that dtype holds).
 __device__ __forceinline__ float round_to(float x, int type)
 {
     if (type == 0) return x;
     if (type == 1) return __half2float(__float2half_rn(x));
-    const unsigned bits = __float_as_uint(x);
-    if (x != x) return x;
-    return __uint_as_float(((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16) << 16);
+    return __uint_as_float((unsigned)bfloat16_bits(x) << 16);
 }
 
 // RMSNorm as transformers computes it: w · dtype(x / sqrt(mean(x²) + eps)), the mean in float32. x, out [rows, H],
