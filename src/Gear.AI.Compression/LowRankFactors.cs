@@ -53,9 +53,7 @@ public sealed class LowRankFactors : IDisposable
         var rt = r.transpose(-1, -2);                                          // [..., D, n]
         // One Ω for every matrix of the batch (each is independent of Ω, which is all the range finder needs): a
         // sequence's factors do not depend on what else is in the batch, and drawing it costs D·r numbers, not B·H·D·r.
-        // Drawn on the CPU and moved: the same seed gives the same projection on every device.
-        using var generator = new Generator((ulong)seed, CPU);
-        var omega = randn([r.shape[^1], rank], dtype: ScalarType.Float32, generator: generator).to(r.device); // [D, r]
+        var omega = Omega(r.shape[^1], rank, seed, r.device);                  // [D, r]
         // On CUDA a decode block's matrices fit in shared memory: the same steps in one launch (the tensor ops below are
         // ~40 calls, and a batch-1 decode step is bound by calls).
         if (UseCudaKernel && Cuda.CudaKernels.PowerIteration(r, omega, iterations) is { } fused)
@@ -73,6 +71,34 @@ public sealed class LowRankFactors : IDisposable
             a.to(ScalarType.Float16).DetachFromDisposeScope(),
             b.to(ScalarType.Float16).DetachFromDisposeScope());
     }
+
+    /// <summary>
+    /// Ω [D, r]: drawn on the CPU, so the same seed gives the same projection on every device. On an accelerator the copy
+    /// is kept (one per shape, seed and device, for the life of the process): a copy from host memory waits for the
+    /// device's queue, and each decode block's compression would otherwise pay that twice per layer for the same Ω.
+    /// </summary>
+    private static Tensor Omega(long d, int rank, long seed, Device device)
+    {
+        Tensor Draw()
+        {
+            using var generator = new Generator((ulong)seed, CPU);
+            return randn([d, rank], dtype: ScalarType.Float32, generator: generator);
+        }
+        if (device.type == DeviceType.CPU)
+            return Draw();
+        lock (DeviceOmegas)
+        {
+            var key = (d, rank, seed, device.type, device.index);
+            if (!DeviceOmegas.TryGetValue(key, out var omega))
+            {
+                using var host = Draw();
+                DeviceOmegas[key] = omega = host.to(device).DetachFromDisposeScope();
+            }
+            return omega;
+        }
+    }
+
+    private static readonly Dictionary<(long D, int Rank, long Seed, DeviceType Type, long Index), Tensor> DeviceOmegas = [];
 
     /// <summary>Whether CUDA runs the power iteration as one kernel where it fits (tests turn it off to compare with the tensor ops).</summary>
     internal static bool UseCudaKernel { get; set; } = true;

@@ -278,7 +278,7 @@ internal static class CudaKernels
             return null;
         var lead = x.shape[..^2];
         long l = x.numel() / Math.Max(1, n * d);
-        var input = x.contiguous();
+        var input = Contiguous(x);
         var codes = empty([.. lead, n, d / 8 * bits], ScalarType.Byte, x.device);
         long[] groupShape = axis == QuantAxis.PerChannel ? [.. lead, n / g, d] : [.. lead, n, d / g];
         var scale = empty(groupShape, ScalarType.Float16, x.device);
@@ -315,8 +315,8 @@ internal static class CudaKernels
             return null;
         var lead = residual.shape[..^2];
         long batch = residual.numel() / Math.Max(1, n * d);
-        var input = residual.is_contiguous() ? residual : residual.contiguous();   // copies belong to the caller's dispose scope
-        var w = omega.is_contiguous() ? omega : omega.contiguous();
+        var input = Contiguous(residual);
+        var w = Contiguous(omega);
         var a = empty([.. lead, n, r], ScalarType.Float16, residual.device);
         var b = empty([.. lead, d, r], ScalarType.Float16, residual.device);
         if (batch > 0)
@@ -344,8 +344,8 @@ internal static class CudaKernels
             || For(x.device) is not { } module)
             return null;
         long rows = x.numel() / Math.Max(1, h);
-        var input = x.is_contiguous() ? x : x.contiguous();                        // copies belong to the caller's dispose scope
-        var w = weight.is_contiguous() ? weight : weight.contiguous();
+        var input = Contiguous(x);
+        var w = Contiguous(weight);
         var output = empty(x.shape, x.dtype, x.device);
         if (rows > 0)
         {
@@ -388,6 +388,9 @@ internal static class CudaKernels
         }
         return (q, k);
     }
+
+    /// <summary><paramref name="t"/> itself where it is contiguous, else a contiguous copy (it belongs to the caller's dispose scope).</summary>
+    private static Tensor Contiguous(Tensor t) => t.is_contiguous() ? t : t.contiguous();
 
     /// <summary>The PTX text, NUL-terminated as cuModuleLoadData wants it.</summary>
     public static byte[] Ptx()

@@ -914,6 +914,16 @@ __device__ __forceinline__ void pack_store(unsigned code, int c, int D, int bits
     if (c < D && lane % perByte == 0) row[c / perByte] = (uint8_t)v;
 }
 
+// A group's fp16 scale and zero from its range (the tensor path's rounding), written at `at`; returned as floats.
+__device__ __forceinline__ float2 group_scale_zero(float lo, float hi, int levels, __half* __restrict__ scale,
+                                                   __half* __restrict__ zero, long long at)
+{
+    const __half s16 = __float2half_rn((hi - lo) * (1.f / levels)), z16 = __float2half_rn(lo);
+    scale[at] = s16;
+    zero[at] = z16;
+    return make_float2(__half2float(s16), __half2float(z16));
+}
+
 __device__ __forceinline__ unsigned quantize_code(float x, float s, float z, int levels)
 {
     if (!(s > 0.f)) return 0u;
@@ -936,12 +946,9 @@ extern "C" __global__ void gear_quantize_channels(const float* __restrict__ x, i
             lo = fminf(lo, v);
             hi = fmaxf(hi, v);
         }
-        const __half s16 = __float2half_rn((hi - lo) * (1.f / levels)), z16 = __float2half_rn(lo);
-        const long long at = ((long long)l * (n / g) + grp) * D + c;
-        scale[at] = s16;
-        zero[at] = z16;
-        s = __half2float(s16);
-        z = __half2float(z16);
+        const float2 sz = group_scale_zero(lo, hi, levels, scale, zero, ((long long)l * (n / g) + grp) * D + c);
+        s = sz.x;
+        z = sz.y;
     }
     for (int j = 0; j < g; j++)
     {
@@ -967,11 +974,9 @@ extern "C" __global__ void gear_quantize_tokens(const float* __restrict__ x, int
             lo = fminf(lo, row[c + j]);
             hi = fmaxf(hi, row[c + j]);
         }
-        const __half s16 = __float2half_rn((hi - lo) * (1.f / levels)), z16 = __float2half_rn(lo);
-        scale[t * (D / g) + c / g] = s16;
-        zero[t * (D / g) + c / g] = z16;
-        groupScale[c / g] = __half2float(s16);
-        groupZero[c / g] = __half2float(z16);
+        const float2 sz = group_scale_zero(lo, hi, levels, scale, zero, t * (D / g) + c / g);
+        groupScale[c / g] = sz.x;
+        groupZero[c / g] = sz.y;
     }
     __syncthreads();
     const unsigned code = c < D ? quantize_code(row[c], groupScale[c / g], groupZero[c / g], levels) : 0u;
