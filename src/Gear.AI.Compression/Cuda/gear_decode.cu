@@ -181,10 +181,19 @@ __device__ void key_scores(const void* __restrict__ q, int qType, float qScale, 
             if (lane == 0) zq[gj * M + m] = sum;
         }
     }
-    // q·B of each group's low-rank block, one warp per group from the last warp down (the first warps sum q·zero).
+    // q·B of each low-rank block the span meets, one warp per group that starts one (from the last warp down: the first
+    // warps sum q·zero); every group reads it from the group that starts its block (a prompt's one block: the first).
+    __shared__ int lead[MAX_SPAN_BLOCKS];
+    if (r > 0 && tid < ng)
+    {
+        int first = tid;
+        while (first > 0 && groupBlock[g0 + first] == groupBlock[g0 + first - 1]) first--;
+        lead[tid] = first;
+    }
     if (r > 0)
         for (int gj = warps - 1 - warp; gj < ng; gj += warps)
         {
+            if (gj > 0 && groupBlock[g0 + gj] == groupBlock[g0 + gj - 1]) continue;
             const __half* Bb = B + ((long long)bh * nblk + groupBlock[g0 + gj]) * D * r;
             float bp[M][MAX_RANK];
 #pragma unroll
@@ -262,12 +271,23 @@ __device__ void key_scores(const void* __restrict__ q, int qType, float qScale, 
 #pragma unroll
             for (int m = 0; m < M; m++) acc[m] += qg[m * D + d] * c;
         }
-    for (int rho = 0; rho < r && grp < groups; rho++)
+    const float* qbg = r > 0 && grp < groups ? qb + lead[gi] * M * r : qb;
+    if (r == 4 && grp < groups)
     {
-        const float a = __half2float(A[((long long)bh * T + t) * r + rho]);
+        // The prompt's default rank: the token's row of A in one 8-byte load.
+        const uint2 raw = *(const uint2*)(A + ((long long)bh * T + t) * 4);
+        const float2 a01 = __half22float2(*(const __half2*)&raw.x), a23 = __half22float2(*(const __half2*)&raw.y);
 #pragma unroll
-        for (int m = 0; m < M; m++) acc[m] += a * qb[(gi * M + m) * r + rho];
+        for (int m = 0; m < M; m++)
+            acc[m] += a01.x * qbg[m * 4] + a01.y * qbg[m * 4 + 1] + a23.x * qbg[m * 4 + 2] + a23.y * qbg[m * 4 + 3];
     }
+    else
+        for (int rho = 0; rho < r && grp < groups; rho++)
+        {
+            const float a = __half2float(A[((long long)bh * T + t) * r + rho]);
+#pragma unroll
+            for (int m = 0; m < M; m++) acc[m] += a * qbg[m * r + rho];
+        }
     // Outliers. A block with few slots per channel (up to 16: blocks up to ~800 tokens at 2%): every (channel, slot)
     // is a task of its own, with no dependent loads before it.
     for (int b = 0; b < spanBlocks; b++)
