@@ -343,7 +343,7 @@ internal static class GpuBench
     /// Per-sequence cache bytes are measured on a real cache of one sequence, not estimated. The Fp16 baseline runs
     /// first and again last (host jitter moves a run by several percent); its rate is the mean of the two.
     /// </summary>
-    public static void Throughput(string shapeConfig, long budgetBytes, int prompt, int generate, int maxBatch, IReadOnlyList<GearOptions> caches, ScalarType dtype, string machine, string? json)
+    public static void Throughput(string shapeConfig, long budgetBytes, int prompt, int generate, int maxBatch, IReadOnlyList<GearOptions> caches, ScalarType dtype, string machine, string? json, int prefillChunk = DefaultPrefillChunk)
     {
         var config = LlamaConfig.Load(Path.GetDirectoryName(Path.GetFullPath(shapeConfig))!);
         var device = torch.device("cuda");
@@ -361,7 +361,9 @@ internal static class GpuBench
             using (var probe = model.CreateCache(options, 1))
             {
                 ReserveDense(probe, prompt + generate);
-                MemoryBench.FillSynthetic(probe, prompt + generate, dtype, device);
+                // As the run below fills it: the prompt in pieces, then the decode steps' tokens one at a time (decode blocks).
+                MemoryBench.FillSynthetic(probe, prompt - 2, dtype, device, prefillChunk);
+                MemoryBench.FillSynthetic(probe, generate + 2, dtype, device, chunk: 1);
                 perSequence = probe.ResidentBytes;
             }
             // Activations and transient dequantized K/V of one layer for the batch: reserve a quarter of what is left.
@@ -370,7 +372,7 @@ internal static class GpuBench
             cuda.synchronize();
             using var cache = model.CreateCache(options, batch);
             ReserveDense(cache, prompt + generate);
-            MemoryBench.FillSynthetic(cache, prompt - 2, dtype, device, chunk: 256); // two warm-up steps, then the generated tokens
+            MemoryBench.FillSynthetic(cache, prompt - 2, dtype, device, prefillChunk); // two warm-up steps, then the generated tokens
             double ms = Decode(model, cache, batch, generate, profile: true);
             long peak = DeviceMemory.UsedBytes();
             // A repeated kind keeps its first run's peak: NVML's figure is the process's high-water mark so far.
@@ -388,6 +390,14 @@ internal static class GpuBench
         }
         report.Finish(json);
     }
+
+    /// <summary>
+    /// Prompt tokens appended (and compressed, each piece a prompt block) at a time, in the probe that sizes the batch and
+    /// in the run alike: the block layout decides the bytes (outliers per block, low-rank blocks), so the two must match.
+    /// (Until this revision the probe took the whole prompt and generated tokens in 1,024-token pieces: the batch was
+    /// sized on ~4% fewer bytes than the run held.) <c>--prefill-chunk</c> sets it.
+    /// </summary>
+    public const int DefaultPrefillChunk = 256;
 
     /// <summary>
     /// The FP16 baseline gets exactly the room its sequences need, as a server that knows prompt + generated

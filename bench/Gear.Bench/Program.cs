@@ -120,9 +120,16 @@ static TorchSharp.torch.ScalarType DType(string name) => name switch
     var maxBatch = new Option<int>("--max-batch") { DefaultValueFactory = _ => 256 };
     var noFp16 = new Option<bool>("--only") { Description = "Measure exactly the listed kinds (no Fp16 baseline), e.g. to read one kind's peak memory alone" };
     var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "bf16" };
-    var command = new Command("gpu-throughput", "Largest batch within a memory budget and generated tokens/s per cache kind") { shape, budget, prompt, generate, maxBatch, caches, bits, noFp16, dtype, json };
+    var chunk = new Option<int>("--prefill-chunk")
+    {
+        DefaultValueFactory = _ => GpuBench.DefaultPrefillChunk,
+        Description = "Prompt tokens appended at a time (each piece compressed as a prompt block), in the batch-sizing probe and the run alike",
+    };
+    chunk.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 1) r.AddError("--prefill-chunk must be at least 1."); });
+    var command = new Command("gpu-throughput", "Largest batch within a memory budget and generated tokens/s per cache kind") { shape, budget, prompt, generate, maxBatch, caches, bits, noFp16, dtype, chunk, json };
     command.SetAction(p => GpuBench.Throughput(p.GetValue(shape)!, (long)(p.GetValue(budget) * (1L << 30)), p.GetValue(prompt), p.GetValue(generate), p.GetValue(maxBatch),
-        CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!, withFp16: !p.GetValue(noFp16)), DType(p.GetValue(dtype)!), Machine.Describe("cuda"), p.GetValue(json)));
+        CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!, withFp16: !p.GetValue(noFp16)), DType(p.GetValue(dtype)!), Machine.Describe("cuda"), p.GetValue(json),
+        p.GetValue(chunk)));
     root.Add(command);
 }
 
