@@ -189,7 +189,8 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
 
     /// <summary>
     /// Attention for a few query rows on CUDA in a handful of calls (at batch 1 the step is bound by host calls):
-    /// scores of each store from its packed keys (one kernel, outliers included) and of the buffer (one kernel),
+    /// scores of each store from its packed keys (one kernel, outliers included) and of the buffer (one kernel; at a
+    /// serving batch all but the largest store's kernels on the module's side stream),
     /// reading the queries in their own dtype; a softmax kernel in place; then per-span sums of each store's packed
     /// values (outliers included, one kernel each), and one kernel that adds the values' low rank of every store and
     /// the buffer's values to them and writes the sum in the output's dtype. Two allocations (one float32 scratch for scores
@@ -214,25 +215,48 @@ public sealed class CompressedKvCacheLayer : IKvCacheLayer
             var (keysAddress, valuesAddress) = BufferAddresses();
             long capacity = _bufferCapacity;
             mark?.Invoke("queries");
+            // At a serving batch the small launches — a decode-rank store of a few blocks, the buffer's scores — each took
+            // ~20 µs of a step for a few µs of work, waiting their turn behind the prompt store's kernel: they go to a side
+            // stream and run beside it (forked after the queries and the softmax, joined before the softmax and the finish).
+            var side = bh >= Cuda.CudaKernels.SideStreamSlices && _stores.Count > 0 ? module.Side : null;
+            var largest = side is null ? null : _stores.Values.MaxBy(s => s.Keys.Length).Keys;
+            IntPtr Stream(CompressedStore store) => side is null || ReferenceEquals(store, largest) ? IntPtr.Zero : side.Stream;
             long offset = 0;
-            foreach (var (keyStore, _) in _stores.Values)
+            side?.Fork();
+            try
             {
-                keyStore.CudaKeyScores(module, queryView, sp, bh, total, offset);
-                offset += keyStore.Length;
+                foreach (var (keyStore, _) in _stores.Values)
+                {
+                    keyStore.CudaKeyScores(module, queryView, sp, bh, total, offset, Stream(keyStore));
+                    offset += keyStore.Length;
+                }
+                Cuda.CudaKernels.DenseScores(module, queryView, keysAddress, capacity, (int)_buffered, (int)tq, sp, bh, d, total, compressed,
+                    side?.Stream ?? IntPtr.Zero);
             }
-            Cuda.CudaKernels.DenseScores(module, queryView, keysAddress, capacity, (int)_buffered, (int)tq, sp, bh, d, total, compressed);
+            finally
+            {
+                side?.Join();                                                                  // before the scratch can be freed
+            }
             mark?.Invoke("buffer_scores");
             Cuda.CudaKernels.Softmax(module, sp, bh * rows, total);                           // scores → probabilities, in place
             mark?.Invoke("softmax");
             offset = 0;
             int slot = 0, lowRanks = 0;
             Span<Cuda.CudaKernels.LowRankStore> lowRank = stackalloc Cuda.CudaKernels.LowRankStore[Cuda.CudaKernels.MaxLowRankStores];
-            foreach (var (_, valueStore) in _stores.Values)
+            side?.Fork();
+            try
             {
-                slot += valueStore.CudaValues(module, sp, op, bh, m, total, slots, offset, slot);
-                if (valueStore.CudaLowRank(offset) is { } factors)
-                    lowRank[lowRanks++] = factors;
-                offset += valueStore.Length;
+                foreach (var (keyStore, valueStore) in _stores.Values)
+                {
+                    slot += valueStore.CudaValues(module, sp, op, bh, m, total, slots, offset, slot, Stream(keyStore));
+                    if (valueStore.CudaLowRank(offset) is { } factors)
+                        lowRank[lowRanks++] = factors;
+                    offset += valueStore.Length;
+                }
+            }
+            finally
+            {
+                side?.Join();
             }
             var output = empty([b, hq, tq, d], dtype, _shape.Device);                          // [B, Hq, Tq, D] = [B·Hkv, M, D]
             Cuda.CudaKernels.Finish(module, op, slots, bh, m, d, TensorMemory.DeviceAddress(output, contiguous: true), type, sp, total,

@@ -32,7 +32,8 @@ internal sealed partial class CompressedStore
     /// <param name="bh">B·H.</param>
     /// <param name="ld">Row length of the scores.</param>
     /// <param name="offset">First column of this store's tokens.</param>
-    public unsafe void CudaKeyScores(CudaKernels.Module module, in CudaKernels.Queries q, IntPtr sp, int bh, long ld, long offset)
+    /// <param name="stream">The stream to launch on (default: the legacy default stream).</param>
+    public unsafe void CudaKeyScores(CudaKernels.Module module, in CudaKernels.Queries q, IntPtr sp, int bh, long ld, long offset, IntPtr stream = default)
     {
         var view = View;
         int d = (int)_headDim, length = checked((int)Length), g = _groupSize, gShift = BitOperations.Log2((uint)g), bits = _bits;
@@ -49,7 +50,7 @@ internal sealed partial class CompressedStore
         args[7] = &a; args[8] = &b; args[9] = &groupBlock; args[10] = &r; args[11] = &blocks; args[12] = &values; args[13] = &index;
         args[14] = &indexBytes; args[15] = &outlierGroups; args[16] = &slots; args[17] = &sp; args[18] = &length; args[19] = &d;
         args[20] = &gShift; args[21] = &ld; args[22] = &offset;
-        CudaDriver.Launch(module.Pick(module.KeyScores, rows, bits), ((uint)((groups + per - 1) / per), (uint)bh), (uint)(per * g), shared, args);
+        CudaDriver.Launch(module.Pick(module.KeyScores, rows, bits), ((uint)((groups + per - 1) / per), (uint)bh), (uint)(per * g), shared, args, stream);
         CudaKernels.PhaseMarker?.Invoke("key_scores");
     }
 
@@ -102,8 +103,10 @@ internal sealed partial class CompressedStore
     /// <param name="slots">Slots of the partial sums.</param>
     /// <param name="offset">First column of this store's tokens.</param>
     /// <param name="slotBase">First slot of this store.</param>
+    /// <param name="stream">The stream to launch on (default: the legacy default stream).</param>
     /// <returns>The slots written (the spans of <see cref="CudaValueLayout"/>).</returns>
-    public unsafe int CudaValues(CudaKernels.Module module, IntPtr pp, IntPtr out_, int bh, int rows, long ld, int slots, long offset, int slotBase)
+    public unsafe int CudaValues(CudaKernels.Module module, IntPtr pp, IntPtr out_, int bh, int rows, long ld, int slots, long offset, int slotBase,
+        IntPtr stream = default)
     {
         var view = View;
         int d = (int)_headDim, length = checked((int)Length), bits = _bits, bucket = CudaKernels.Module.Bucket(rows);
@@ -118,7 +121,7 @@ internal sealed partial class CompressedStore
         uint shared = (uint)(sizeof(float) * bucket * d);
         // Outliers: each lane's private correction slots, [warps, M, CPT, 32] floats after the block's sums.
         uint fix = outliers == 0 ? 0u : (uint)(sizeof(float) * warps * bucket * channels * 32);
-        CudaDriver.Launch(module.Value(rows, bits, channels), ((uint)spans, (uint)bh), (uint)(32 * warps), shared + fix, args);
+        CudaDriver.Launch(module.Value(rows, bits, channels), ((uint)spans, (uint)bh), (uint)(32 * warps), shared + fix, args, stream);
         CudaKernels.PhaseMarker?.Invoke("values");
         return spans;
     }

@@ -36,6 +36,11 @@ internal static unsafe class CudaDriver
     [DllImport(Library)] private static extern int cuProfilerStart();
     [DllImport(Library)] private static extern int cuProfilerStop();
 
+    [DllImport(Library)] private static extern int cuStreamCreate(out IntPtr stream, uint flags);
+    [DllImport(Library)] private static extern int cuEventCreate(out IntPtr e, uint flags);
+    [DllImport(Library)] private static extern int cuEventRecord(IntPtr e, IntPtr stream);
+    [DllImport(Library)] private static extern int cuStreamWaitEvent(IntPtr stream, IntPtr e, uint flags);
+
     [DllImport(Library)]
     private static extern int cuLaunchKernel(IntPtr function, uint gridX, uint gridY, uint gridZ, uint blockX, uint blockY, uint blockZ,
                                              uint sharedBytes, IntPtr stream, void** parameters, void** extra);
@@ -86,9 +91,44 @@ internal static unsafe class CudaDriver
         return function;
     }
 
-    /// <summary>Launches on the legacy default stream, the one TorchSharp's operations run on, so it is ordered with them.</summary>
-    public static void Launch(IntPtr function, (uint X, uint Y) grid, uint block, uint sharedBytes, void** parameters) =>
-        Check(cuLaunchKernel(function, grid.X, grid.Y, 1, block, 1, 1, sharedBytes, IntPtr.Zero, parameters, null), "cuLaunchKernel");
+    /// <summary>
+    /// Launches on the legacy default stream, the one TorchSharp's operations run on, so it is ordered with them; or on
+    /// <paramref name="stream"/> (see <see cref="SideStream"/>).
+    /// </summary>
+    public static void Launch(IntPtr function, (uint X, uint Y) grid, uint block, uint sharedBytes, void** parameters, IntPtr stream = default) =>
+        Check(cuLaunchKernel(function, grid.X, grid.Y, 1, block, 1, 1, sharedBytes, stream, parameters, null), "cuLaunchKernel");
+
+    /// <summary>
+    /// A second stream of the current context for small kernels that may run beside a large one on the legacy default
+    /// stream (a non-blocking stream: it orders with the default stream only through <see cref="Fork"/> and
+    /// <see cref="Join"/>), with the two events that fork and join it.
+    /// </summary>
+    public sealed record SideStream(IntPtr Stream, IntPtr Forked, IntPtr Done)
+    {
+        /// <summary>Creates the stream and its events in the current context.</summary>
+        public static SideStream Create()
+        {
+            const uint NonBlocking = 1, DisableTiming = 2;
+            Check(cuStreamCreate(out var stream, NonBlocking), "cuStreamCreate");
+            Check(cuEventCreate(out var forked, DisableTiming), "cuEventCreate");
+            Check(cuEventCreate(out var done, DisableTiming), "cuEventCreate");
+            return new SideStream(stream, forked, done);
+        }
+
+        /// <summary>Work launched on the stream after this waits for everything queued on the default stream so far.</summary>
+        public void Fork()
+        {
+            Check(cuEventRecord(Forked, IntPtr.Zero), "cuEventRecord");
+            Check(cuStreamWaitEvent(Stream, Forked, 0), "cuStreamWaitEvent");
+        }
+
+        /// <summary>Work queued on the default stream after this waits for everything launched on the stream so far.</summary>
+        public void Join()
+        {
+            Check(cuEventRecord(Done, Stream), "cuEventRecord");
+            Check(cuStreamWaitEvent(IntPtr.Zero, Done, 0), "cuStreamWaitEvent");
+        }
+    }
 
     private static void Check(int result, string call)
     {

@@ -47,6 +47,19 @@ internal static class CudaKernels
 
     private static string ValueKernelName((int Rows, int Bits, int Channels) k) => $"gear_values_m{k.Rows}_b{k.Bits}_c{k.Channels}";
 
+    /// <summary>
+    /// (Batch · key/value heads) from which a layer's small launches (a decode-rank store of a few blocks, the buffer's
+    /// scores) go to the module's side stream, beside the prompt store's kernels; below it a step is bound by host calls,
+    /// and the fork and join would add four. <c>GEAR_CUDA_SIDE_STREAM=0</c> keeps everything on the default stream, <c>=1</c>
+    /// uses the side stream at any batch (gpu-selftest's small shapes).
+    /// </summary>
+    public static readonly int SideStreamSlices = Environment.GetEnvironmentVariable("GEAR_CUDA_SIDE_STREAM") switch
+    {
+        "0" => int.MaxValue,
+        "1" => 0,
+        _ => 256,
+    };
+
     /// <summary>Kernel development only: <c>GEAR_CUDA_PIECE</c> caps the value kernels' channels per lane (8–64).</summary>
     private static readonly int PieceCap = Tuning("GEAR_CUDA_PIECE", 64);
 
@@ -95,7 +108,7 @@ internal static class CudaKernels
     internal sealed record Module(IntPtr[,] KeyScores, IntPtr[] Finish,
         IReadOnlyDictionary<(int Rows, int Bits, int Channels), IntPtr> Values,
         IntPtr Orthonormalize, IntPtr DenseScores, IntPtr SoftmaxRows, IntPtr QuantizeChannels, IntPtr QuantizeTokens,
-        IntPtr RmsNorm, IntPtr RopeQk, IntPtr PowerIteration)
+        IntPtr RmsNorm, IntPtr RopeQk, IntPtr PowerIteration, CudaDriver.SideStream Side)
     {
         /// <summary>The kernel instantiated for the fewest rows ≥ <paramref name="rows"/> (and <paramref name="bits"/>-bit codes).</summary>
         public IntPtr Pick(IntPtr[,] kernels, int rows, int bits) => kernels[RowBucket(rows), Array.IndexOf(CodeWidths, bits)];
@@ -170,7 +183,8 @@ internal static class CudaKernels
                     CudaDriver.Function(handle, "gear_quantize_tokens"),
                     CudaDriver.Function(handle, "gear_rms_norm"),
                     CudaDriver.Function(handle, "gear_rope_qk"),
-                    CudaDriver.Function(handle, "gear_power_iteration"));
+                    CudaDriver.Function(handle, "gear_power_iteration"),
+                    CudaDriver.SideStream.Create());
                 Modules[context] = module;
                 return module;
             }
@@ -204,7 +218,8 @@ internal static class CudaKernels
     }
 
     /// <summary>Scores of the float16 buffer's first <paramref name="n"/> tokens into columns [offset, offset + n) (causal for Tq &gt; 1).</summary>
-    public static unsafe void DenseScores(Module module, in Queries q, IntPtr kp, long capacity, int n, int tq, IntPtr sp, int bh, int d, long ld, long offset)
+    public static unsafe void DenseScores(Module module, in Queries q, IntPtr kp, long capacity, int n, int tq, IntPtr sp, int bh, int d, long ld, long offset,
+        IntPtr stream = default)
     {
         IntPtr qp = q.Address;
         int type = q.Type, m = q.Rows;
@@ -212,7 +227,7 @@ internal static class CudaKernels
         void** args = stackalloc void*[12];
         args[0] = &qp; args[1] = &type; args[2] = &scale; args[3] = &kp; args[4] = &capacity; args[5] = &n; args[6] = &m; args[7] = &d;
         args[8] = &tq; args[9] = &sp; args[10] = &ld; args[11] = &offset;
-        CudaDriver.Launch(module.DenseScores, ((uint)((n + 63) / 64), (uint)bh), 256, 0, args);        // 8 tokens a warp
+        CudaDriver.Launch(module.DenseScores, ((uint)((n + 63) / 64), (uint)bh), 256, 0, args, stream); // 8 tokens a warp
     }
 
     /// <summary>Softmax of each of <paramref name="rows"/> rows of <paramref name="n"/> float32 values at <paramref name="x"/>, in place.</summary>
