@@ -73,32 +73,14 @@ public sealed class LowRankFactors : IDisposable
     }
 
     /// <summary>
-    /// Ω [D, r]: drawn on the CPU, so the same seed gives the same projection on every device. On an accelerator the copy
-    /// is kept (one per shape, seed and device, for the life of the process): a copy from host memory waits for the
-    /// device's queue, and each decode block's compression would otherwise pay that twice per layer for the same Ω.
+    /// Ω [D, r], drawn on the CPU and moved: the same seed gives the same projection on every device. Not kept between
+    /// calls: a cache's seed changes with every block and layer it compresses.
     /// </summary>
     private static Tensor Omega(long d, int rank, long seed, Device device)
     {
-        Tensor Draw()
-        {
-            using var generator = new Generator((ulong)seed, CPU);
-            return randn([d, rank], dtype: ScalarType.Float32, generator: generator);
-        }
-        if (device.type == DeviceType.CPU)
-            return Draw();
-        lock (DeviceOmegas)
-        {
-            var key = (d, rank, seed, device.type, device.index);
-            if (!DeviceOmegas.TryGetValue(key, out var omega))
-            {
-                using var host = Draw();
-                DeviceOmegas[key] = omega = host.to(device).DetachFromDisposeScope();
-            }
-            return omega;
-        }
+        using var generator = new Generator((ulong)seed, CPU);
+        return randn([d, rank], dtype: ScalarType.Float32, generator: generator).to(device); // in the caller's dispose scope
     }
-
-    private static readonly Dictionary<(long D, int Rank, long Seed, DeviceType Type, long Index), Tensor> DeviceOmegas = [];
 
     /// <summary>Whether CUDA runs the power iteration as one kernel where it fits (tests turn it off to compare with the tensor ops).</summary>
     internal static bool UseCudaKernel { get; set; } = true;
