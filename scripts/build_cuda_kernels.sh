@@ -10,6 +10,10 @@ cd "$(git rev-parse --show-toplevel)/src/Gear.AI.Compression/Cuda"
 host=()
 if ! nvcc --version >/dev/null 2>&1; then echo "nvcc not found" >&2; exit 1; fi
 if command -v clang-14 >/dev/null && ! command -v g++-11 >/dev/null; then host=(-ccbin clang-14); fi
-nvcc "${host[@]}" -std=c++17 -ptx -arch=compute_70 -O3 -o gear_decode.ptx gear_decode.cu
+# nvcc numbers its virtual registers differently from run to run under address-space randomization (same machine code
+# after ptxas, different text); without it the PTX is the same for the same source.
+norandom=()
+if command -v setarch >/dev/null && setarch "$(uname -m)" -R true 2>/dev/null; then norandom=(setarch "$(uname -m)" -R); fi
+"${norandom[@]}" nvcc "${host[@]}" -std=c++17 -ptx -arch=compute_70 -O3 -o gear_decode.ptx gear_decode.cu
 sha256sum gear_decode.cu > gear_decode.ptx.sha256
 echo "wrote $(pwd)/gear_decode.ptx ($(grep -c '^.visible .entry' gear_decode.ptx) kernels)"

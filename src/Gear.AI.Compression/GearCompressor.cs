@@ -36,6 +36,8 @@ public static class GearCompressor
         int g = GroupQuantizer.EffectiveGroupSize(options.GroupSize, axis, d);
 
         using var scope = NewDisposeScope();
+        if (UseCudaKernel && CompressFused(x, axis, options, r, g) is { } fused)
+            return fused;
         var xf = x.to(ScalarType.Float32);                                     // [..., n, D]
         OutlierSet? outliers = null;
         var toQuantize = xf;
@@ -67,6 +69,46 @@ public static class GearCompressor
         {
             lowRank?.Dispose();
             quantized?.Dispose();
+            outliers?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Whether CUDA blocks are compressed by <see cref="Cuda.CudaKernels.CompressBlock"/>; off for the reference in gpu-selftest.</summary>
+    internal static bool UseCudaKernel { get; set; } = true;
+
+    /// <summary>
+    /// Steps 1 and 2 and the residual of step 3 in one CUDA launch where it applies (one outlier a side, as decode
+    /// blocks and value groups at the default 2% have; no outliers for KIVI and GEAR-L), then the power iteration; null
+    /// elsewhere. Called inside the caller's dispose scope.
+    /// </summary>
+    private static CompressedBlock? CompressFused(Tensor x, QuantAxis axis, GearOptions options, int rank, int g)
+    {
+        long n = x.shape[^2];
+        int length = axis == QuantAxis.PerChannel ? (int)Math.Min(n, int.MaxValue) : g;
+        int k = options.UsesOutliers ? OutlierSet.CountPerSide(options.OutlierRatio, length) : 0;
+        bool residual = options.UsesLowRank && rank > 0;
+        if (Cuda.CudaKernels.CompressBlock(x, options.Bits, g, axis, k, residual) is not { } parts)
+            return null;
+        Cuda.CudaKernels.PhaseMarker?.Invoke(axis == QuantAxis.PerChannel ? "keys_quantize" : "values_quantize");
+        var quantized = new QuantizedTensor(parts.Codes.DetachFromDisposeScope(), parts.Scale.DetachFromDisposeScope(),
+            parts.Zero.DetachFromDisposeScope(), x.shape, options.Bits, g, axis);
+        var outliers = k == 0 ? null
+            : new OutlierSet(parts.OutlierValues!.DetachFromDisposeScope(), parts.OutlierIndex!.DetachFromDisposeScope(), axis, length, k);
+        LowRankFactors? lowRank = null;
+        try
+        {
+            if (residual)
+            {
+                lowRank = LowRankFactors.Approximate(parts.Residual!, rank, options.PowerIterations, options.Seed);
+                Cuda.CudaKernels.PhaseMarker?.Invoke(axis == QuantAxis.PerChannel ? "keys_low_rank" : "values_low_rank");
+            }
+            return new CompressedBlock(quantized, outliers, lowRank, x.dtype);
+        }
+        catch
+        {
+            lowRank?.Dispose();
+            quantized.Dispose();
             outliers?.Dispose();
             throw;
         }

@@ -73,13 +73,15 @@ public sealed class LowRankFactors : IDisposable
     }
 
     /// <summary>
-    /// Ω [D, r], drawn on the CPU and moved: the same seed gives the same projection on every device. Not kept between
-    /// calls: a cache's seed changes with every block and layer it compresses.
+    /// Ω [D, r], drawn on the CPU and moved without waiting for the device (<see cref="Caching.TensorMemory.ToDevice"/>):
+    /// the same seed gives the same projection on every device. Not kept between calls: a cache's seed changes with every
+    /// block and layer it compresses.
     /// </summary>
     private static Tensor Omega(long d, int rank, long seed, Device device)
     {
         using var generator = new Generator((ulong)seed, CPU);
-        return randn([d, rank], dtype: ScalarType.Float32, generator: generator).to(device); // in the caller's dispose scope
+        var drawn = randn([d, rank], dtype: ScalarType.Float32, generator: generator); // in the caller's dispose scope
+        return Caching.TensorMemory.ToDevice(drawn, device);
     }
 
     /// <summary>Whether CUDA runs the power iteration as one kernel where it fits (tests turn it off to compare with the tensor ops).</summary>

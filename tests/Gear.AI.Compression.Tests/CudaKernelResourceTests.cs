@@ -33,6 +33,24 @@ public class CudaKernelResourceTests
         Assert.Equal(recorded, source);
     }
 
+    [Fact]
+    public void CompressBlock_ReadsANarrowOfTheBufferInPlace_AndLeavesOtherLayoutsToACopy()
+    {
+        using var buffer = torch.zeros(2, 3, 100, 64);                           // [B, Hkv, capacity, D]
+        using var block = buffer.narrow(2, 0, 64);                               // the first n_b tokens
+        Assert.True(CudaKernels.RowsInPlace(block, out long stride));
+        Assert.Equal(100 * 64, stride);                                          // one (batch, head) slice to the next
+        using var plain = torch.zeros(64, 64);
+        Assert.True(CudaKernels.RowsInPlace(plain, out stride));
+        Assert.Equal(64 * 64, stride);
+        using var swapped = buffer.transpose(0, 1).narrow(2, 0, 64);             // heads before batch: no single stride
+        Assert.False(CudaKernels.RowsInPlace(swapped, out _));
+        using var columns = buffer.narrow(3, 0, 32);                             // rows of D not dense
+        Assert.False(CudaKernels.RowsInPlace(columns, out _));
+        // Not CUDA: the tensor ops compress it.
+        Assert.Null(CudaKernels.CompressBlock(block, 2, 64, QuantAxis.PerChannel, 1, residual: true));
+    }
+
     [Theory]
     [InlineData(1, 2, 128, 64, 64)]    // Llama decode, 2-bit: a 16-byte piece of 64 channels, 2 lanes per token
     [InlineData(1, 4, 128, 64, 32)]    // 4-bit: 16 bytes hold 32 channels

@@ -93,7 +93,7 @@ internal sealed partial class CompressedStore : IDisposable
                 // The CUDA kernel finds a span's blocks and their slots in one read of this table instead of searching.
                 long slotsBefore = _outlierValues!.shape[^1] - o.Values.shape[^1];
                 var group = tensor(new[] { checked((int)slotsBefore), checked((int)o.Values.shape[^1]), checked((int)Length), checked((int)n) });
-                Grow(ref _outlierGroups, group.unsqueeze(0).expand(n / _groupSize, 4).contiguous().to(o.Values.device), 0);
+                Grow(ref _outlierGroups, TensorMemory.ToDevice(group.unsqueeze(0).expand(n / _groupSize, 4).contiguous(), o.Values.device), 0);
             }
             else
             {

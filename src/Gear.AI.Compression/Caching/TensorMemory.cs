@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 
 namespace Gear.AI.Compression.Caching;
 
-/// <summary>Raw access to the memory of contiguous CPU tensors, for the fused CPU decode kernel.</summary>
+/// <summary>Raw access to the memory of contiguous tensors (the fused kernels), and copies to a device that do not wait for it.</summary>
 internal static unsafe class TensorMemory
 {
     // The export TorchSharp's own TensorAccessor reads: the address of the tensor's first element
@@ -28,6 +28,20 @@ internal static unsafe class TensorMemory
         if (!contiguous && !tensor.is_contiguous())
             throw new InvalidOperationException($"Expected a contiguous tensor, got {tensor.dtype} [{string.Join(", ", tensor.shape)}].");
         return THSTensor_data(tensor.Handle);
+    }
+
+    /// <summary>
+    /// A copy of the CPU tensor <paramref name="cpu"/> on <paramref name="device"/>. To CUDA it goes through pinned memory
+    /// without blocking: a plain copy from pageable memory waits for every kernel queued before it, and a decode step's
+    /// compressions made three such copies a layer, so the host could not queue the next layer's work ahead of the
+    /// device (PyTorch's pinned-memory cache keeps the staging block until the copy has run).
+    /// </summary>
+    public static Tensor ToDevice(Tensor cpu, Device device)
+    {
+        if (device.type != DeviceType.CUDA)
+            return cpu.to(device);
+        using var pinned = cpu.pin_memory();
+        return pinned.to(device, non_blocking: true);
     }
 
     /// <summary>The first element of a contiguous CPU tensor of any element type.</summary>

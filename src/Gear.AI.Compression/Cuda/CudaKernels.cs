@@ -43,7 +43,7 @@ internal static class CudaKernels
          .. RowBuckets.Select(m => $"gear_finish_m{m}"),
          .. ValueKernels.Select(ValueKernelName),
          "gear_orthonormalize", "gear_dense_scores", "gear_softmax_rows", "gear_quantize_channels", "gear_quantize_tokens",
-         "gear_rms_norm", "gear_rope_qk", "gear_power_iteration"];
+         "gear_rms_norm", "gear_rope_qk", "gear_power_iteration", "gear_compress_channels", "gear_compress_tokens"];
 
     private static string ValueKernelName((int Rows, int Bits, int Channels) k) => $"gear_values_m{k.Rows}_b{k.Bits}_c{k.Channels}";
 
@@ -108,7 +108,7 @@ internal static class CudaKernels
     internal sealed record Module(IntPtr[,] KeyScores, IntPtr[] Finish,
         IReadOnlyDictionary<(int Rows, int Bits, int Channels), IntPtr> Values,
         IntPtr Orthonormalize, IntPtr DenseScores, IntPtr SoftmaxRows, IntPtr QuantizeChannels, IntPtr QuantizeTokens,
-        IntPtr RmsNorm, IntPtr RopeQk, IntPtr PowerIteration, CudaDriver.SideStream Side)
+        IntPtr RmsNorm, IntPtr RopeQk, IntPtr PowerIteration, IntPtr CompressChannels, IntPtr CompressTokens, CudaDriver.SideStream Side)
     {
         /// <summary>The kernel instantiated for the fewest rows ≥ <paramref name="rows"/> (and <paramref name="bits"/>-bit codes).</summary>
         public IntPtr Pick(IntPtr[,] kernels, int rows, int bits) => kernels[RowBucket(rows), Array.IndexOf(CodeWidths, bits)];
@@ -184,6 +184,8 @@ internal static class CudaKernels
                     CudaDriver.Function(handle, "gear_rms_norm"),
                     CudaDriver.Function(handle, "gear_rope_qk"),
                     CudaDriver.Function(handle, "gear_power_iteration"),
+                    CudaDriver.Function(handle, "gear_compress_channels"),
+                    CudaDriver.Function(handle, "gear_compress_tokens"),
                     CudaDriver.SideStream.Create());
                 Modules[context] = module;
                 return module;
@@ -314,6 +316,92 @@ internal static class CudaKernels
         return (codes, scale, zero);
     }
 
+    /// <summary>What <see cref="CompressBlock"/> returns: the quantized block, its outliers (when k is 1) and the residual (when asked for).</summary>
+    internal sealed record BlockParts(Tensor Codes, Tensor Scale, Tensor Zero, Tensor? OutlierValues, Tensor? OutlierIndex, Tensor? Residual);
+
+    /// <summary>
+    /// A block's compression but the low rank in one launch (the tensor ops are ~40 calls over the block, most of a decode
+    /// step's compression at a serving batch): GEAR's outliers with <paramref name="perSide"/> k = 1 (0: none), the group
+    /// quantization of the rest as <see cref="Quantize"/> gives it, and, when <paramref name="residual"/> is set, the float32
+    /// residual x − (D̂ + S) for the low rank. <paramref name="x"/> [..., n, D] in float32, float16 or bfloat16 on CUDA, read
+    /// in place when its rows are dense and its leading dimensions one stride apart (a narrow of the buffer). Outliers as
+    /// <see cref="OutlierSet"/> holds them (uint8 indices). Null where the kernel does not apply — k above 1 (a prompt's
+    /// keys), vectors over 256 entries, value groups that are not whole warps, the cases <see cref="Quantize"/> refuses —
+    /// and the caller runs the tensor ops.
+    /// </summary>
+    public static unsafe BlockParts? CompressBlock(Tensor x, int bits, int g, QuantAxis axis, int perSide, bool residual)
+    {
+        long n = x.shape[^2], d = x.shape[^1];
+        int type = TypeCode(x.dtype);
+        bool channels = axis == QuantAxis.PerChannel;
+        long vector = channels ? n : g;
+        if (x.device_type != DeviceType.CUDA || type < 0 || bits is not (1 or 2 or 4 or 8) || perSide is not (0 or 1)
+            || d % 8 != 0 || d > 1024 || n > int.MaxValue || (perSide == 1 && (vector < 3 || vector > 256))
+            || (channels ? n % g != 0 : d % g != 0 || g % 32 != 0)
+            || For(x.device) is not { } module)
+            return null;
+        var lead = x.shape[..^2];
+        long l = x.numel() / Math.Max(1, n * d);
+        if (!channels && l > 65535)
+            return null;
+        var input = x;
+        long ld = n * d;
+        if (!RowsInPlace(x, out long stride))
+            input = x.contiguous();
+        else if (lead.Length > 0)
+            ld = stride;
+        var device = x.device;
+        var codes = empty([.. lead, n, d / 8 * bits], ScalarType.Byte, device);
+        long[] groupShape = channels ? [.. lead, n / g, d] : [.. lead, n, d / g];
+        var scale = empty(groupShape, ScalarType.Float16, device);
+        var zero = empty(groupShape, ScalarType.Float16, device);
+        long[] outlierShape = channels ? [.. lead, d, 2] : [.. lead, n, d / g, 2];
+        var values = perSide == 1 ? empty(outlierShape, ScalarType.Float16, device) : null;
+        var index = perSide == 1 ? empty(outlierShape, ScalarType.Byte, device) : null;
+        var rest = residual ? empty([.. lead, n, d], ScalarType.Float32, device) : null;
+        if (l > 0 && n > 0)
+        {
+            IntPtr xp = Caching.TensorMemory.DeviceAddress(input, contiguous: true), cp = Caching.TensorMemory.DeviceAddress(codes, contiguous: true);
+            IntPtr sp = Caching.TensorMemory.DeviceAddress(scale, contiguous: true), zp = Caching.TensorMemory.DeviceAddress(zero, contiguous: true);
+            IntPtr vp = values is null ? IntPtr.Zero : Caching.TensorMemory.DeviceAddress(values, contiguous: true);
+            IntPtr ip = index is null ? IntPtr.Zero : Caching.TensorMemory.DeviceAddress(index, contiguous: true);
+            IntPtr rp = rest is null ? IntPtr.Zero : Caching.TensorMemory.DeviceAddress(rest, contiguous: true);
+            int rows = (int)n, features = (int)d;
+            void** args = stackalloc void*[14];
+            args[0] = &xp; args[1] = &type; args[2] = &ld; args[3] = &rows; args[4] = &features; args[5] = &g; args[6] = &bits;
+            args[7] = &perSide; args[8] = &cp; args[9] = &sp; args[10] = &zp; args[11] = &vp; args[12] = &ip; args[13] = &rp;
+            uint threads = (uint)((d + 31) / 32 * 32);
+            if (channels)
+                CudaDriver.Launch(module.CompressChannels, ((uint)l, 1), threads, 0, args);
+            else
+                CudaDriver.Launch(module.CompressTokens, ((uint)n, (uint)l), threads, 0, args);
+        }
+        return new BlockParts(codes, scale, zero, values, index, rest);
+    }
+
+    /// <summary>
+    /// Whether <paramref name="x"/> [..., n, D] has dense rows of D (token stride D) and leading dimensions that collapse
+    /// into one of stride <paramref name="stride"/> (elements from one [n, D] slice to the next, at least n·D).
+    /// </summary>
+    internal static bool RowsInPlace(Tensor x, out long stride)
+    {
+        var strides = x.stride();
+        var shape = x.shape;
+        int dims = shape.Length;
+        stride = shape[^2] * shape[^1];
+        if (strides[dims - 1] != 1 || (shape[^2] > 1 && strides[dims - 2] != shape[^1]))
+            return false;
+        if (dims == 2)
+            return true;
+        stride = strides[dims - 3];
+        if (stride < shape[^2] * shape[^1])
+            return false;
+        for (int i = dims - 4; i >= 0; i--)
+            if (shape[i] > 1 && strides[i] != strides[i + 1] * shape[i + 1])
+                return false;
+        return true;
+    }
+
     /// <summary>
     /// The randomized power iteration of <see cref="LowRankFactors.Approximate"/> for every matrix of
     /// <paramref name="residual"/> [..., n, D] (float32, CUDA) in one launch, each matrix held in shared memory (so n·D up to
@@ -326,7 +414,7 @@ internal static class CudaKernels
         long shared = sizeof(float) * (n * d + n * r + d * r + 32);
         if (residual.device_type != DeviceType.CUDA || residual.dtype != ScalarType.Float32 || omega.dtype != ScalarType.Float32
             || omega.device_type != residual.device_type || omega.device_index != residual.device_index || omega.shape[0] != d
-            || shared > SharedLimit || For(residual.device) is not { } module)
+            || r > MaxRank || shared > SharedLimit || For(residual.device) is not { } module)
             return null;
         var lead = residual.shape[..^2];
         long batch = residual.numel() / Math.Max(1, n * d);

@@ -718,6 +718,35 @@ __device__ void small_matmul(const float* x, int rows, int inner, int xi, int xk
     __syncthreads();
 }
 
+// out [rows, r] = x [rows, inner] (row-major, shared) · w [inner, r] (r ≤ MAX_RANK): a warp per row, lanes over the
+// inner index, so a warp reads consecutive words of one row (small_matmul's thread per output read one word of 16
+// rows at a time, all in one bank). Ends with a barrier.
+__device__ void rows_times(const float* x, int rows, int inner, const float* w, int r, float* out)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    for (int i = warp; i < rows; i += warps)
+    {
+        float part[MAX_RANK];
+#pragma unroll
+        for (int rho = 0; rho < MAX_RANK; rho++) part[rho] = 0.f;
+        for (int k = lane; k < inner; k += 32)
+        {
+            const float xv = x[i * inner + k];
+#pragma unroll
+            for (int rho = 0; rho < MAX_RANK; rho++)
+                if (rho < r) part[rho] += xv * w[k * r + rho];
+        }
+#pragma unroll
+        for (int rho = 0; rho < MAX_RANK; rho++)
+            if (rho < r)
+            {
+                const float sum = warp_sum(part[rho]);
+                if (lane == 0) out[i * r + rho] = sum;
+            }
+    }
+    __syncthreads();
+}
+
 // The low-rank factors of a decode block in one launch (LowRankFactors.Approximate's tensor ops: ~40 calls a tensor, a
 // decode step's compression is bound by calls at batch 1): per matrix R [n, D] (float32, one thread block each, held in
 // shared memory with Y [n, r] and Z [D, r]): Y = R·Ω, `iterations` rounds of Q = orth(Y), Z = orth(Rᵀ·Q), Y = R·Z, then
@@ -735,13 +764,13 @@ extern "C" __global__ void gear_power_iteration(const float* __restrict__ residu
     for (int i = threadIdx.x; i < n * D; i += blockDim.x) R[i] = src[i];
     for (int i = threadIdx.x; i < D * r; i += blockDim.x) Z[i] = omega[i];
     __syncthreads();
-    small_matmul(R, n, D, D, 1, Z, r, Y);                                        // Y = R·Ω
+    rows_times(R, n, D, Z, r, Y);                                                // Y = R·Ω
     for (int it = 0; it < iterations; it++)
     {
         orthonormal_columns(Y, n, r, scratch);                                   // Q
         small_matmul(R, D, n, 1, D, Y, r, Z);                                    // Rᵀ·Q
         orthonormal_columns(Z, D, r, scratch);
-        small_matmul(R, n, D, D, 1, Z, r, Y);                                    // Y = R·Z
+        rows_times(R, n, D, Z, r, Y);                                            // Y = R·Z
     }
     orthonormal_columns(Y, n, r, scratch);                                       // A
     small_matmul(R, D, n, 1, D, Y, r, Z);                                        // B = Rᵀ·A
@@ -887,23 +916,50 @@ __device__ void finish(const float* __restrict__ partial, int slots, int rows, i
                        const float* __restrict__ p, long long ld, const LowRankStore s0, const LowRankStore s1, int storeCount,
                        const __half* __restrict__ bufferValues, long long capacity, int n, long long bufferOffset)
 {
-    extern __shared__ float sums[];                                  // [M, D] low-rank sums
-    const int tid = threadIdx.x, bh = blockIdx.x;
+    extern __shared__ float sums[];                                  // [M, D] low-rank and buffer sums
+    const int tid = threadIdx.x, bh = blockIdx.x, lane = tid & 31, warp = tid >> 5, warps = blockDim.x >> 5;
     for (int i = tid; i < M * D; i += blockDim.x) sums[i] = 0.f;
     __syncthreads();
     if (storeCount > 0) low_rank_runs<M>(s0, p, ld, rows, D, sums);
     if (storeCount > 1) low_rank_runs<M>(s1, p, ld, rows, D, sums);
+    // The buffer's p·V: each warp every warps-th token, lanes over the channels (D ≤ 256), summed in registers and
+    // added to the sums once (one thread per output walking all n tokens had n dependent rounds of loads).
+    if (warp < n)
+    {
+        float acc[M][8];
+#pragma unroll
+        for (int m = 0; m < M; m++)
+#pragma unroll
+            for (int j = 0; j < 8; j++) acc[m][j] = 0.f;
+        const float* pb = p + (long long)bh * rows * ld + bufferOffset;
+#pragma unroll 2
+        for (int t = warp; t < n; t += warps)
+        {
+            const __half* v = bufferValues + ((long long)bh * capacity + t) * D;
+            float vt[8];
+#pragma unroll
+            for (int j = 0; j < 8; j++) vt[j] = lane + 32 * j < D ? __half2float(v[lane + 32 * j]) : 0.f;
+#pragma unroll
+            for (int m = 0; m < M; m++)
+            {
+                const float pt = m < rows ? pb[m * ld + t] : 0.f;
+#pragma unroll
+                for (int j = 0; j < 8; j++) acc[m][j] += pt * vt[j];
+            }
+        }
+#pragma unroll
+        for (int m = 0; m < M; m++)
+            if (m < rows)
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+                    if (lane + 32 * j < D) atomicAdd(&sums[m * D + lane + 32 * j], acc[m][j]);
+    }
     __syncthreads();
     for (int i = tid; i < rows * D && i < M * D; i += blockDim.x)
     {
         const float* src = partial + (long long)bh * slots * rows * D + i;
         float o = sums[i];
         for (int s = 0; s < slots; s++) o += src[(long long)s * rows * D];
-        const int m = i / D, c = i - m * D;
-        const float* pm = p + ((long long)bh * rows + m) * ld + bufferOffset;
-        const __half* v = bufferValues + (long long)bh * capacity * D + c;
-#pragma unroll 4
-        for (int t = 0; t < n; t++) o += pm[t] * __half2float(v[(long long)t * D]);
         store_out(out, outType, (long long)bh * rows * D + i, o);
     }
 }
@@ -935,12 +991,16 @@ __device__ __forceinline__ void pack_store(unsigned code, int c, int D, int bits
 }
 
 // A group's fp16 scale and zero from its range (the tensor path's rounding), written at `at`; returned as floats.
+// `store` false: computed only (another thread of the group writes them).
 __device__ __forceinline__ float2 group_scale_zero(float lo, float hi, int levels, __half* __restrict__ scale,
-                                                   __half* __restrict__ zero, long long at)
+                                                   __half* __restrict__ zero, long long at, bool store = true)
 {
     const __half s16 = __float2half_rn((hi - lo) * (1.f / levels)), z16 = __float2half_rn(lo);
-    scale[at] = s16;
-    zero[at] = z16;
+    if (store)
+    {
+        scale[at] = s16;
+        zero[at] = z16;
+    }
     return make_float2(__half2float(s16), __half2float(z16));
 }
 
@@ -1001,6 +1061,155 @@ extern "C" __global__ void gear_quantize_tokens(const float* __restrict__ x, int
     __syncthreads();
     const unsigned code = c < D ? quantize_code(row[c], groupScale[c / g], groupZero[c / g], levels) : 0u;
     pack_store(code, c, D, bits, codes + t * rowBytes);
+}
+
+// ---- A block's whole compression but the low rank, in one launch: GEAR's outliers (k = 0 or 1 per side), the group
+// quantization of what is left, and the residual R = x − (D̂ + S) the power iteration factors. The same arithmetic as
+// GearCompressor's tensor ops (OutlierSet.Extract with k = 1: the first largest and first smallest entry of each vector,
+// replaced by the mean of the others; GroupQuantizer; the dequantized block with the outliers restored exactly),
+// summation order aside. x [L, n, D] in its own dtype (`type`), rows of D contiguous, slice l at x + l·ld elements (a
+// narrow of the float16 buffer is read in place). Outliers: values float16 and indices uint8 (vectors of ≤ 256 entries);
+// `residual` float32 [L, n, D] or null (KIVI).
+
+// The larger of two (value, index) candidates, ties to the smaller index (torch's argmax: the first maximum); `sign`
+// −1 turns it into the smaller value (argmin).
+__device__ __forceinline__ void better(float& v, int& i, float ov, int oi, float sign)
+{
+    if (ov * sign > v * sign || (ov == v && oi < i)) { v = ov; i = oi; }
+}
+
+// Keys: a vector is one channel's n tokens, quantized in groups of g tokens. Grid (L), block D threads rounded up to
+// warps, thread c on channel c. Outliers [L, D, 2] in ascending token order; scale, zero [L, n/g, D].
+extern "C" __global__ void gear_compress_channels(const void* __restrict__ x, int type, long long ld, int n, int D, int g,
+    int bits, int k, uint8_t* __restrict__ codes, __half* __restrict__ scale, __half* __restrict__ zero,
+    __half* __restrict__ outlierValues, uint8_t* __restrict__ outlierIndex, float* __restrict__ residual)
+{
+    const int c = threadIdx.x, l = blockIdx.x, levels = (1 << bits) - 1, rowBytes = D / 8 * bits;
+    const bool active = c < D;
+    const void* src = (const char*)x + (long long)l * ld * (type == 0 ? 4 : 2);
+    int top = -1, bottom = -1;
+    float mean = 0.f;
+    if (active && k)
+    {
+        float sum = 0.f, hi = -INFINITY, lo = INFINITY;
+        top = bottom = 0;
+        for (int j = 0; j < n; j++)
+        {
+            const float v = load_as_float(src, type, (long long)j * D + c);
+            sum += v;
+            if (v > hi) { hi = v; top = j; }
+            if (v < lo) { lo = v; bottom = j; }
+        }
+        mean = (sum - (hi + lo)) / (float)(n - 2);
+        const int first = min(top, bottom), second = max(top, bottom);
+        const long long o = ((long long)l * D + c) * 2;
+        outlierValues[o] = __float2half_rn(first == top ? hi : lo);
+        outlierValues[o + 1] = __float2half_rn(second == top ? hi : lo);
+        outlierIndex[o] = (uint8_t)first;
+        outlierIndex[o + 1] = (uint8_t)second;
+    }
+    for (int start = 0; start < n; start += g)
+    {
+        float s = 0.f, z = 0.f;
+        if (active)
+        {
+            float lo = INFINITY, hi = -INFINITY;
+            for (int j = start; j < start + g; j++)
+            {
+                const float v = j == top || j == bottom ? mean : load_as_float(src, type, (long long)j * D + c);
+                lo = fminf(lo, v);
+                hi = fmaxf(hi, v);
+            }
+            const float2 sz = group_scale_zero(lo, hi, levels, scale, zero, ((long long)l * (n / g) + start / g) * D + c);
+            s = sz.x;
+            z = sz.y;
+        }
+        for (int j = start; j < start + g; j++)
+        {
+            const long long row = (long long)l * n + j;
+            const bool outlier = j == top || j == bottom;
+            const float v = active ? load_as_float(src, type, (long long)j * D + c) : 0.f;
+            const unsigned code = active ? quantize_code(outlier ? mean : v, s, z, levels) : 0u;
+            pack_store(code, c, D, bits, codes + row * rowBytes);
+            if (active && residual)
+                residual[row * D + c] = v - (outlier ? __half2float(__float2half_rn(v)) : z + (float)code * s);
+        }
+    }
+}
+
+// Values: a vector is one token's g features (g a multiple of 32, dividing D: whole warps per group). Grid (n, L), block
+// D threads, thread c on feature c. Outliers [L, n, D/g, 2] as (largest, smallest); scale, zero [L, n, D/g].
+extern "C" __global__ void gear_compress_tokens(const void* __restrict__ x, int type, long long ld, int n, int D, int g,
+    int bits, int k, uint8_t* __restrict__ codes, __half* __restrict__ scale, __half* __restrict__ zero,
+    __half* __restrict__ outlierValues, uint8_t* __restrict__ outlierIndex, float* __restrict__ residual)
+{
+    __shared__ float warpSum[32], warpHi[32], warpLo[32];
+    __shared__ int warpTop[32], warpBottom[32];
+    const int c = threadIdx.x, lane = c & 31, warp = c >> 5, levels = (1 << bits) - 1, rowBytes = D / 8 * bits;
+    const int t = blockIdx.x, l = blockIdx.y, groups = D / g, group = c / g, firstWarp = group * g / 32, warps = g / 32;
+    const long long row = (long long)l * n + t;
+    const float v = load_as_float((const char*)x + (long long)l * ld * (type == 0 ? 4 : 2), type, (long long)t * D + c);
+    int top = -1, bottom = -1;
+    float f = v, hi, lo;
+    if (k)
+    {
+        // The first largest and smallest entry and the sum of the group: a warp's, then its group's warps in order.
+        float sum = v;
+        int ti = c - group * g, bi = ti;
+        hi = lo = v;
+        for (int o = 16; o > 0; o >>= 1)
+        {
+            sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            better(hi, ti, __shfl_xor_sync(0xffffffffu, hi, o), __shfl_xor_sync(0xffffffffu, ti, o), 1.f);
+            better(lo, bi, __shfl_xor_sync(0xffffffffu, lo, o), __shfl_xor_sync(0xffffffffu, bi, o), -1.f);
+        }
+        if (lane == 0) { warpSum[warp] = sum; warpHi[warp] = hi; warpLo[warp] = lo; warpTop[warp] = ti; warpBottom[warp] = bi; }
+        __syncthreads();
+        sum = warpSum[firstWarp]; hi = warpHi[firstWarp]; lo = warpLo[firstWarp]; top = warpTop[firstWarp]; bottom = warpBottom[firstWarp];
+        for (int w = firstWarp + 1; w < firstWarp + warps; w++)
+        {
+            sum += warpSum[w];
+            better(hi, top, warpHi[w], warpTop[w], 1.f);
+            better(lo, bottom, warpLo[w], warpBottom[w], -1.f);
+        }
+        const int at = c - group * g;
+        if (at == top || at == bottom) f = (sum - (hi + lo)) / (float)(g - 2);
+        if (at == 0)
+        {
+            const long long o = (row * groups + group) * 2;
+            outlierValues[o] = __float2half_rn(hi);
+            outlierValues[o + 1] = __float2half_rn(lo);
+            outlierIndex[o] = (uint8_t)top;
+            outlierIndex[o + 1] = (uint8_t)bottom;
+        }
+        __syncthreads();                              // the shared sums are reused for the range below
+    }
+    // The range of what is quantized (outliers replaced by the mean), per group.
+    hi = lo = f;
+    for (int o = 16; o > 0; o >>= 1)
+    {
+        hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, o));
+        lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, o));
+    }
+    if (lane == 0) { warpHi[warp] = hi; warpLo[warp] = lo; }
+    __syncthreads();
+    hi = warpHi[firstWarp];
+    lo = warpLo[firstWarp];
+    for (int w = firstWarp + 1; w < firstWarp + warps; w++)
+    {
+        hi = fmaxf(hi, warpHi[w]);
+        lo = fminf(lo, warpLo[w]);
+    }
+    const float2 sz = group_scale_zero(lo, hi, levels, scale, zero, row * groups + group, c % g == 0);
+    const float s = sz.x, z = sz.y;
+    const unsigned code = quantize_code(f, s, z, levels);
+    pack_store(code, c, D, bits, codes + row * rowBytes);
+    if (residual)
+    {
+        const int at = c - group * g;
+        const bool outlier = at == top || at == bottom;
+        residual[row * D + c] = v - (outlier ? __half2float(__float2half_rn(v)) : z + (float)code * s);
+    }
 }
 
 // ---- Model kernels: the Llama layer's element-wise steps in one launch each (at batch 1 a decode step is bound by host
