@@ -36,32 +36,42 @@ public static class GearCompressor
         int g = GroupQuantizer.EffectiveGroupSize(options.GroupSize, axis, d);
 
         using var scope = NewDisposeScope();
-        if (UseCudaKernel && CompressFused(x, axis, options, r, g) is { } fused)
-            return fused;
-        var xf = x.to(ScalarType.Float32);                                     // [..., n, D]
+        string part = axis == QuantAxis.PerChannel ? "keys_" : "values_";
+        bool wantsLowRank = options.UsesLowRank && r > 0;
         OutlierSet? outliers = null;
-        var toQuantize = xf;
-        if (options.UsesOutliers)
-        {
-            if (axis == QuantAxis.PerToken && d % g != 0)
-                throw new ArgumentOutOfRangeException(nameof(options.GroupSize), options.GroupSize,
-                    $"GEAR's per-token outlier vectors need GroupSize to divide head_dim ({d}); choose a divisor of {d}.");
-            (outliers, toQuantize) = OutlierSet.Extract(xf, options.OutlierRatio, axis, g);
-            Cuda.CudaKernels.PhaseMarker?.Invoke(axis == QuantAxis.PerChannel ? "keys_outliers" : "values_outliers");
-        }
         QuantizedTensor? quantized = null;
         LowRankFactors? lowRank = null;
         try
         {
-            quantized = GroupQuantizer.Quantize(toQuantize, options.Bits, options.GroupSize, axis);
-            Cuda.CudaKernels.PhaseMarker?.Invoke(axis == QuantAxis.PerChannel ? "keys_quantize" : "values_quantize");
-            if (options.UsesLowRank && r > 0)
+            Tensor? residual = null;                                           // R = X − D̂ − S [..., n, D] float32, in the scope
+            if (UseCudaKernel && QuantizeFused(x, axis, options, g, wantsLowRank) is { } fused)
+                (quantized, outliers, residual) = fused;
+            else
             {
-                var approx = quantized.Dequantize(ScalarType.Float32);         // [..., n, D]
-                outliers?.ScatterInto(approx);
-                Cuda.CudaKernels.PhaseMarker?.Invoke(axis == QuantAxis.PerChannel ? "keys_residual" : "values_residual");
-                lowRank = LowRankFactors.Approximate(xf - approx, r, options.PowerIterations, options.Seed);
-                Cuda.CudaKernels.PhaseMarker?.Invoke(axis == QuantAxis.PerChannel ? "keys_low_rank" : "values_low_rank");
+                var xf = x.to(ScalarType.Float32);                             // [..., n, D]
+                var toQuantize = xf;
+                if (options.UsesOutliers)
+                {
+                    if (axis == QuantAxis.PerToken && d % g != 0)
+                        throw new ArgumentOutOfRangeException(nameof(options.GroupSize), options.GroupSize,
+                            $"GEAR's per-token outlier vectors need GroupSize to divide head_dim ({d}); choose a divisor of {d}.");
+                    (outliers, toQuantize) = OutlierSet.Extract(xf, options.OutlierRatio, axis, g);
+                    Cuda.CudaKernels.PhaseMarker?.Invoke(part + "outliers");
+                }
+                quantized = GroupQuantizer.Quantize(toQuantize, options.Bits, options.GroupSize, axis);
+                Cuda.CudaKernels.PhaseMarker?.Invoke(part + "quantize");
+                if (wantsLowRank)
+                {
+                    var approx = quantized.Dequantize(ScalarType.Float32);     // [..., n, D]
+                    outliers?.ScatterInto(approx);
+                    residual = xf - approx;
+                    Cuda.CudaKernels.PhaseMarker?.Invoke(part + "residual");
+                }
+            }
+            if (residual is not null)
+            {
+                lowRank = LowRankFactors.Approximate(residual, r, options.PowerIterations, options.Seed);
+                Cuda.CudaKernels.PhaseMarker?.Invoke(part + "low_rank");
             }
             return new CompressedBlock(quantized, outliers, lowRank, x.dtype);
         }
@@ -78,16 +88,15 @@ public static class GearCompressor
     internal static bool UseCudaKernel { get; set; } = true;
 
     /// <summary>
-    /// Steps 1 and 2 and the residual of step 3 in one CUDA launch where it applies (one outlier a side, as decode
-    /// blocks and value groups at the default 2% have; no outliers for KIVI and GEAR-L), then the power iteration; null
-    /// elsewhere. Called inside the caller's dispose scope.
+    /// Steps 1 and 2, and the residual step 3 factors when <paramref name="residual"/> is set, in one CUDA launch where it
+    /// applies (one outlier a side, as decode blocks and value groups at the default 2% have; no outliers for KIVI and
+    /// GEAR-L); null elsewhere. The residual stays in the caller's dispose scope; the rest is detached from it.
     /// </summary>
-    private static CompressedBlock? CompressFused(Tensor x, QuantAxis axis, GearOptions options, int rank, int g)
+    private static (QuantizedTensor Quantized, OutlierSet? Outliers, Tensor? Residual)? QuantizeFused(Tensor x, QuantAxis axis, GearOptions options, int g, bool residual)
     {
         long n = x.shape[^2];
         int length = axis == QuantAxis.PerChannel ? (int)Math.Min(n, int.MaxValue) : g;
         int k = options.UsesOutliers ? OutlierSet.CountPerSide(options.OutlierRatio, length) : 0;
-        bool residual = options.UsesLowRank && rank > 0;
         if (Cuda.CudaKernels.CompressBlock(x, options.Bits, g, axis, k, residual) is not { } parts)
             return null;
         Cuda.CudaKernels.PhaseMarker?.Invoke(axis == QuantAxis.PerChannel ? "keys_quantize" : "values_quantize");
@@ -95,22 +104,6 @@ public static class GearCompressor
             parts.Zero.DetachFromDisposeScope(), x.shape, options.Bits, g, axis);
         var outliers = k == 0 ? null
             : new OutlierSet(parts.OutlierValues!.DetachFromDisposeScope(), parts.OutlierIndex!.DetachFromDisposeScope(), axis, length, k);
-        LowRankFactors? lowRank = null;
-        try
-        {
-            if (residual)
-            {
-                lowRank = LowRankFactors.Approximate(parts.Residual!, rank, options.PowerIterations, options.Seed);
-                Cuda.CudaKernels.PhaseMarker?.Invoke(axis == QuantAxis.PerChannel ? "keys_low_rank" : "values_low_rank");
-            }
-            return new CompressedBlock(quantized, outliers, lowRank, x.dtype);
-        }
-        catch
-        {
-            lowRank?.Dispose();
-            quantized.Dispose();
-            outliers?.Dispose();
-            throw;
-        }
+        return (quantized, outliers, parts.Residual);
     }
 }
