@@ -42,7 +42,7 @@ internal static class CudaKernels
         [.. RowBuckets.SelectMany(m => CodeWidths.Select(b => $"gear_key_scores_m{m}_b{b}")),
          .. RowBuckets.Select(m => $"gear_finish_m{m}"),
          .. ValueKernels.Select(ValueKernelName),
-         "gear_orthonormalize", "gear_dense_scores", "gear_softmax_rows", "gear_quantize_channels", "gear_quantize_tokens",
+         "gear_orthonormalize", "gear_dense_scores", "gear_softmax_rows",
          "gear_rms_norm", "gear_rope_qk", "gear_power_iteration", "gear_compress_channels", "gear_compress_tokens"];
 
     private static string ValueKernelName((int Rows, int Bits, int Channels) k) => $"gear_values_m{k.Rows}_b{k.Bits}_c{k.Channels}";
@@ -107,7 +107,7 @@ internal static class CudaKernels
     /// <summary>The loaded entry points; key kernels indexed [row bucket, code width] (see <see cref="Pick"/>).</summary>
     internal sealed record Module(IntPtr[,] KeyScores, IntPtr[] Finish,
         IReadOnlyDictionary<(int Rows, int Bits, int Channels), IntPtr> Values,
-        IntPtr Orthonormalize, IntPtr DenseScores, IntPtr SoftmaxRows, IntPtr QuantizeChannels, IntPtr QuantizeTokens,
+        IntPtr Orthonormalize, IntPtr DenseScores, IntPtr SoftmaxRows,
         IntPtr RmsNorm, IntPtr RopeQk, IntPtr PowerIteration, IntPtr CompressChannels, IntPtr CompressTokens, CudaDriver.SideStream Side)
     {
         /// <summary>The kernel instantiated for the fewest rows ≥ <paramref name="rows"/> (and <paramref name="bits"/>-bit codes).</summary>
@@ -179,8 +179,6 @@ internal static class CudaKernels
                     CudaDriver.Function(handle, "gear_orthonormalize"),
                     CudaDriver.Function(handle, "gear_dense_scores"),
                     CudaDriver.Function(handle, "gear_softmax_rows"),
-                    CudaDriver.Function(handle, "gear_quantize_channels"),
-                    CudaDriver.Function(handle, "gear_quantize_tokens"),
                     CudaDriver.Function(handle, "gear_rms_norm"),
                     CudaDriver.Function(handle, "gear_rope_qk"),
                     CudaDriver.Function(handle, "gear_power_iteration"),
@@ -280,41 +278,13 @@ internal static class CudaKernels
     }
 
     /// <summary>
-    /// Group quantization of <paramref name="x"/> [..., n, D] (float32, CUDA) as <see cref="GroupQuantizer"/> does it, in
-    /// one launch (the tensor ops are ~25 calls, and a decode block's compression is bound by calls): packed codes
-    /// [..., n, D·bits/8], scale and zero in fp16 ([..., n/g, D] per channel, [..., n, D/g] per token). Null where the
-    /// kernel does not apply (not CUDA, kernels unavailable, bits not 1, 2, 4 or 8, D not a multiple of 8 up to 1,024,
-    /// groups that do not tile the axis) — the caller then runs the tensor ops.
+    /// Group quantization of <paramref name="x"/> [..., n, D] (CUDA) as <see cref="GroupQuantizer"/> does it, in one launch
+    /// (the tensor ops are ~25 calls): <see cref="CompressBlock"/> with no outliers and no residual — packed codes
+    /// [..., n, D·bits/8], scale and zero in fp16 ([..., n/g, D] per channel, [..., n, D/g] per token). Null where that
+    /// kernel does not apply; the caller then runs the tensor ops.
     /// </summary>
-    public static unsafe (Tensor Codes, Tensor Scale, Tensor Zero)? Quantize(Tensor x, int bits, int g, QuantAxis axis)
-    {
-        long n = x.shape[^2], d = x.shape[^1];
-        if (x.device_type != DeviceType.CUDA || x.dtype != ScalarType.Float32 || bits is not (1 or 2 or 4 or 8)
-            || d % 8 != 0 || d > 1024 || (axis == QuantAxis.PerChannel ? n % g != 0 : d % g != 0) || n > int.MaxValue
-            || For(x.device) is not { } module)
-            return null;
-        var lead = x.shape[..^2];
-        long l = x.numel() / Math.Max(1, n * d);
-        var input = Contiguous(x);
-        var codes = empty([.. lead, n, d / 8 * bits], ScalarType.Byte, x.device);
-        long[] groupShape = axis == QuantAxis.PerChannel ? [.. lead, n / g, d] : [.. lead, n, d / g];
-        var scale = empty(groupShape, ScalarType.Float16, x.device);
-        var zero = empty(groupShape, ScalarType.Float16, x.device);
-        if (l > 0 && n > 0)
-        {
-            IntPtr xp = Caching.TensorMemory.DeviceAddress(input, contiguous: true), cp = Caching.TensorMemory.DeviceAddress(codes, contiguous: true);
-            IntPtr sp = Caching.TensorMemory.DeviceAddress(scale, contiguous: true), zp = Caching.TensorMemory.DeviceAddress(zero, contiguous: true);
-            int rows = (int)n, features = (int)d;
-            void** args = stackalloc void*[8];
-            args[0] = &xp; args[1] = &rows; args[2] = &features; args[3] = &g; args[4] = &bits; args[5] = &cp; args[6] = &sp; args[7] = &zp;
-            uint threads = (uint)((d + 31) / 32 * 32);
-            if (axis == QuantAxis.PerChannel)
-                CudaDriver.Launch(module.QuantizeChannels, ((uint)(n / g), (uint)l), threads, 0, args);
-            else
-                CudaDriver.Launch(module.QuantizeTokens, ((uint)n, (uint)l), threads, 0, args);
-        }
-        return (codes, scale, zero);
-    }
+    public static (Tensor Codes, Tensor Scale, Tensor Zero)? Quantize(Tensor x, int bits, int g, QuantAxis axis) =>
+        CompressBlock(x, bits, g, axis, perSide: 0, residual: false) is { } parts ? (parts.Codes, parts.Scale, parts.Zero) : null;
 
     /// <summary>What <see cref="CompressBlock"/> returns: the quantized block, its outliers (when k is 1) and the residual (when asked for).</summary>
     internal sealed record BlockParts(Tensor Codes, Tensor Scale, Tensor Zero, Tensor? OutlierValues, Tensor? OutlierIndex, Tensor? Residual);
@@ -322,12 +292,12 @@ internal static class CudaKernels
     /// <summary>
     /// A block's compression but the low rank in one launch (the tensor ops are ~40 calls over the block, most of a decode
     /// step's compression at a serving batch): GEAR's outliers with <paramref name="perSide"/> k = 1 (0: none), the group
-    /// quantization of the rest as <see cref="Quantize"/> gives it, and, when <paramref name="residual"/> is set, the float32
+    /// quantization of the rest as <see cref="GroupQuantizer"/> gives it, and, when <paramref name="residual"/> is set, the float32
     /// residual x − (D̂ + S) for the low rank. <paramref name="x"/> [..., n, D] in float32, float16 or bfloat16 on CUDA, read
     /// in place when its rows are dense and its leading dimensions one stride apart (a narrow of the buffer). Outliers as
     /// <see cref="OutlierSet"/> holds them (uint8 indices). Null where the kernel does not apply — k above 1 (a prompt's
-    /// keys), vectors over 256 entries, value groups that are not whole warps, the cases <see cref="Quantize"/> refuses —
-    /// and the caller runs the tensor ops.
+    /// keys), vectors over 256 entries, value groups that are not whole warps, bits other than 1, 2, 4 and 8, D not a
+    /// multiple of 8 up to 1,024, groups that do not tile the axis — and the caller runs the tensor ops.
     /// </summary>
     public static unsafe BlockParts? CompressBlock(Tensor x, int bits, int g, QuantAxis axis, int perSide, bool residual)
     {

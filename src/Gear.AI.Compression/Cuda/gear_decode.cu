@@ -974,12 +974,11 @@ __device__ void finish(const float* __restrict__ partial, int slots, int rows, i
     }
 GEAR_FINISH(1) GEAR_FINISH(2) GEAR_FINISH(4) GEAR_FINISH(8)
 
-// Group quantization of a block as GroupQuantizer writes it (the compression of each decode block, one launch where
-// the tensor ops are ~25 calls): x float32 [L, n, D], codes of `bits` ∈ {1, 2, 4, 8} bits, packed 8/bits to a byte
-// (lowest bits first) into codes [L, n, D·bits/8]; per group scale = fp16((max − min)·(1/(2^bits − 1))) — PyTorch's CUDA
-// division by a scalar multiplies by its float reciprocal, and the tensor path on the device is the reference — zero = fp16(min),
-// code = clamp(rint((x − zero)/scale), 0, 2^bits − 1) with the fp16-rounded scale and zero, 0 where scale is not > 0.
-// Block: D threads rounded up to whole warps, thread c on channel c.
+// Group quantization as GroupQuantizer writes it (used by the block-compression kernels below): codes of `bits` ∈
+// {1, 2, 4, 8} bits, packed 8/bits to a byte (lowest bits first) into rows of D·bits/8 bytes; per group scale =
+// fp16((max − min)·(1/(2^bits − 1))) — PyTorch's CUDA division by a scalar multiplies by its float reciprocal, and the
+// tensor path on the device is the reference — zero = fp16(min), code = clamp(rint((x − zero)/scale), 0, 2^bits − 1)
+// with the fp16-rounded scale and zero, 0 where scale is not > 0. Thread c on channel c.
 
 // The code of each thread's channel packed with its neighbours': the first lane of every 8/bits writes the byte.
 __device__ __forceinline__ void pack_store(unsigned code, int c, int D, int bits, uint8_t* __restrict__ row)
@@ -1010,66 +1009,13 @@ __device__ __forceinline__ unsigned quantize_code(float x, float s, float z, int
     return (unsigned)fminf(fmaxf(rintf((x - z) / s), 0.f), (float)levels);
 }
 
-// Keys (groups of g tokens along each channel): grid (n/g, L). scale, zero [L, n/g, D] half.
-extern "C" __global__ void gear_quantize_channels(const float* __restrict__ x, int n, int D, int g, int bits,
-    uint8_t* __restrict__ codes, __half* __restrict__ scale, __half* __restrict__ zero)
-{
-    const int c = threadIdx.x, grp = blockIdx.x, l = blockIdx.y, levels = (1 << bits) - 1, rowBytes = D / 8 * bits;
-    const long long first = (long long)l * n + (long long)grp * g;                // first token row of the group
-    float s = 0.f, z = 0.f;
-    if (c < D)
-    {
-        float lo = INFINITY, hi = -INFINITY;
-        for (int j = 0; j < g; j++)
-        {
-            const float v = x[(first + j) * D + c];
-            lo = fminf(lo, v);
-            hi = fmaxf(hi, v);
-        }
-        const float2 sz = group_scale_zero(lo, hi, levels, scale, zero, ((long long)l * (n / g) + grp) * D + c);
-        s = sz.x;
-        z = sz.y;
-    }
-    for (int j = 0; j < g; j++)
-    {
-        const unsigned code = c < D ? quantize_code(x[(first + j) * D + c], s, z, levels) : 0u;
-        pack_store(code, c, D, bits, codes + (first + j) * rowBytes);
-    }
-}
-
-// Values (groups of g features along each token): grid (n, L). scale, zero [L, n, D/g] half.
-extern "C" __global__ void gear_quantize_tokens(const float* __restrict__ x, int n, int D, int g, int bits,
-    uint8_t* __restrict__ codes, __half* __restrict__ scale, __half* __restrict__ zero)
-{
-    __shared__ float row[1024], groupScale[1024], groupZero[1024];
-    const int c = threadIdx.x, levels = (1 << bits) - 1, rowBytes = D / 8 * bits;
-    const long long t = (long long)blockIdx.y * n + blockIdx.x;                  // token row
-    if (c < D) row[c] = x[t * D + c];
-    __syncthreads();
-    if (c < D && c % g == 0)
-    {
-        float lo = INFINITY, hi = -INFINITY;
-        for (int j = 0; j < g; j++)
-        {
-            lo = fminf(lo, row[c + j]);
-            hi = fmaxf(hi, row[c + j]);
-        }
-        const float2 sz = group_scale_zero(lo, hi, levels, scale, zero, t * (D / g) + c / g);
-        groupScale[c / g] = sz.x;
-        groupZero[c / g] = sz.y;
-    }
-    __syncthreads();
-    const unsigned code = c < D ? quantize_code(row[c], groupScale[c / g], groupZero[c / g], levels) : 0u;
-    pack_store(code, c, D, bits, codes + t * rowBytes);
-}
-
 // ---- A block's whole compression but the low rank, in one launch: GEAR's outliers (k = 0 or 1 per side), the group
 // quantization of what is left, and the residual R = x − (D̂ + S) the power iteration factors. The same arithmetic as
 // GearCompressor's tensor ops (OutlierSet.Extract with k = 1: the first largest and first smallest entry of each vector,
 // replaced by the mean of the others; GroupQuantizer; the dequantized block with the outliers restored exactly),
 // summation order aside. x [L, n, D] in its own dtype (`type`), rows of D contiguous, slice l at x + l·ld elements (a
 // narrow of the float16 buffer is read in place). Outliers: values float16 and indices uint8 (vectors of ≤ 256 entries);
-// `residual` float32 [L, n, D] or null (KIVI).
+// `residual` float32 [L, n, D] or null (KIVI, or GroupQuantizer's quantization alone with k = 0).
 
 // The larger of two (value, index) candidates, ties to the smaller index (torch's argmax: the first maximum); `sign`
 // −1 turns it into the smaller value (argmin).
