@@ -123,7 +123,7 @@ public class CudaKernelResourceTests
     [Fact]
     public void QuantizeKernel_LeavesNonCudaTensorsToTheTensorOps()
     {
-        // The one-launch quantizer only takes CUDA float32 tensors; elsewhere GroupQuantizer runs its tensor ops.
+        // The one-launch quantizer only takes CUDA tensors; elsewhere GroupQuantizer runs its tensor ops.
         using var x = torch.randn(2, 64, 128);
         Assert.Null(CudaKernels.Quantize(x, 2, 64, QuantAxis.PerToken));
         Assert.Null(CudaKernels.Quantize(x, 2, 64, QuantAxis.PerChannel));
