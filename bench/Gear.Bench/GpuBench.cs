@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
 using Gear.AI.Compression;
 using Gear.AI.Compression.Caching;
 using Gear.AI.Llama;
@@ -385,18 +387,98 @@ internal static class GpuBench
     /// Per-sequence cache bytes are measured on a real cache of one sequence, not estimated. The Fp16 baseline runs
     /// first and again last (host jitter moves a run by several percent); its rate is the mean of the two.
     /// </summary>
-    public static void Throughput(string shapeConfig, long budgetBytes, int prompt, int generate, int maxBatch, IReadOnlyList<GearOptions> caches, ScalarType dtype, string machine, string? json, int prefillChunk = DefaultPrefillChunk)
+    public static void Throughput(string shapeConfig, long budgetBytes, int prompt, int generate, int maxBatch, IReadOnlyList<GearOptions> caches, ScalarType dtype, string machine, string? json,
+        int prefillChunk = DefaultPrefillChunk, bool isolate = true)
+    {
+        var runs = caches.ToList();
+        if (runs.Any(o => !o.IsCompressed) && runs.Any(o => o.IsCompressed))
+            runs.Add(runs.First(o => !o.IsCompressed));
+        var report = new BenchReport<GpuThroughputRow>("gpu-throughput", ShapeName(shapeConfig), machine);
+        var measured = new Dictionary<GearOptions, (int Batch, List<double> Rates, long Resident, long Peak)>();
+        void Record(GearOptions options, int batch, double rate, long resident, long peak)
+        {
+            // A repeated kind keeps its first run's batch, bytes and peak.
+            if (!measured.TryGetValue(options, out var entry))
+                measured[options] = entry = (batch, [], resident, peak);
+            entry.Rates.Add(rate);
+        }
+        if (isolate && runs.Count > 1)
+            foreach (var options in runs)
+            {
+                var row = ThroughputInChild(shapeConfig, budgetBytes, prompt, generate, maxBatch, options, dtype, prefillChunk);
+                Record(options, row.Batch, row.GeneratedTokensPerS, row.KvResidentBytes, row.PeakDeviceBytes);
+            }
+        else
+            MeasureThroughput(shapeConfig, budgetBytes, prompt, generate, maxBatch, runs, dtype, prefillChunk, Record);
+        var baseline = measured.FirstOrDefault(m => !m.Key.IsCompressed).Value;
+        double fp16Rate = baseline.Rates?.Average() ?? 0;
+        foreach (var (options, (batch, rates, resident, peak)) in measured)
+        {
+            double rate = rates.Average();
+            report.Add(new GpuThroughputRow(CacheConfigs.Name(options), CacheConfigs.Bits(options), batch, baseline.Batch == 0 ? 0 : (double)batch / baseline.Batch,
+                prompt, generate, rate, fp16Rate == 0 ? 0 : rate / fp16Rate, resident, peak, budgetBytes, [.. rates.Select(r => Math.Round(r, 2))]));
+        }
+        report.Finish(json);
+    }
+
+    /// <summary>
+    /// One kind's run in a process of its own (this executable, <c>gpu-throughput --only --in-process</c>): each kind starts
+    /// from a fresh CUDA caching allocator and its own NVML high-water mark. In one process, the Gear run after the Fp16
+    /// one stalled the device for 150–270 ms once (a step of 180–270 ms against 37 ms), ~1.5% of its rate, while the
+    /// allocator made room among the Fp16 cache's freed segments; a server runs one kind, not both.
+    /// </summary>
+    private static GpuThroughputRow ThroughputInChild(string shapeConfig, long budgetBytes, int prompt, int generate, int maxBatch, GearOptions options, ScalarType dtype, int prefillChunk)
+    {
+        string json = Path.Combine(Path.GetTempPath(), $"gear-throughput-{Environment.ProcessId}-{Guid.NewGuid():N}.json");
+        var start = new ProcessStartInfo(Environment.ProcessPath ?? throw new InvalidOperationException("The bench's own executable path is unknown; pass --in-process."))
+        {
+            RedirectStandardOutput = true,
+            UseShellExecute = false,
+        };
+        foreach (var arg in new[]
+                 {
+                     "gpu-throughput", "--shape", Path.GetFullPath(shapeConfig), "--budget-gib", (budgetBytes / (double)(1L << 30)).ToString("R", CultureInfo.InvariantCulture),
+                     "--prompt", $"{prompt}", "--generate", $"{generate}", "--max-batch", $"{maxBatch}", "--caches", CacheConfigs.Name(options),
+                     "--bits", $"{CacheConfigs.Bits(options)}", "--only", "--in-process", "--dtype", DTypeName(dtype), "--prefill-chunk", $"{prefillChunk}", "--json", json,
+                 })
+            start.ArgumentList.Add(arg);
+        Console.Error.WriteLine($"gpu-throughput: {CacheConfigs.Label(options)} in a process of its own");
+        using var child = Process.Start(start)!;
+        child.OutputDataReceived += (_, e) => { if (e.Data is not null) Console.Error.WriteLine(e.Data); };  // its table: stdout is this run's
+        child.BeginOutputReadLine();
+        child.WaitForExit();
+        try
+        {
+            if (child.ExitCode != 0 || !File.Exists(json))
+                throw new InvalidOperationException($"The {CacheConfigs.Label(options)} throughput run failed (exit code {child.ExitCode}); its output is above. --in-process runs every kind in this process.");
+            using var doc = JsonDocument.Parse(File.ReadAllText(json));
+            var row = doc.RootElement.GetProperty("rows")[0];
+            return new GpuThroughputRow(CacheConfigs.Name(options), CacheConfigs.Bits(options), row.GetProperty("batch").GetInt32(), 0, prompt, generate,
+                row.GetProperty("generated_tokens_per_s").GetDouble(), 0, row.GetProperty("kv_resident_bytes").GetInt64(),
+                row.GetProperty("peak_device_bytes").GetInt64(), budgetBytes, []);
+        }
+        finally
+        {
+            File.Delete(json);
+        }
+    }
+
+    private static string DTypeName(ScalarType dtype) => dtype switch
+    {
+        ScalarType.Float16 => "fp16",
+        ScalarType.BFloat16 => "bf16",
+        ScalarType.Float32 => "fp32",
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "Not a dtype gpu-throughput takes."),
+    };
+
+    private static void MeasureThroughput(string shapeConfig, long budgetBytes, int prompt, int generate, int maxBatch, List<GearOptions> runs, ScalarType dtype, int prefillChunk,
+        Action<GearOptions, int, double, long, long> record)
     {
         var config = LlamaConfig.Load(Path.GetDirectoryName(Path.GetFullPath(shapeConfig))!);
         var device = torch.device("cuda");
         using var model = LlamaModel.FromWeights(config, LlamaWeights.Random(config, device, dtype), device, dtype);
         long weights = model.Weights.Bytes;
-        var report = new BenchReport<GpuThroughputRow>("gpu-throughput", ShapeName(shapeConfig), machine);
         WarmUp(model, dtype, device);
-        var runs = caches.ToList();
-        if (runs.Any(o => !o.IsCompressed) && runs.Any(o => o.IsCompressed))
-            runs.Add(runs.First(o => !o.IsCompressed));
-        var measured = new Dictionary<GearOptions, (int Batch, List<double> Rates, long Resident, long Peak)>();
         foreach (var options in runs)
         {
             long perSequence;
@@ -416,21 +498,9 @@ internal static class GpuBench
             ReserveDense(cache, prompt + generate);
             MemoryBench.FillSynthetic(cache, prompt - 2, dtype, device, prefillChunk); // two warm-up steps, then the generated tokens
             double ms = Decode(model, cache, batch, generate, profile: true);
-            long peak = DeviceMemory.UsedBytes();
-            // A repeated kind keeps its first run's peak: NVML's figure is the process's high-water mark so far.
-            if (!measured.TryGetValue(options, out var entry))
-                measured[options] = entry = (batch, [], cache.ResidentBytes, peak);
-            entry.Rates.Add(1000.0 * batch / ms);
+            // NVML's figure is the process's high-water mark so far (in one process, a later kind's includes the earlier ones').
+            record(options, batch, 1000.0 * batch / ms, cache.ResidentBytes, DeviceMemory.UsedBytes());
         }
-        var baseline = measured.FirstOrDefault(m => !m.Key.IsCompressed).Value;
-        double fp16Rate = baseline.Rates?.Average() ?? 0;
-        foreach (var (options, (batch, rates, resident, peak)) in measured)
-        {
-            double rate = rates.Average();
-            report.Add(new GpuThroughputRow(CacheConfigs.Name(options), CacheConfigs.Bits(options), batch, baseline.Batch == 0 ? 0 : (double)batch / baseline.Batch,
-                prompt, generate, rate, fp16Rate == 0 ? 0 : rate / fp16Rate, resident, peak, budgetBytes, [.. rates.Select(r => Math.Round(r, 2))]));
-        }
-        report.Finish(json);
     }
 
     /// <summary>
@@ -458,6 +528,9 @@ internal static class GpuBench
         var next = zeros([batch, 1], dtype: ScalarType.Int64, device: model.Device).DetachFromDisposeScope();
         // Two warm-up steps, then timed steps; the argmax stays on the device, as in serving.
         var clock = new Stopwatch();
+        using var timeline = StepTimes ? new AI.Compression.Cuda.CudaDriver.Timeline() : null;
+        var hostMs = new List<double>();
+        var gcPauseMs = new List<double>();
         for (int i = 0; i < steps + 2; i++)
         {
             if (i == 2)
@@ -465,9 +538,15 @@ internal static class GpuBench
                 cuda.synchronize();
                 clock.Start();
             }
+            if (i >= 2)
+            {
+                timeline?.Mark();
+                hostMs.Add(clock.Elapsed.TotalMilliseconds);
+                gcPauseMs.Add(GC.GetTotalPauseDuration().TotalMilliseconds);
+            }
             // GEAR_PROFILE_STEP=1: the first timed step is the region a profiler run with collection off captures
             // (e.g. ncu --profile-from-start off), so one decode step's kernels can be listed with their times.
-            bool profiled = i == 2 && profile && ProfileStep;
+            bool profiled = i == 2 + ProfileAt && profile && ProfileStep;
             if (profiled)
                 AI.Compression.Cuda.CudaDriver.Profiler(true);
             using var scope = NewDisposeScope();
@@ -481,12 +560,37 @@ internal static class GpuBench
                 AI.Compression.Cuda.CudaDriver.Profiler(false);
             }
         }
+        timeline?.Mark();
         cuda.synchronize();
         next.Dispose();
+        if (timeline is not null)
+            ReportSteps(batch, cache.Length, timeline.Intervals(), hostMs, timeline.Pending, gcPauseMs);
         return clock.Elapsed.TotalMilliseconds / steps;
     }
 
+    /// <summary>
+    /// GEAR_STEP_TIMES=1: each timed step's device time (between events recorded on the stream as the host queued the
+    /// steps) and the host's queueing time, to stderr: the median, the slowest steps, and what the steps above the
+    /// median add to the mean.
+    /// </summary>
+    private static void ReportSteps(int batch, long length, double[] device, List<double> host, List<int> pending, List<double> gcPause)
+    {
+        var sorted = device.Order().ToArray();
+        double median = sorted[sorted.Length / 2], mean = device.Average();
+        var hostSteps = host.Zip(host.Skip(1), (a, b) => b - a).ToArray();
+        Console.Error.WriteLine($"steps batch={batch} length={length}: device median {median:F3} ms, mean {mean:F3}, " +
+            $"excess over median {mean - median:F3} ms/step; host median {hostSteps.Order().ElementAt(hostSteps.Length / 2):F3} ms; " +
+            $"steps queued ahead: median {pending.Order().ElementAt(pending.Count / 2)}, max {pending.Max()}");
+        foreach (var i in Enumerable.Range(0, device.Length).OrderByDescending(i => device[i]).Take(10).Order())
+            Console.Error.WriteLine($"  step {i}: device {device[i]:F3} ms, host {(i < hostSteps.Length ? hostSteps[i] : double.NaN):F3} ms, queued ahead {pending[i]}, GC pause {(i + 1 < gcPause.Count ? gcPause[i + 1] - gcPause[i] : double.NaN):F3} ms");
+    }
+
+    private static readonly bool StepTimes = Environment.GetEnvironmentVariable("GEAR_STEP_TIMES") == "1";
+
     private static readonly bool ProfileStep = Environment.GetEnvironmentVariable("GEAR_PROFILE_STEP") == "1";
+
+    /// <summary>GEAR_PROFILE_AT=n: the profiled step is the n-th timed one (0, the default: the first), e.g. one that compresses a block.</summary>
+    private static readonly int ProfileAt = int.TryParse(Environment.GetEnvironmentVariable("GEAR_PROFILE_AT"), out int at) ? at : 0;
 
     /// <summary>A few decode steps on a short cache of every path, so the first measured row does not pay for CUDA/cuBLAS start-up.</summary>
     private static void WarmUp(LlamaModel model, ScalarType dtype, Device device)

@@ -126,10 +126,14 @@ static TorchSharp.torch.ScalarType DType(string name) => name switch
         Description = "Prompt tokens appended at a time (each piece compressed as a prompt block), in the batch-sizing probe and the run alike",
     };
     chunk.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 1) r.AddError("--prefill-chunk must be at least 1."); });
-    var command = new Command("gpu-throughput", "Largest batch within a memory budget and generated tokens/s per cache kind") { shape, budget, prompt, generate, maxBatch, caches, bits, noFp16, dtype, chunk, json };
+    var inProcess = new Option<bool>("--in-process")
+    {
+        Description = "Run every kind in this process (by default each kind runs in a process of its own, so none starts from another's allocator state)",
+    };
+    var command = new Command("gpu-throughput", "Largest batch within a memory budget and generated tokens/s per cache kind") { shape, budget, prompt, generate, maxBatch, caches, bits, noFp16, dtype, chunk, inProcess, json };
     command.SetAction(p => GpuBench.Throughput(p.GetValue(shape)!, (long)(p.GetValue(budget) * (1L << 30)), p.GetValue(prompt), p.GetValue(generate), p.GetValue(maxBatch),
         CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!, withFp16: !p.GetValue(noFp16)), DType(p.GetValue(dtype)!), Machine.Describe("cuda"), p.GetValue(json),
-        p.GetValue(chunk)));
+        p.GetValue(chunk), isolate: !p.GetValue(inProcess)));
     root.Add(command);
 }
 

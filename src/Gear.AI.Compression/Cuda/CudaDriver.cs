@@ -40,6 +40,10 @@ internal static unsafe class CudaDriver
     [DllImport(Library)] private static extern int cuEventCreate(out IntPtr e, uint flags);
     [DllImport(Library)] private static extern int cuEventRecord(IntPtr e, IntPtr stream);
     [DllImport(Library)] private static extern int cuStreamWaitEvent(IntPtr stream, IntPtr e, uint flags);
+    [DllImport(Library)] private static extern int cuEventSynchronize(IntPtr e);
+    [DllImport(Library)] private static extern int cuEventElapsedTime(out float milliseconds, IntPtr start, IntPtr end);
+    [DllImport(Library)] private static extern int cuEventDestroy_v2(IntPtr e);
+    [DllImport(Library)] private static extern int cuEventQuery(IntPtr e);
 
     [DllImport(Library)]
     private static extern int cuLaunchKernel(IntPtr function, uint gridX, uint gridY, uint gridZ, uint blockX, uint blockY, uint blockZ,
@@ -127,6 +131,51 @@ internal static unsafe class CudaDriver
         {
             Check(cuEventRecord(Done, Stream), "cuEventRecord");
             Check(cuStreamWaitEvent(IntPtr.Zero, Done, 0), "cuStreamWaitEvent");
+        }
+    }
+
+    /// <summary>
+    /// Device-side time between marks on the legacy default stream: <see cref="Mark"/> records a timing event (no
+    /// synchronization), <see cref="Intervals"/> waits for the last one and returns the milliseconds between neighbours.
+    /// The bench uses it to see which decode steps the device spent longer on, without changing how the host runs ahead.
+    /// </summary>
+    public sealed class Timeline : IDisposable
+    {
+        private readonly List<IntPtr> _events = [];
+
+        /// <summary>At each mark, how many earlier marks the device had not reached yet (how far the host ran ahead).</summary>
+        public List<int> Pending { get; } = [];
+
+        public void Mark()
+        {
+            int pending = 0;
+            for (int i = _events.Count - 1; i >= 0 && cuEventQuery(_events[i]) != 0; i--)
+                pending++;
+            Pending.Add(pending);
+            Check(cuEventCreate(out var e, 0), "cuEventCreate");
+            _events.Add(e);
+            Check(cuEventRecord(e, IntPtr.Zero), "cuEventRecord");
+        }
+
+        public double[] Intervals()
+        {
+            if (_events.Count < 2)
+                return [];
+            Check(cuEventSynchronize(_events[^1]), "cuEventSynchronize");
+            var intervals = new double[_events.Count - 1];
+            for (int i = 0; i < intervals.Length; i++)
+            {
+                Check(cuEventElapsedTime(out float ms, _events[i], _events[i + 1]), "cuEventElapsedTime");
+                intervals[i] = ms;
+            }
+            return intervals;
+        }
+
+        public void Dispose()
+        {
+            foreach (var e in _events)
+                cuEventDestroy_v2(e);
+            _events.Clear();
         }
     }
 
