@@ -289,6 +289,9 @@ internal static class CudaKernels
     /// <summary>What <see cref="CompressBlock"/> returns: the quantized block, its outliers (when k is 1) and the residual (when asked for).</summary>
     internal sealed record BlockParts(Tensor Codes, Tensor Scale, Tensor Zero, Tensor? OutlierValues, Tensor? OutlierIndex, Tensor? Residual);
 
+    /// <summary>Warps a block of gear_compress_tokens (one value group each).</summary>
+    private const int TokenWarps = 8;
+
     /// <summary>
     /// A block's compression but the low rank in one launch (the tensor ops are ~40 calls over the block, most of a decode
     /// step's compression at a serving batch): GEAR's outliers with <paramref name="perSide"/> k = 1 (0: none), the group
@@ -296,7 +299,7 @@ internal static class CudaKernels
     /// residual x − (D̂ + S) for the low rank. <paramref name="x"/> [..., n, D] in float32, float16 or bfloat16 on CUDA, read
     /// in place when its rows are dense and its leading dimensions one stride apart (a narrow of the buffer). Outliers as
     /// <see cref="OutlierSet"/> holds them (uint8 indices). Null where the kernel does not apply — k above 1 (a prompt's
-    /// keys), vectors over 256 entries, value groups that are not whole warps, bits other than 1, 2, 4 and 8, D not a
+    /// keys), vectors over 256 entries, value groups that are not whole warps or are over 256 features, bits other than 1, 2, 4 and 8, D not a
     /// multiple of 8 up to 1,024, groups that do not tile the axis — and the caller runs the tensor ops.
     /// </summary>
     public static unsafe BlockParts? CompressBlock(Tensor x, int bits, int g, QuantAxis axis, int perSide, bool residual)
@@ -307,7 +310,7 @@ internal static class CudaKernels
         long vector = channels ? n : g;
         if (x.device_type != DeviceType.CUDA || type < 0 || bits is not (1 or 2 or 4 or 8) || perSide is not (0 or 1)
             || d % 8 != 0 || d > 1024 || n > int.MaxValue || (perSide == 1 && (vector < 3 || vector > 256))
-            || (channels ? n % g != 0 : d % g != 0 || g % 32 != 0)
+            || (channels ? n % g != 0 : d % g != 0 || g % 32 != 0 || g > 256)
             || For(x.device) is not { } module)
             return null;
         var lead = x.shape[..^2];
@@ -340,11 +343,10 @@ internal static class CudaKernels
             void** args = stackalloc void*[14];
             args[0] = &xp; args[1] = &type; args[2] = &ld; args[3] = &rows; args[4] = &features; args[5] = &g; args[6] = &bits;
             args[7] = &perSide; args[8] = &cp; args[9] = &sp; args[10] = &zp; args[11] = &vp; args[12] = &ip; args[13] = &rp;
-            uint threads = (uint)((d + 31) / 32 * 32);
             if (channels)
-                CudaDriver.Launch(module.CompressChannels, ((uint)l, 1), threads, 0, args);
+                CudaDriver.Launch(module.CompressChannels, ((uint)l, 1), (uint)((d + 31) / 32 * 32), 0, args);
             else
-                CudaDriver.Launch(module.CompressTokens, ((uint)n, (uint)l), threads, 0, args);
+                CudaDriver.Launch(module.CompressTokens, ((uint)((n * (d / g) + TokenWarps - 1) / TokenWarps), (uint)l), 32 * TokenWarps, 0, args);
         }
         return new BlockParts(codes, scale, zero, values, index, rest);
     }
@@ -381,7 +383,7 @@ internal static class CudaKernels
     public static unsafe (Tensor A, Tensor B)? PowerIteration(Tensor residual, Tensor omega, int iterations)
     {
         long n = residual.shape[^2], d = residual.shape[^1], r = omega.shape[^1];
-        long shared = sizeof(float) * (n * d + n * r + d * r + 32);
+        long shared = sizeof(float) * (n * d + n * r + d * r);
         if (residual.device_type != DeviceType.CUDA || residual.dtype != ScalarType.Float32 || omega.dtype != ScalarType.Float32
             || omega.device_type != residual.device_type || omega.device_index != residual.device_index || omega.shape[0] != d
             || r > MaxRank || shared > SharedLimit || For(residual.device) is not { } module)

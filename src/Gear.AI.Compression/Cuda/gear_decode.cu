@@ -36,6 +36,27 @@ __device__ __forceinline__ float load_as_float(const void* x, int type, long lon
     return __uint_as_float(((unsigned)((const unsigned short*)x)[i]) << 16);
 }
 
+// Elements at, at + stride, … (up to 8, `count` of them; the rest 0) of a tensor of dtype `type` as floats: the dtype's
+// branch taken once, so the loads are all in flight together.
+__device__ __forceinline__ void load8_as_float(const void* x, int type, long long at, long long stride, int count, float (&out)[8])
+{
+    if (type == 0)
+    {
+#pragma unroll
+        for (int u = 0; u < 8; u++) out[u] = u < count ? ((const float*)x)[at + u * stride] : 0.f;
+    }
+    else if (type == 1)
+    {
+#pragma unroll
+        for (int u = 0; u < 8; u++) out[u] = u < count ? __half2float(((const __half*)x)[at + u * stride]) : 0.f;
+    }
+    else
+    {
+#pragma unroll
+        for (int u = 0; u < 8; u++) out[u] = u < count ? __uint_as_float(((unsigned)((const unsigned short*)x)[at + u * stride]) << 16) : 0.f;
+    }
+}
+
 // Element i of the queries in their own dtype, times `scale`.
 __device__ __forceinline__ float load_q(const void* q, int type, long long i, float scale)
 {
@@ -747,11 +768,34 @@ __device__ void rows_times(const float* x, int rows, int inner, const float* w, 
     __syncthreads();
 }
 
+// Orthonormal columns of m [rows, r] in place by one warp, as orthonormal_columns (Gram-Schmidt twice) computes them:
+// the sums are shuffles, where the whole block's took two barriers each (~100 barriers a matrix in the power iteration).
+__device__ void warp_orthonormal(float* m, int rows, int r)
+{
+    const int lane = threadIdx.x & 31;
+    for (int j = 0; j < r; j++)
+    {
+        for (int pass = 0; pass < 2; pass++)
+            for (int k = 0; k < j; k++)
+            {
+                float part = 0.f;
+                for (int i = lane; i < rows; i += 32) part += m[i * r + k] * m[i * r + j];
+                const float dot = warp_sum(part);
+                for (int i = lane; i < rows; i += 32) m[i * r + j] -= dot * m[i * r + k];
+            }
+        float part = 0.f;
+        for (int i = lane; i < rows; i += 32) part += m[i * r + j] * m[i * r + j];
+        const float norm = sqrtf(warp_sum(part));
+        const float inv = norm > 1e-30f ? 1.f / norm : 0.f;
+        for (int i = lane; i < rows; i += 32) m[i * r + j] *= inv;
+    }
+}
+
 // The low-rank factors of a decode block in one launch (LowRankFactors.Approximate's tensor ops: ~40 calls a tensor, a
 // decode step's compression is bound by calls at batch 1): per matrix R [n, D] (float32, one thread block each, held in
 // shared memory with Y [n, r] and Z [D, r]): Y = R·Ω, `iterations` rounds of Q = orth(Y), Z = orth(Rᵀ·Q), Y = R·Z, then
-// A = orth(Y), B = Rᵀ·A, written as float16 A [n, r] and B [D, r]. orth is gear_orthonormalize's Gram-Schmidt; Ω [D, r]
-// float32 is shared by all matrices. Dynamic shared memory (n·D + n·r + D·r + 32) floats.
+// A = orth(Y), B = Rᵀ·A, written as float16 A [n, r] and B [D, r]. orth is Gram-Schmidt by the first warp while the
+// others wait at one barrier; Ω [D, r] float32 is shared by all matrices. Dynamic shared memory (n·D + n·r + D·r) floats.
 extern "C" __global__ void gear_power_iteration(const float* __restrict__ residual, const float* __restrict__ omega, int n, int D, int r,
                                                 int iterations, __half* __restrict__ A, __half* __restrict__ B)
 {
@@ -759,52 +803,87 @@ extern "C" __global__ void gear_power_iteration(const float* __restrict__ residu
     float* R = held;                                  // [n, D]
     float* Y = R + n * D;                             // [n, r]
     float* Z = Y + n * r;                             // [D, r]
-    float* scratch = Z + D * r;                       // [32]
+    const bool first = threadIdx.x < 32;
     const float* src = residual + (long long)blockIdx.x * n * D;
-    for (int i = threadIdx.x; i < n * D; i += blockDim.x) R[i] = src[i];
+    // 8 loads in flight a thread before their stores.
+    for (int base = threadIdx.x; base < n * D; base += 8 * blockDim.x)
+    {
+        float x[8];
+#pragma unroll
+        for (int u = 0; u < 8; u++) x[u] = base + u * blockDim.x < n * D ? src[base + u * blockDim.x] : 0.f;
+#pragma unroll
+        for (int u = 0; u < 8; u++)
+            if (base + u * blockDim.x < n * D) R[base + u * blockDim.x] = x[u];
+    }
     for (int i = threadIdx.x; i < D * r; i += blockDim.x) Z[i] = omega[i];
     __syncthreads();
     rows_times(R, n, D, Z, r, Y);                                                // Y = R·Ω
     for (int it = 0; it < iterations; it++)
     {
-        orthonormal_columns(Y, n, r, scratch);                                   // Q
+        if (first) warp_orthonormal(Y, n, r);                                    // Q
+        __syncthreads();
         small_matmul(R, D, n, 1, D, Y, r, Z);                                    // Rᵀ·Q
-        orthonormal_columns(Z, D, r, scratch);
+        if (first) warp_orthonormal(Z, D, r);
+        __syncthreads();
         rows_times(R, n, D, Z, r, Y);                                            // Y = R·Z
     }
-    orthonormal_columns(Y, n, r, scratch);                                       // A
+    if (first) warp_orthonormal(Y, n, r);                                        // A
+    __syncthreads();
     small_matmul(R, D, n, 1, D, Y, r, Z);                                        // B = Rᵀ·A
     for (int i = threadIdx.x; i < n * r; i += blockDim.x) A[(long long)blockIdx.x * n * r + i] = __float2half_rn(Y[i]);
     for (int i = threadIdx.x; i < D * r; i += blockDim.x) B[(long long)blockIdx.x * D * r + i] = __float2half_rn(Z[i]);
 }
 
-// The float16 buffer's scores (its values are summed by gear_finish): grid (ceil(n / (8·warps)), BH), each block the
-// queries in shared memory and 8 tokens per warp, a warp's lanes over the channels (D ≤ 256, rows M ≤ 8). q [BH, M, D]
-// (qType, times qScale), keys [BH, capacity, D] half; query row m is token m % tq of the tq newest, so it sees buffered
-// tokens t <= n - tq + m % tq (causal).
+// The float16 buffer's scores (its values are summed by gear_finish): grid (ceil(n / 64), BH), block 256 threads, 64
+// tokens a block. A token's row is read by P lanes (D/8 rounded up to a power of two), 8 channels (16 bytes) each, so a
+// warp reads 32/P tokens a load and a token's sum is log2 P shuffles (a warp a token, with 2-byte loads and a 5-round sum
+// per token, issued ~4x the instructions for the same bytes). The queries (times qScale) sit in shared memory chunk-major
+// (channel 8c + j of row m at m·8C + j·C + c, C = ceil(D/8) chunks), so the lanes of one j read consecutive words.
+// D ≤ 256, rows M ≤ 8. q [BH, M, D] (qType), keys [BH, capacity, D] half; query row m is token m % tq of the tq newest,
+// so it sees buffered tokens t <= n - tq + m % tq (causal).
 extern "C" __global__ void gear_dense_scores(const void* __restrict__ q, int qType, float qScale, const __half* __restrict__ keys,
     long long capacity, int n, int M, int D, int tq, float* __restrict__ scores, long long ld, long long offset)
 {
     __shared__ float qsh[8 * 256];
     const int bh = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    const int first = blockIdx.x * warps * 8, last = min(first + warps * 8, n);
-    for (int i = threadIdx.x; i < M * D; i += blockDim.x) qsh[i] = load_q(q, qType, (long long)bh * M * D + i, qScale);
+    const int C = (D + 7) / 8, P = C <= 1 ? 1 : C <= 2 ? 2 : C <= 4 ? 4 : C <= 8 ? 8 : C <= 16 ? 16 : 32;
+    const int sub = lane & (P - 1), perLoad = 32 / P;
+    const int first = blockIdx.x * 64, last = min(first + 64, n);
+    for (int i = threadIdx.x; i < M * 8 * C; i += blockDim.x)
+    {
+        const int m = i / (8 * C), c = i - m * 8 * C;                             // channel c of row m (0 past D)
+        qsh[m * 8 * C + (c & 7) * C + (c >> 3)] = c < D ? load_q(q, qType, (long long)(bh * M + m) * D + c, qScale) : 0.f;
+    }
     __syncthreads();
 #pragma unroll 2
-    for (int t = first + warp; t < last; t += warps)
+    for (int t0 = first + warp * perLoad; t0 < last; t0 += warps * perLoad)
     {
-        const __half* k = keys + ((long long)bh * capacity + t) * D;
+        const int t = t0 + lane / P;
+        const bool active = t < last && sub < C;
         float kv[8];
+        const __half* k = keys + ((long long)bh * capacity + t) * D + sub * 8;
+        if (active && D % 8 == 0)
+        {
+            const uint4 raw = *reinterpret_cast<const uint4*>(k);
+            const __half2* h = reinterpret_cast<const __half2*>(&raw);
 #pragma unroll
-        for (int j = 0; j < 8; j++) kv[j] = lane + 32 * j < D ? __half2float(k[lane + 32 * j]) : 0.f;
+            for (int j = 0; j < 4; j++)
+            {
+                const float2 f = __half22float2(h[j]);
+                kv[2 * j] = f.x;
+                kv[2 * j + 1] = f.y;
+            }
+        }
+        else
+#pragma unroll
+            for (int j = 0; j < 8; j++) kv[j] = active && sub * 8 + j < D ? __half2float(k[j]) : 0.f;
         for (int m = 0; m < M; m++)
         {
             float s = 0.f;
 #pragma unroll
-            for (int j = 0; j < 8; j++)
-                if (lane + 32 * j < D) s += qsh[m * D + lane + 32 * j] * kv[j];
-            s = warp_sum(s);
-            if (lane == 0)
+            for (int j = 0; j < 8; j++) s += qsh[m * 8 * C + j * C + (sub < C ? sub : 0)] * kv[j];
+            for (int o = P / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+            if (active && sub == 0)
                 scores[((long long)bh * M + m) * ld + offset + t] = t <= n - tq + m % tq ? s : -INFINITY;
         }
     }
@@ -1017,34 +1096,33 @@ __device__ __forceinline__ unsigned quantize_code(float x, float s, float z, int
 // narrow of the float16 buffer is read in place). Outliers: values float16 and indices uint8 (vectors of ≤ 256 entries);
 // `residual` float32 [L, n, D] or null (KIVI, or GroupQuantizer's quantization alone with k = 0).
 
-// The larger of two (value, index) candidates, ties to the smaller index (torch's argmax: the first maximum); `sign`
-// −1 turns it into the smaller value (argmin).
-__device__ __forceinline__ void better(float& v, int& i, float ov, int oi, float sign)
-{
-    if (ov * sign > v * sign || (ov == v && oi < i)) { v = ov; i = oi; }
-}
-
 // Keys: a vector is one channel's n tokens, quantized in groups of g tokens. Grid (L), block D threads rounded up to
 // warps, thread c on channel c. Outliers [L, D, 2] in ascending token order; scale, zero [L, n/g, D].
 extern "C" __global__ void gear_compress_channels(const void* __restrict__ x, int type, long long ld, int n, int D, int g,
     int bits, int k, uint8_t* __restrict__ codes, __half* __restrict__ scale, __half* __restrict__ zero,
     __half* __restrict__ outlierValues, uint8_t* __restrict__ outlierIndex, float* __restrict__ residual)
 {
+    // Tokens are read 8 at a time (load8_as_float), so a thread has 8 loads in flight rather than one.
     const int c = threadIdx.x, l = blockIdx.x, levels = (1 << bits) - 1, rowBytes = D / 8 * bits;
     const bool active = c < D;
     const void* src = (const char*)x + (long long)l * ld * (type == 0 ? 4 : 2);
     int top = -1, bottom = -1;
-    float mean = 0.f;
+    float mean = 0.f, v[8];
     if (active && k)
     {
         float sum = 0.f, hi = -INFINITY, lo = INFINITY;
         top = bottom = 0;
-        for (int j = 0; j < n; j++)
+        for (int j0 = 0; j0 < n; j0 += 8)
         {
-            const float v = load_as_float(src, type, (long long)j * D + c);
-            sum += v;
-            if (v > hi) { hi = v; top = j; }
-            if (v < lo) { lo = v; bottom = j; }
+            load8_as_float(src, type, (long long)j0 * D + c, D, n - j0, v);
+#pragma unroll
+            for (int u = 0; u < 8; u++)
+                if (j0 + u < n)
+                {
+                    sum += v[u];
+                    if (v[u] > hi) { hi = v[u]; top = j0 + u; }
+                    if (v[u] < lo) { lo = v[u]; bottom = j0 + u; }
+                }
         }
         mean = (sum - (hi + lo)) / (float)(n - 2);
         const int first = min(top, bottom), second = max(top, bottom);
@@ -1060,67 +1138,93 @@ extern "C" __global__ void gear_compress_channels(const void* __restrict__ x, in
         if (active)
         {
             float lo = INFINITY, hi = -INFINITY;
-            for (int j = start; j < start + g; j++)
+            for (int j0 = start; j0 < start + g; j0 += 8)
             {
-                const float v = j == top || j == bottom ? mean : load_as_float(src, type, (long long)j * D + c);
-                lo = fminf(lo, v);
-                hi = fmaxf(hi, v);
+                load8_as_float(src, type, (long long)j0 * D + c, D, start + g - j0, v);
+#pragma unroll
+                for (int u = 0; u < 8; u++)
+                    if (j0 + u < start + g)
+                    {
+                        const float f = j0 + u == top || j0 + u == bottom ? mean : v[u];
+                        lo = fminf(lo, f);
+                        hi = fmaxf(hi, f);
+                    }
             }
             const float2 sz = group_scale_zero(lo, hi, levels, scale, zero, ((long long)l * (n / g) + start / g) * D + c);
             s = sz.x;
             z = sz.y;
         }
-        for (int j = start; j < start + g; j++)
+        for (int j0 = start; j0 < start + g; j0 += 8)
         {
-            const long long row = (long long)l * n + j;
-            const bool outlier = j == top || j == bottom;
-            const float v = active ? load_as_float(src, type, (long long)j * D + c) : 0.f;
-            const unsigned code = active ? quantize_code(outlier ? mean : v, s, z, levels) : 0u;
-            pack_store(code, c, D, bits, codes + row * rowBytes);
-            if (active && residual)
-                residual[row * D + c] = v - (outlier ? __half2float(__float2half_rn(v)) : z + (float)code * s);
+            if (active) load8_as_float(src, type, (long long)j0 * D + c, D, start + g - j0, v);
+#pragma unroll
+            for (int u = 0; u < 8; u++)
+                if (j0 + u < start + g)                                              // uniform: pack_store's shuffles
+                {
+                    const int j = j0 + u;
+                    const long long row = (long long)l * n + j;
+                    const bool outlier = j == top || j == bottom;
+                    const unsigned code = active ? quantize_code(outlier ? mean : v[u], s, z, levels) : 0u;
+                    pack_store(code, c, D, bits, codes + row * rowBytes);
+                    if (active && residual)
+                        residual[row * D + c] = v[u] - (outlier ? __half2float(__float2half_rn(v[u])) : z + (float)code * s);
+                }
         }
     }
 }
 
-// Values: a vector is one token's g features (g a multiple of 32, dividing D: whole warps per group). Grid (n, L), block
-// D threads, thread c on feature c. Outliers [L, n, D/g, 2] as (largest, smallest); scale, zero [L, n, D/g].
+// Values: a vector is one token's g features (g a multiple of 32 up to 256, dividing D). A warp per vector, lane holding
+// features lane + 32e of its group in registers: the reductions are shuffles, with no shared memory and no barrier (a
+// thread block per token, with two barriers, ran 4.5 blocks of 128 threads per token through the scheduler). Grid
+// (ceil(n·D/g / warps), L), block of warps. Outliers [L, n, D/g, 2] as (largest, smallest); scale, zero [L, n, D/g].
+#define TOKENS_HELD 8
 extern "C" __global__ void gear_compress_tokens(const void* __restrict__ x, int type, long long ld, int n, int D, int g,
     int bits, int k, uint8_t* __restrict__ codes, __half* __restrict__ scale, __half* __restrict__ zero,
     __half* __restrict__ outlierValues, uint8_t* __restrict__ outlierIndex, float* __restrict__ residual)
 {
-    __shared__ float warpSum[32], warpHi[32], warpLo[32];
-    __shared__ int warpTop[32], warpBottom[32];
-    const int c = threadIdx.x, lane = c & 31, warp = c >> 5, levels = (1 << bits) - 1, rowBytes = D / 8 * bits;
-    const int t = blockIdx.x, l = blockIdx.y, groups = D / g, group = c / g, firstWarp = group * g / 32, warps = g / 32;
-    const long long row = (long long)l * n + t;
-    const float v = load_as_float((const char*)x + (long long)l * ld * (type == 0 ? 4 : 2), type, (long long)t * D + c);
+    const int lane = threadIdx.x & 31, levels = (1 << bits) - 1, rowBytes = D / 8 * bits, groups = D / g, per = g / 32;
+    const long long vector = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (vector >= (long long)n * groups) return;                                    // the whole warp
+    const int t = (int)(vector / groups), group = (int)(vector - (long long)t * groups), first = group * g;
+    const long long row = (long long)blockIdx.y * n + t;
+    const void* src = (const char*)x + (long long)blockIdx.y * ld * (type == 0 ? 4 : 2);
+    float v[TOKENS_HELD], f[TOKENS_HELD];
+#pragma unroll
+    for (int e = 0; e < TOKENS_HELD; e++)
+        f[e] = v[e] = e < per ? load_as_float(src, type, (long long)t * D + first + lane + 32 * e) : 0.f;
     int top = -1, bottom = -1;
-    float f = v, hi, lo;
     if (k)
     {
-        // The first largest and smallest entry and the sum of the group: a warp's, then its group's warps in order.
-        float sum = v;
-        int ti = c - group * g, bi = ti;
-        hi = lo = v;
+        // The sum, the extremes (shuffles), and the first index holding each (a ballot a held entry, lowest first: entry
+        // e of every lane comes before entry e + 1 of any).
+        float sum = v[0], hi = v[0], lo = v[0];
+#pragma unroll
+        for (int e = 1; e < TOKENS_HELD; e++)
+            if (e < per)
+            {
+                sum += v[e];
+                hi = fmaxf(hi, v[e]);
+                lo = fminf(lo, v[e]);
+            }
         for (int o = 16; o > 0; o >>= 1)
         {
             sum += __shfl_xor_sync(0xffffffffu, sum, o);
-            better(hi, ti, __shfl_xor_sync(0xffffffffu, hi, o), __shfl_xor_sync(0xffffffffu, ti, o), 1.f);
-            better(lo, bi, __shfl_xor_sync(0xffffffffu, lo, o), __shfl_xor_sync(0xffffffffu, bi, o), -1.f);
+            hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, o));
+            lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, o));
         }
-        if (lane == 0) { warpSum[warp] = sum; warpHi[warp] = hi; warpLo[warp] = lo; warpTop[warp] = ti; warpBottom[warp] = bi; }
-        __syncthreads();
-        sum = warpSum[firstWarp]; hi = warpHi[firstWarp]; lo = warpLo[firstWarp]; top = warpTop[firstWarp]; bottom = warpBottom[firstWarp];
-        for (int w = firstWarp + 1; w < firstWarp + warps; w++)
-        {
-            sum += warpSum[w];
-            better(hi, top, warpHi[w], warpTop[w], 1.f);
-            better(lo, bottom, warpLo[w], warpBottom[w], -1.f);
-        }
-        const int at = c - group * g;
-        if (at == top || at == bottom) f = (sum - (hi + lo)) / (float)(g - 2);
-        if (at == 0)
+#pragma unroll
+        for (int e = TOKENS_HELD - 1; e >= 0; e--)
+            if (e < per)
+            {
+                const unsigned isTop = __ballot_sync(0xffffffffu, v[e] == hi), isBottom = __ballot_sync(0xffffffffu, v[e] == lo);
+                if (isTop) top = 32 * e + __ffs(isTop) - 1;
+                if (isBottom) bottom = 32 * e + __ffs(isBottom) - 1;
+            }
+        const float mean = (sum - (hi + lo)) / (float)(g - 2);
+#pragma unroll
+        for (int e = 0; e < TOKENS_HELD; e++)
+            if (lane + 32 * e == top || lane + 32 * e == bottom) f[e] = mean;
+        if (lane == 0)
         {
             const long long o = (row * groups + group) * 2;
             outlierValues[o] = __float2half_rn(hi);
@@ -1128,34 +1232,32 @@ extern "C" __global__ void gear_compress_tokens(const void* __restrict__ x, int 
             outlierIndex[o] = (uint8_t)top;
             outlierIndex[o + 1] = (uint8_t)bottom;
         }
-        __syncthreads();                              // the shared sums are reused for the range below
     }
-    // The range of what is quantized (outliers replaced by the mean), per group.
-    hi = lo = f;
+    // The range of what is quantized (outliers replaced by the mean).
+    float hi = f[0], lo = f[0];
+#pragma unroll
+    for (int e = 1; e < TOKENS_HELD; e++)
+        if (e < per) { hi = fmaxf(hi, f[e]); lo = fminf(lo, f[e]); }
     for (int o = 16; o > 0; o >>= 1)
     {
         hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, o));
         lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, o));
     }
-    if (lane == 0) { warpHi[warp] = hi; warpLo[warp] = lo; }
-    __syncthreads();
-    hi = warpHi[firstWarp];
-    lo = warpLo[firstWarp];
-    for (int w = firstWarp + 1; w < firstWarp + warps; w++)
-    {
-        hi = fmaxf(hi, warpHi[w]);
-        lo = fminf(lo, warpLo[w]);
-    }
-    const float2 sz = group_scale_zero(lo, hi, levels, scale, zero, row * groups + group, c % g == 0);
+    const float2 sz = group_scale_zero(lo, hi, levels, scale, zero, row * groups + group, lane == 0);
     const float s = sz.x, z = sz.y;
-    const unsigned code = quantize_code(f, s, z, levels);
-    pack_store(code, c, D, bits, codes + row * rowBytes);
-    if (residual)
-    {
-        const int at = c - group * g;
-        const bool outlier = at == top || at == bottom;
-        residual[row * D + c] = v - (outlier ? __half2float(__float2half_rn(v)) : z + (float)code * s);
-    }
+#pragma unroll
+    for (int e = 0; e < TOKENS_HELD; e++)
+        if (e < per)
+        {
+            const int c = first + lane + 32 * e;
+            const unsigned code = quantize_code(f[e], s, z, levels);
+            pack_store(code, c, D, bits, codes + row * rowBytes);
+            if (residual)
+            {
+                const bool outlier = lane + 32 * e == top || lane + 32 * e == bottom;
+                residual[row * D + c] = v[e] - (outlier ? __half2float(__float2half_rn(v[e])) : z + (float)code * s);
+            }
+        }
 }
 
 // ---- Model kernels: the Llama layer's element-wise steps in one launch each (at batch 1 a decode step is bound by host
