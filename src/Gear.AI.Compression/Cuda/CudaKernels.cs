@@ -27,6 +27,9 @@ internal static class CudaKernels
     public const int SharedLimit = 48 * 1024;
 
     private static readonly int[] RowBuckets = [1, 2, 4, 8];
+
+    /// <summary>The rank bounds the power iteration is instantiated for (it holds every product's sums for that many ranks).</summary>
+    private static readonly int[] RankBounds = [1, 2, 4, MaxRank];
     private static readonly int[] CodeWidths = [1, 2, 4, 8];
     private static readonly int[] PieceWidths = [64, 32, 16, 8];
 
@@ -43,7 +46,8 @@ internal static class CudaKernels
          .. RowBuckets.Select(m => $"gear_finish_m{m}"),
          .. ValueKernels.Select(ValueKernelName),
          "gear_orthonormalize", "gear_dense_scores", "gear_softmax_rows",
-         "gear_rms_norm", "gear_rope_qk", "gear_power_iteration", "gear_compress_channels", "gear_compress_tokens"];
+         .. RankBounds.Select(r => $"gear_power_iteration_r{r}"),
+         "gear_rms_norm", "gear_rope_qk", "gear_compress_channels", "gear_compress_tokens"];
 
     private static string ValueKernelName((int Rows, int Bits, int Channels) k) => $"gear_values_m{k.Rows}_b{k.Bits}_c{k.Channels}";
 
@@ -108,10 +112,13 @@ internal static class CudaKernels
     internal sealed record Module(IntPtr[,] KeyScores, IntPtr[] Finish,
         IReadOnlyDictionary<(int Rows, int Bits, int Channels), IntPtr> Values,
         IntPtr Orthonormalize, IntPtr DenseScores, IntPtr SoftmaxRows,
-        IntPtr RmsNorm, IntPtr RopeQk, IntPtr PowerIteration, IntPtr CompressChannels, IntPtr CompressTokens, CudaDriver.SideStream Side)
+        IntPtr RmsNorm, IntPtr RopeQk, IntPtr[] PowerIteration, IntPtr CompressChannels, IntPtr CompressTokens, CudaDriver.SideStream Side)
     {
         /// <summary>The kernel instantiated for the fewest rows ≥ <paramref name="rows"/> (and <paramref name="bits"/>-bit codes).</summary>
         public IntPtr Pick(IntPtr[,] kernels, int rows, int bits) => kernels[RowBucket(rows), Array.IndexOf(CodeWidths, bits)];
+
+        /// <summary>The power iteration instantiated for the smallest rank bound (1, 2, 4 or 8) ≥ <paramref name="rank"/>.</summary>
+        public IntPtr PowerIterationFor(int rank) => PowerIteration[Array.FindIndex(RankBounds, bound => bound >= rank)];
 
         /// <summary>The finishing kernel (low rank of the values, sum of the slots) for <paramref name="rows"/> rows.</summary>
         public IntPtr FinishFor(int rows) => Finish[RowBucket(rows)];
@@ -181,7 +188,7 @@ internal static class CudaKernels
                     CudaDriver.Function(handle, "gear_softmax_rows"),
                     CudaDriver.Function(handle, "gear_rms_norm"),
                     CudaDriver.Function(handle, "gear_rope_qk"),
-                    CudaDriver.Function(handle, "gear_power_iteration"),
+                    [.. RankBounds.Select(r => CudaDriver.Function(handle, $"gear_power_iteration_r{r}"))],
                     CudaDriver.Function(handle, "gear_compress_channels"),
                     CudaDriver.Function(handle, "gear_compress_tokens"),
                     CudaDriver.SideStream.Create());
@@ -310,7 +317,7 @@ internal static class CudaKernels
         long vector = channels ? n : g;
         if (x.device_type != DeviceType.CUDA || type < 0 || bits is not (1 or 2 or 4 or 8) || perSide is not (0 or 1)
             || d % 8 != 0 || d > 1024 || n > int.MaxValue || (perSide == 1 && (vector < 3 || vector > 256))
-            || (channels ? n % g != 0 : d % g != 0 || g % 32 != 0 || g > 256)
+            || (channels ? n % g != 0 : d % g != 0 || g % 32 != 0 || g > 256 || n * (d / g) > int.MaxValue)
             || For(x.device) is not { } module)
             return null;
         var lead = x.shape[..^2];
@@ -401,7 +408,7 @@ internal static class CudaKernels
             int rows = (int)n, features = (int)d, rank = (int)r;
             void** args = stackalloc void*[8];
             args[0] = &xp; args[1] = &wp; args[2] = &rows; args[3] = &features; args[4] = &rank; args[5] = &iterations; args[6] = &ap; args[7] = &bp;
-            CudaDriver.Launch(module.PowerIteration, ((uint)batch, 1), 256, (uint)shared, args);
+            CudaDriver.Launch(module.PowerIterationFor(rank), ((uint)batch, 1), 256, (uint)shared, args);
         }
         return (a, b);
     }

@@ -739,26 +739,27 @@ __device__ void small_matmul(const float* x, int rows, int inner, int xi, int xk
     __syncthreads();
 }
 
-// out [rows, r] = x [rows, inner] (row-major, shared) · w [inner, r] (r ≤ MAX_RANK): a warp per row, lanes over the
+// out [rows, r] = x [rows, inner] (row-major, shared) · w [inner, r] (r ≤ RMAX): a warp per row, lanes over the
 // inner index, so a warp reads consecutive words of one row (small_matmul's thread per output read one word of 16
 // rows at a time, all in one bank). Ends with a barrier.
+template <int RMAX>
 __device__ void rows_times(const float* x, int rows, int inner, const float* w, int r, float* out)
 {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     for (int i = warp; i < rows; i += warps)
     {
-        float part[MAX_RANK];
+        float part[RMAX];
 #pragma unroll
-        for (int rho = 0; rho < MAX_RANK; rho++) part[rho] = 0.f;
+        for (int rho = 0; rho < RMAX; rho++) part[rho] = 0.f;
         for (int k = lane; k < inner; k += 32)
         {
             const float xv = x[i * inner + k];
 #pragma unroll
-            for (int rho = 0; rho < MAX_RANK; rho++)
+            for (int rho = 0; rho < RMAX; rho++)
                 if (rho < r) part[rho] += xv * w[k * r + rho];
         }
 #pragma unroll
-        for (int rho = 0; rho < MAX_RANK; rho++)
+        for (int rho = 0; rho < RMAX; rho++)
             if (rho < r)
             {
                 const float sum = warp_sum(part[rho]);
@@ -796,8 +797,10 @@ __device__ void warp_orthonormal(float* m, int rows, int r)
 // shared memory with Y [n, r] and Z [D, r]): Y = R·Ω, `iterations` rounds of Q = orth(Y), Z = orth(Rᵀ·Q), Y = R·Z, then
 // A = orth(Y), B = Rᵀ·A, written as float16 A [n, r] and B [D, r]. orth is Gram-Schmidt by the first warp while the
 // others wait at one barrier; Ω [D, r] float32 is shared by all matrices. Dynamic shared memory (n·D + n·r + D·r) floats.
-extern "C" __global__ void gear_power_iteration(const float* __restrict__ residual, const float* __restrict__ omega, int n, int D, int r,
-                                                int iterations, __half* __restrict__ A, __half* __restrict__ B)
+// Instantiated for ranks up to 1, 2, 4 and 8 (RMAX): the products' sums are held for RMAX ranks, every one of them issued.
+template <int RMAX>
+__device__ void power_iteration(const float* __restrict__ residual, const float* __restrict__ omega, int n, int D, int r,
+                                int iterations, __half* __restrict__ A, __half* __restrict__ B)
 {
     extern __shared__ float held[];
     float* R = held;                                  // [n, D]
@@ -817,7 +820,7 @@ extern "C" __global__ void gear_power_iteration(const float* __restrict__ residu
     }
     for (int i = threadIdx.x; i < D * r; i += blockDim.x) Z[i] = omega[i];
     __syncthreads();
-    rows_times(R, n, D, Z, r, Y);                                                // Y = R·Ω
+    rows_times<RMAX>(R, n, D, Z, r, Y);                                                // Y = R·Ω
     for (int it = 0; it < iterations; it++)
     {
         if (first) warp_orthonormal(Y, n, r);                                    // Q
@@ -825,7 +828,7 @@ extern "C" __global__ void gear_power_iteration(const float* __restrict__ residu
         small_matmul(R, D, n, 1, D, Y, r, Z);                                    // Rᵀ·Q
         if (first) warp_orthonormal(Z, D, r);
         __syncthreads();
-        rows_times(R, n, D, Z, r, Y);                                            // Y = R·Z
+        rows_times<RMAX>(R, n, D, Z, r, Y);                                            // Y = R·Z
     }
     if (first) warp_orthonormal(Y, n, r);                                        // A
     __syncthreads();
@@ -833,6 +836,14 @@ extern "C" __global__ void gear_power_iteration(const float* __restrict__ residu
     for (int i = threadIdx.x; i < n * r; i += blockDim.x) A[(long long)blockIdx.x * n * r + i] = __float2half_rn(Y[i]);
     for (int i = threadIdx.x; i < D * r; i += blockDim.x) B[(long long)blockIdx.x * D * r + i] = __float2half_rn(Z[i]);
 }
+
+#define GEAR_POWER_ITERATION(RMAX)                                                                                             \
+    extern "C" __global__ void gear_power_iteration_r##RMAX(const float* residual, const float* omega, int n, int D, int r,   \
+                                                           int iterations, __half* A, __half* B)                              \
+    {                                                                                                                          \
+        power_iteration<RMAX>(residual, omega, n, D, r, iterations, A, B);                                                     \
+    }
+GEAR_POWER_ITERATION(1) GEAR_POWER_ITERATION(2) GEAR_POWER_ITERATION(4) GEAR_POWER_ITERATION(8)
 
 // The float16 buffer's scores (its values are summed by gear_finish): grid (ceil(n / 64), BH), block 256 threads, 64
 // tokens a block. A token's row is read by P lanes (D/8 rounded up to a power of two), 8 channels (16 bytes) each, so a
@@ -1183,9 +1194,9 @@ extern "C" __global__ void gear_compress_tokens(const void* __restrict__ x, int 
     __half* __restrict__ outlierValues, uint8_t* __restrict__ outlierIndex, float* __restrict__ residual)
 {
     const int lane = threadIdx.x & 31, levels = (1 << bits) - 1, rowBytes = D / 8 * bits, groups = D / g, per = g / 32;
-    const long long vector = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (vector >= (long long)n * groups) return;                                    // the whole warp
-    const int t = (int)(vector / groups), group = (int)(vector - (long long)t * groups), first = group * g;
+    const int vector = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);         // n·D/g < 2^31 (the caller checks)
+    if (vector >= n * groups) return;                                               // the whole warp
+    const int t = vector / groups, group = vector - t * groups, first = group * g;
     const long long row = (long long)blockIdx.y * n + t;
     const void* src = (const char*)x + (long long)blockIdx.y * ld * (type == 0 ? 4 : 2);
     float v[TOKENS_HELD], f[TOKENS_HELD];
