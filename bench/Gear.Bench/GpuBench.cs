@@ -130,7 +130,7 @@ internal static class GpuBench
         }
         // The power-iteration kernel against the tensor ops it replaces (both on the device, same Ω): the same rank-r
         // approximation, compared as A·Bᵀ (column signs may differ).
-        foreach (var (n, d, rank) in new[] { (64, 128, 2), (64, 128, 4), (64, 64, 8), (32, 256, 4) })
+        foreach (var (n, d, rank) in new[] { (64, 128, 1), (64, 128, 2), (64, 128, 3), (64, 128, 4), (48, 96, 6), (64, 64, 8), (32, 256, 4) })
         {
             using var scope = NewDisposeScope();
             var residual = randn([2, 3, n, d], generator: new Generator(5, CPU)).to(device);
@@ -304,33 +304,37 @@ internal static class GpuBench
     private static bool CompressKernelChecks(BenchReport<GpuSelfTestRow> report, Device device)
     {
         bool ok = true;
-        foreach (var options in CacheConfigs.Parse("kivi,gearl,gear", "1,2,4,8").Where(o => o.IsCompressed))
-            foreach (var axis in new[] { QuantAxis.PerChannel, QuantAxis.PerToken })
-                foreach (var (n, d, half) in new[] { (64, 128, true), (128, 64, false), (192, 96, true) })
-                {
-                    if (axis == QuantAxis.PerToken && d % options.GroupSize != 0)
-                        continue;
-                    using var scope = NewDisposeScope();
-                    using var generator = new Generator(13, CPU);
-                    var full = randn([2, 3, n + 40, d], generator: generator) + 12f * (rand([2, 3, n + 40, d], generator: generator) < 0.01f).to(ScalarType.Float32);
-                    full[1, 2].fill_(0.5f);                                                   // constant vectors: scale 0, tied extremes
-                    var x = (half ? full.to(ScalarType.Float16) : full).to(device).narrow(2, 0, n); // [2, 3, n, D], not contiguous
-                    int rank = Math.Min(options.DecodeRank, n);
-                    using var fused = GearCompressor.Compress(x, axis, options, rank);
-                    using var reference = WithoutKernel(on => GearCompressor.UseCudaKernel = on, () => GearCompressor.Compress(x, axis, options, rank));
-                    long codes = fused.Quantized.Codes.ne(reference.Quantized.Codes).sum().item<long>();
-                    long groups = fused.Quantized.Scale.ne(reference.Quantized.Scale).sum().item<long>() + fused.Quantized.Zero.ne(reference.Quantized.Zero).sum().item<long>();
-                    long outliers = fused.Outliers is null != reference.Outliers is null ? -1
-                        : fused.Outliers is null ? 0
-                        : fused.Outliers.Indices.ne(reference.Outliers!.Indices).sum().item<long>() + fused.Outliers.Values.ne(reference.Outliers.Values).sum().item<long>();
-                    var expected = reference.Decompress(ScalarType.Float32);
-                    double difference = ((fused.Decompress(ScalarType.Float32) - expected).norm() / expected.norm()).item<float>();
-                    bool applied = Gear.AI.Compression.Cuda.CudaKernels.UnavailableReason is null;
-                    bool pass = applied && groups == 0 && outliers == 0 && codes <= fused.Quantized.Codes.numel() / 10_000 && difference <= 1e-3;
-                    ok &= pass;
-                    report.Add(new GpuSelfTestRow($"compress_{axis}_n{n}_d{d}_{(half ? "f16" : "f32")}", CacheConfigs.Name(options), CacheConfigs.Bits(options), 0, difference, pass,
-                        $"{codes} code bytes, {groups} scales/zeros, {outliers} outlier entries differ; decompressed ‖Δ‖/‖X̂‖ {difference:E2}"));
-                }
+        // Value groups of 32, 64 (the default) and 128 features: one, two and four entries a lane in the kernel's warps.
+        var cases = from kind in CacheConfigs.Parse("kivi,gearl,gear", "1,2,4,8").Where(o => o.IsCompressed)
+                    from axis in new[] { QuantAxis.PerChannel, QuantAxis.PerToken }
+                    from groupSize in axis == QuantAxis.PerToken ? new[] { 32, 64, 128 } : [kind.GroupSize]
+                    select (Options: kind with { GroupSize = groupSize, BufferLength = Math.Max(kind.BufferLength, groupSize) }, Axis: axis);
+        foreach (var (options, axis) in cases)
+            foreach (var (n, d, half) in new[] { (64, 128, true), (128, 64, false), (192, 96, true) })
+            {
+                if (axis == QuantAxis.PerToken && d % options.GroupSize != 0)
+                    continue;
+                using var scope = NewDisposeScope();
+                using var generator = new Generator(13, CPU);
+                var full = randn([2, 3, n + 40, d], generator: generator) + 12f * (rand([2, 3, n + 40, d], generator: generator) < 0.01f).to(ScalarType.Float32);
+                full[1, 2].fill_(0.5f);                                                   // constant vectors: scale 0, tied extremes
+                var x = (half ? full.to(ScalarType.Float16) : full).to(device).narrow(2, 0, n); // [2, 3, n, D], not contiguous
+                int rank = Math.Min(options.DecodeRank, n);
+                using var fused = GearCompressor.Compress(x, axis, options, rank);
+                using var reference = WithoutKernel(on => GearCompressor.UseCudaKernel = on, () => GearCompressor.Compress(x, axis, options, rank));
+                long codes = fused.Quantized.Codes.ne(reference.Quantized.Codes).sum().item<long>();
+                long groups = fused.Quantized.Scale.ne(reference.Quantized.Scale).sum().item<long>() + fused.Quantized.Zero.ne(reference.Quantized.Zero).sum().item<long>();
+                long outliers = fused.Outliers is null != reference.Outliers is null ? -1
+                    : fused.Outliers is null ? 0
+                    : fused.Outliers.Indices.ne(reference.Outliers!.Indices).sum().item<long>() + fused.Outliers.Values.ne(reference.Outliers.Values).sum().item<long>();
+                var expected = reference.Decompress(ScalarType.Float32);
+                double difference = ((fused.Decompress(ScalarType.Float32) - expected).norm() / expected.norm()).item<float>();
+                bool applied = Gear.AI.Compression.Cuda.CudaKernels.UnavailableReason is null;
+                bool pass = applied && groups == 0 && outliers == 0 && codes <= fused.Quantized.Codes.numel() / 10_000 && difference <= 1e-3;
+                ok &= pass;
+                report.Add(new GpuSelfTestRow($"compress_{axis}_n{n}_d{d}_g{options.GroupSize}_{(half ? "f16" : "f32")}", CacheConfigs.Name(options), CacheConfigs.Bits(options), 0, difference, pass,
+                    $"{codes} code bytes, {groups} scales/zeros, {outliers} outlier entries differ; decompressed ‖Δ‖/‖X̂‖ {difference:E2}"));
+            }
         return ok;
     }
 
@@ -430,11 +434,7 @@ internal static class GpuBench
     private static GpuThroughputRow ThroughputInChild(string shapeConfig, long budgetBytes, int prompt, int generate, int maxBatch, GearOptions options, ScalarType dtype, int prefillChunk)
     {
         string json = Path.Combine(Path.GetTempPath(), $"gear-throughput-{Environment.ProcessId}-{Guid.NewGuid():N}.json");
-        var start = new ProcessStartInfo(Environment.ProcessPath ?? throw new InvalidOperationException("The bench's own executable path is unknown; pass --in-process."))
-        {
-            RedirectStandardOutput = true,
-            UseShellExecute = false,
-        };
+        var start = SelfStart();
         foreach (var arg in new[]
                  {
                      "gpu-throughput", "--shape", Path.GetFullPath(shapeConfig), "--budget-gib", (budgetBytes / (double)(1L << 30)).ToString("R", CultureInfo.InvariantCulture),
@@ -461,6 +461,16 @@ internal static class GpuBench
         {
             File.Delete(json);
         }
+    }
+
+    /// <summary>How to start this bench again: its apphost, or the dotnet host with this assembly (<c>dotnet Gear.Bench.dll</c>).</summary>
+    private static ProcessStartInfo SelfStart()
+    {
+        string host = Environment.ProcessPath ?? throw new InvalidOperationException("The bench's own executable path is unknown; pass --in-process.");
+        var start = new ProcessStartInfo(host) { RedirectStandardOutput = true, UseShellExecute = false };
+        if (Path.GetFileNameWithoutExtension(host).Equals("dotnet", StringComparison.OrdinalIgnoreCase))
+            start.ArgumentList.Add(typeof(GpuBench).Assembly.Location);
+        return start;
     }
 
     private static string DTypeName(ScalarType dtype) => dtype switch

@@ -102,4 +102,20 @@ public class SampleSmokeTests
         Assert.All(rows.Skip(1), r => Assert.True(r.GetProperty("ratio").GetDouble() < 0.5));
         Assert.Contains("| cache", stdout);
     }
+    [Fact]
+    public void Bench_GpuThroughput_RunsEachKindInAProcessOfItsOwn()
+    {
+        // Each kind runs in a child started from this bench with arguments the parent writes. On a machine without CUDA
+        // the child stops at the device: it must have parsed those arguments and reached the measurement, and the parent
+        // must say which kind failed. (On a GPU machine the gear-tiny shape simply runs.)
+        string shape = Path.Combine(SampleRunner.RepoRoot, "models", "gear-tiny", "config.json");
+        var (code, _, stderr) = SampleRunner.Run("bench", "Gear.Bench", "", "gpu-throughput", "--shape", shape, "--budget-gib", "1",
+            "--prompt", "64", "--generate", "4", "--caches", "gear", "--bits", "2", "--dtype", "fp16");
+        Assert.Contains("fp16 in a process of its own", stderr);
+        if (code == 0)
+            return;
+        Assert.DoesNotContain("Unrecognized", stderr);
+        Assert.Contains("did not initialise", stderr);                 // the child got past its arguments to the device
+        Assert.Contains("The fp16 throughput run failed", stderr);
+    }
 }
