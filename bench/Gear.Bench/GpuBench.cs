@@ -427,9 +427,10 @@ internal static class GpuBench
 
     /// <summary>
     /// One kind's run in a process of its own (this executable, <c>gpu-throughput --only --in-process</c>): each kind starts
-    /// from a fresh CUDA caching allocator and its own NVML high-water mark. In one process, the Gear run after the Fp16
-    /// one stalled the device for 150–270 ms once (a step of 180–270 ms against 37 ms), ~1.5% of its rate, while the
-    /// allocator made room among the Fp16 cache's freed segments; a server runs one kind, not both.
+    /// from a fresh managed heap, CUDA caching allocator and NVML high-water mark. In one process, the Gear run after the
+    /// Fp16 one had a single step of 180–365 ms (37 ms otherwise): a blocking garbage collection of up to 390 ms
+    /// (<see cref="GC.GetTotalPauseDuration"/>) of what the Fp16 run left, 1.5–3% of Gear's rate. A server runs one kind,
+    /// not both in turn.
     /// </summary>
     private static GpuThroughputRow ThroughputInChild(string shapeConfig, long budgetBytes, int prompt, int generate, int maxBatch, GearOptions options, ScalarType dtype, int prefillChunk)
     {

@@ -128,7 +128,7 @@ static TorchSharp.torch.ScalarType DType(string name) => name switch
     chunk.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 1) r.AddError("--prefill-chunk must be at least 1."); });
     var inProcess = new Option<bool>("--in-process")
     {
-        Description = "Run every kind in this process (by default each kind runs in a process of its own, so none starts from another's allocator state)",
+        Description = "Run every kind in this process (by default each kind runs in a process of its own, so none pays for another's garbage or allocator state)",
     };
     var command = new Command("gpu-throughput", "Largest batch within a memory budget and generated tokens/s per cache kind") { shape, budget, prompt, generate, maxBatch, caches, bits, noFp16, dtype, chunk, inProcess, json };
     command.SetAction(p => GpuBench.Throughput(p.GetValue(shape)!, (long)(p.GetValue(budget) * (1L << 30)), p.GetValue(prompt), p.GetValue(generate), p.GetValue(maxBatch),
