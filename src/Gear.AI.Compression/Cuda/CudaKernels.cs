@@ -28,8 +28,11 @@ internal static class CudaKernels
 
     private static readonly int[] RowBuckets = [1, 2, 4, 8];
 
-    /// <summary>The rank bounds the power iteration is instantiated for (it holds every product's sums for that many ranks).</summary>
-    private static readonly int[] RankBounds = [1, 2, 4, MaxRank];
+    /// <summary>
+    /// The rank bounds the power iteration and the finishing kernel are instantiated for (they hold that many low-rank
+    /// sums, all issued): ranks up to 2 (decode blocks), 4 (prompt blocks) and <see cref="MaxRank"/>.
+    /// </summary>
+    private static readonly int[] RankBounds = [2, 4, MaxRank];
     private static readonly int[] CodeWidths = [1, 2, 4, 8];
     private static readonly int[] PieceWidths = [64, 32, 16, 8];
 
@@ -43,7 +46,7 @@ internal static class CudaKernels
     /// <summary>The kernel entry points, as declared in the PTX.</summary>
     public static readonly IReadOnlyList<string> EntryPoints =
         [.. RowBuckets.SelectMany(m => CodeWidths.Select(b => $"gear_key_scores_m{m}_b{b}")),
-         .. RowBuckets.Select(m => $"gear_finish_m{m}"),
+         .. RowBuckets.SelectMany(m => RankBounds.Select(r => $"gear_finish_m{m}_r{r}")),
          .. ValueKernels.Select(ValueKernelName),
          "gear_orthonormalize", "gear_dense_scores", "gear_softmax_rows",
          .. RankBounds.Select(r => $"gear_power_iteration_r{r}"),
@@ -109,7 +112,7 @@ internal static class CudaKernels
     }
 
     /// <summary>The loaded entry points; key kernels indexed [row bucket, code width] (see <see cref="Pick"/>).</summary>
-    internal sealed record Module(IntPtr[,] KeyScores, IntPtr[] Finish,
+    internal sealed record Module(IntPtr[,] KeyScores, IntPtr[,] Finish,
         IReadOnlyDictionary<(int Rows, int Bits, int Channels), IntPtr> Values,
         IntPtr Orthonormalize, IntPtr DenseScores, IntPtr SoftmaxRows,
         IntPtr RmsNorm, IntPtr RopeQk, IntPtr[] PowerIteration, IntPtr CompressChannels, IntPtr CompressTokens, CudaDriver.SideStream Side)
@@ -118,10 +121,12 @@ internal static class CudaKernels
         public IntPtr Pick(IntPtr[,] kernels, int rows, int bits) => kernels[RowBucket(rows), Array.IndexOf(CodeWidths, bits)];
 
         /// <summary>The power iteration instantiated for the smallest rank bound (1, 2, 4 or 8) ≥ <paramref name="rank"/>.</summary>
-        public IntPtr PowerIterationFor(int rank) => PowerIteration[Array.FindIndex(RankBounds, bound => bound >= rank)];
+        public IntPtr PowerIterationFor(int rank) => PowerIteration[RankBucket(rank)];
+
+        private static int RankBucket(int rank) => Array.FindIndex(RankBounds, bound => bound >= rank);
 
         /// <summary>The finishing kernel (low rank of the values, sum of the slots) for <paramref name="rows"/> rows.</summary>
-        public IntPtr FinishFor(int rows) => Finish[RowBucket(rows)];
+        public IntPtr FinishFor(int rows, int rank) => Finish[RowBucket(rows), RankBucket(rank)];
 
         /// <summary>The value kernel for <paramref name="rows"/> rows, <paramref name="bits"/>-bit codes and <paramref name="channels"/> channels per lane.</summary>
         public IntPtr Value(int rows, int bits, int channels) => Values[(Bucket(rows), bits, channels)];
@@ -171,17 +176,17 @@ internal static class CudaKernels
                 if (Modules.TryGetValue(context, out var module))
                     return module;
                 var handle = CudaDriver.LoadModule(Ptx());
-                IntPtr[,] Codes(string kernel)
+                IntPtr[,] Table(int[] rows, int[] columns, Func<int, int, IntPtr> function)
                 {
-                    var table = new IntPtr[RowBuckets.Length, CodeWidths.Length];
-                    for (int i = 0; i < RowBuckets.Length; i++)
-                        for (int j = 0; j < CodeWidths.Length; j++)
-                            table[i, j] = CudaDriver.Function(handle, $"{kernel}_m{RowBuckets[i]}_b{CodeWidths[j]}");
+                    var table = new IntPtr[rows.Length, columns.Length];
+                    for (int i = 0; i < rows.Length; i++)
+                        for (int j = 0; j < columns.Length; j++)
+                            table[i, j] = function(rows[i], columns[j]);
                     return table;
                 }
                 module = new Module(
-                    Codes("gear_key_scores"),
-                    [.. RowBuckets.Select(m => CudaDriver.Function(handle, $"gear_finish_m{m}"))],
+                    Table(RowBuckets, CodeWidths, (m, b) => CudaDriver.Function(handle, $"gear_key_scores_m{m}_b{b}")),
+                    Table(RowBuckets, RankBounds, (m, r) => CudaDriver.Function(handle, $"gear_finish_m{m}_r{r}")),
                     ValueKernels.ToDictionary(k => k, k => CudaDriver.Function(handle, ValueKernelName(k))),
                     CudaDriver.Function(handle, "gear_orthonormalize"),
                     CudaDriver.Function(handle, "gear_dense_scores"),
@@ -281,7 +286,10 @@ internal static class CudaKernels
         // Few slices (batch 1) get big blocks, so the low-rank sums over long histories spread over more warps (up to 2
         // rows; the kernels for more rows hold more sums per thread and are built for blocks of 256).
         uint threads = bh < 256 && m <= 2 ? 1024u : 256u;
-        CudaDriver.Launch(module.FinishFor(m), ((uint)bh, 1), threads, (uint)(sizeof(float) * Module.Bucket(m) * d), args);
+        int rank = 0;
+        foreach (var store in stores)
+            rank = Math.Max(rank, store.Rank);
+        CudaDriver.Launch(module.FinishFor(m, rank), ((uint)bh, 1), threads, (uint)(sizeof(float) * Module.Bucket(m) * d), args);
     }
 
     /// <summary>

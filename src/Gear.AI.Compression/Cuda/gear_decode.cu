@@ -797,7 +797,7 @@ __device__ void warp_orthonormal(float* m, int rows, int r)
 // shared memory with Y [n, r] and Z [D, r]): Y = R·Ω, `iterations` rounds of Q = orth(Y), Z = orth(Rᵀ·Q), Y = R·Z, then
 // A = orth(Y), B = Rᵀ·A, written as float16 A [n, r] and B [D, r]. orth is Gram-Schmidt by the first warp while the
 // others wait at one barrier; Ω [D, r] float32 is shared by all matrices. Dynamic shared memory (n·D + n·r + D·r) floats.
-// Instantiated for rank bounds RMAX = 1, 2, 4 and 8: rows_times holds RMAX sums and issues every one whatever r is, so
+// Instantiated for rank bounds RMAX = 2, 4 and 8: rows_times holds RMAX sums and issues every one whatever r is, so
 // a rank-2 block takes the RMAX = 2 kernel (one for RMAX = 8 issued 4x the products' work).
 template <int RMAX>
 __device__ void power_iteration(const float* __restrict__ residual, const float* __restrict__ omega, int n, int D, int r,
@@ -844,7 +844,7 @@ __device__ void power_iteration(const float* __restrict__ residual, const float*
     {                                                                                                                          \
         power_iteration<RMAX>(residual, omega, n, D, r, iterations, A, B);                                                     \
     }
-GEAR_POWER_ITERATION(1) GEAR_POWER_ITERATION(2) GEAR_POWER_ITERATION(4) GEAR_POWER_ITERATION(8)
+GEAR_POWER_ITERATION(2) GEAR_POWER_ITERATION(4) GEAR_POWER_ITERATION(8)
 
 // The float16 buffer's scores (its values are summed by gear_finish): grid (ceil(n / 64), BH), block 256 threads, 64
 // tokens a block. A token's row is read by P lanes (D/8 rounded up to a power of two), 8 channels (16 bytes) each, so a
@@ -921,15 +921,16 @@ struct LowRankStore
 };
 
 // Adds the low-rank part of p·V of one store, Σ_blocks (p·A_block)·B_blockᵀ, into sums [M, D] (shared): each warp sums
-// p·A over a run of chunks while they stay in one block and multiplies by that block's B.
-template <int M>
+// p·A over a run of chunks while they stay in one block and multiplies by that block's B. RMAX ≥ r: the sums held (and
+// issued) per row.
+template <int M, int RMAX>
 __device__ void low_rank_runs(const LowRankStore st, const float* __restrict__ p, long long ld, int rows, int D, float* sums)
 {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5, bh = blockIdx.x, r = st.r;
     const int chunks = st.T / st.gv, per = (chunks + warps - 1) / warps, first = warp * per, last = min(first + per, chunks);
     const float* ph = p + (long long)bh * rows * ld + st.offset;
     const __half* Ah = st.A + (long long)bh * st.T * r;
-    float pa[M][MAX_RANK];
+    float pa[M][RMAX];
     long long current = -1;
     auto flush = [&]()
     {
@@ -938,14 +939,14 @@ __device__ void low_rank_runs(const LowRankStore st, const float* __restrict__ p
         for (int m = 0; m < M; m++)
         {
 #pragma unroll
-            for (int rho = 0; rho < MAX_RANK; rho++)
+            for (int rho = 0; rho < RMAX; rho++)
                 if (rho < r) pa[m][rho] = warp_sum(pa[m][rho]);
             if (m < rows)
                 for (int c = lane; c < D; c += 32)
                 {
                     float o = 0.f;
 #pragma unroll
-                    for (int rho = 0; rho < MAX_RANK; rho++)
+                    for (int rho = 0; rho < RMAX; rho++)
                         if (rho < r) o += pa[m][rho] * __half2float(Bb[c * r + rho]);
                     atomicAdd(&sums[m * D + c], o);
                 }
@@ -969,28 +970,28 @@ __device__ void low_rank_runs(const LowRankStore st, const float* __restrict__ p
 #pragma unroll
         for (int m = 0; m < M; m++)
 #pragma unroll
-            for (int rho = 0; rho < MAX_RANK; rho++) pa[m][rho] = 0.f;
+            for (int rho = 0; rho < RMAX; rho++) pa[m][rho] = 0.f;
         const long long stop = (long long)end * st.gv;
 #pragma unroll 4
         for (long long t = (long long)ch * st.gv + lane; t < stop; t += 32)
         {
-            float a[MAX_RANK];
-            if ((r & 1) == 0)
+            float a[RMAX < 2 ? 2 : RMAX];
+            if (RMAX >= 2 && (r & 1) == 0)
 #pragma unroll
-                for (int rho = 0; rho < MAX_RANK; rho += 2)
+                for (int rho = 0; rho < RMAX; rho += 2)
                 {
                     const float2 two = rho < r ? __half22float2(*(const __half2*)(Ah + t * r + rho)) : make_float2(0.f, 0.f);
                     a[rho] = two.x; a[rho + 1] = two.y;                      // pairs: one 4-byte load (r even)
                 }
             else
 #pragma unroll
-                for (int rho = 0; rho < MAX_RANK; rho++) a[rho] = rho < r ? __half2float(Ah[t * r + rho]) : 0.f;
+                for (int rho = 0; rho < RMAX; rho++) a[rho] = rho < r ? __half2float(Ah[t * r + rho]) : 0.f;
 #pragma unroll
             for (int m = 0; m < M; m++)
             {
                 const float pt = m < rows ? ph[m * ld + t] : 0.f;
 #pragma unroll
-                for (int rho = 0; rho < MAX_RANK; rho++) pa[m][rho] += pt * a[rho];
+                for (int rho = 0; rho < RMAX; rho++) pa[m][rho] += pt * a[rho];
             }
         }
         flush();
@@ -1001,8 +1002,10 @@ __device__ void low_rank_runs(const LowRankStore st, const float* __restrict__ p
 // The end of a layer's decode attention: grid (BH), block of warps. The low-rank part of p·V of up to two stores
 // (low_rank_runs), the sum over slots of the partial sums [BH, slots, rows, D] and p·V of the float16 buffer's first n
 // tokens (values [BH, capacity, D] half, at columns [bufferOffset, bufferOffset + n) of p), written as the output
-// [BH, rows, D] in the queries' dtype (outType as qType). p [BH, rows, ld] float.
-template <int M>
+// [BH, rows, D] in the queries' dtype (outType as qType). p [BH, rows, ld] float. Instantiated for rank bounds RMAX of
+// 2, 4 and 8 (the larger of the two stores' ranks): the low-rank sums are held for RMAX ranks, and a bound of 8
+// for ranks 4 and 2 held and issued twice to four times what they use.
+template <int M, int RMAX>
 __device__ void finish(const float* __restrict__ partial, int slots, int rows, int D, void* __restrict__ out, int outType,
                        const float* __restrict__ p, long long ld, const LowRankStore s0, const LowRankStore s1, int storeCount,
                        const __half* __restrict__ bufferValues, long long capacity, int n, long long bufferOffset)
@@ -1011,8 +1014,8 @@ __device__ void finish(const float* __restrict__ partial, int slots, int rows, i
     const int tid = threadIdx.x, bh = blockIdx.x, lane = tid & 31, warp = tid >> 5, warps = blockDim.x >> 5;
     for (int i = tid; i < M * D; i += blockDim.x) sums[i] = 0.f;
     __syncthreads();
-    if (storeCount > 0) low_rank_runs<M>(s0, p, ld, rows, D, sums);
-    if (storeCount > 1) low_rank_runs<M>(s1, p, ld, rows, D, sums);
+    if (storeCount > 0) low_rank_runs<M, RMAX>(s0, p, ld, rows, D, sums);
+    if (storeCount > 1) low_rank_runs<M, RMAX>(s1, p, ld, rows, D, sums);
     // The buffer's p·V: each warp every warps-th token, lanes over the channels (D ≤ 256), summed in registers and
     // added to the sums once (one thread per output walking all n tokens had n dependent rounds of loads).
     if (warp < n)
@@ -1055,15 +1058,16 @@ __device__ void finish(const float* __restrict__ partial, int slots, int rows, i
     }
 }
 
-#define GEAR_FINISH(M)                                                                                                         \
-    extern "C" __global__ void __launch_bounds__(M <= 2 ? 1024 : 256) gear_finish_m##M(const float* partial, int slots,       \
+#define GEAR_FINISH(M, R)                                                                                                      \
+    extern "C" __global__ void __launch_bounds__(M <= 2 ? 1024 : 256) gear_finish_m##M##_r##R(const float* partial, int slots,\
         int rows, int D, void* out, int outType,                                                                               \
         const float* p, long long ld, LowRankStore s0, LowRankStore s1, int storeCount, const __half* bufferValues,            \
         long long capacity, int n, long long bufferOffset)                                                                     \
     {                                                                                                                          \
-        finish<M>(partial, slots, rows, D, out, outType, p, ld, s0, s1, storeCount, bufferValues, capacity, n, bufferOffset);   \
+        finish<M, R>(partial, slots, rows, D, out, outType, p, ld, s0, s1, storeCount, bufferValues, capacity, n, bufferOffset);\
     }
-GEAR_FINISH(1) GEAR_FINISH(2) GEAR_FINISH(4) GEAR_FINISH(8)
+#define GEAR_FINISH_ROWS(M) GEAR_FINISH(M, 2) GEAR_FINISH(M, 4) GEAR_FINISH(M, 8)
+GEAR_FINISH_ROWS(1) GEAR_FINISH_ROWS(2) GEAR_FINISH_ROWS(4) GEAR_FINISH_ROWS(8)
 
 // Group quantization as GroupQuantizer writes it (used by the block-compression kernels below): codes of `bits` ∈
 // {1, 2, 4, 8} bits, packed 8/bits to a byte (lowest bits first) into rows of D·bits/8 bytes; per group scale =
