@@ -409,8 +409,8 @@ internal static class GpuBench
         if (isolate && runs.Count > 1)
             foreach (var options in runs)
             {
-                var row = ThroughputInChild(shapeConfig, budgetBytes, prompt, generate, maxBatch, options, dtype, prefillChunk);
-                Record(options, row.Batch, row.GeneratedTokensPerS, row.KvResidentBytes, row.PeakDeviceBytes);
+                var (batch, rate, resident, peak) = ThroughputInChild(shapeConfig, budgetBytes, prompt, generate, maxBatch, options, dtype, prefillChunk);
+                Record(options, batch, rate, resident, peak);
             }
         else
             MeasureThroughput(shapeConfig, budgetBytes, prompt, generate, maxBatch, runs, dtype, prefillChunk, Record);
@@ -432,7 +432,7 @@ internal static class GpuBench
     /// (<see cref="GC.GetTotalPauseDuration"/>) of what the Fp16 run left, 1.5–3% of Gear's rate. A server runs one kind,
     /// not both in turn.
     /// </summary>
-    private static GpuThroughputRow ThroughputInChild(string shapeConfig, long budgetBytes, int prompt, int generate, int maxBatch, GearOptions options, ScalarType dtype, int prefillChunk)
+    private static (int Batch, double Rate, long Resident, long Peak) ThroughputInChild(string shapeConfig, long budgetBytes, int prompt, int generate, int maxBatch, GearOptions options, ScalarType dtype, int prefillChunk)
     {
         string json = Path.Combine(Path.GetTempPath(), $"gear-throughput-{Environment.ProcessId}-{Guid.NewGuid():N}.json");
         var start = SelfStart();
@@ -440,7 +440,7 @@ internal static class GpuBench
                  {
                      "gpu-throughput", "--shape", Path.GetFullPath(shapeConfig), "--budget-gib", (budgetBytes / (double)(1L << 30)).ToString("R", CultureInfo.InvariantCulture),
                      "--prompt", $"{prompt}", "--generate", $"{generate}", "--max-batch", $"{maxBatch}", "--caches", CacheConfigs.Name(options),
-                     "--bits", $"{CacheConfigs.Bits(options)}", "--only", "--in-process", "--dtype", DTypeName(dtype), "--prefill-chunk", $"{prefillChunk}", "--json", json,
+                     "--bits", $"{CacheConfigs.Bits(options)}", "--only", "--in-process", "--dtype", DTypeNames.Name(dtype), "--prefill-chunk", $"{prefillChunk}", "--json", json,
                  })
             start.ArgumentList.Add(arg);
         Console.Error.WriteLine($"gpu-throughput: {CacheConfigs.Label(options)} in a process of its own");
@@ -454,9 +454,8 @@ internal static class GpuBench
                 throw new InvalidOperationException($"The {CacheConfigs.Label(options)} throughput run failed (exit code {child.ExitCode}); its output is above. --in-process runs every kind in this process.");
             using var doc = JsonDocument.Parse(File.ReadAllText(json));
             var row = doc.RootElement.GetProperty("rows")[0];
-            return new GpuThroughputRow(CacheConfigs.Name(options), CacheConfigs.Bits(options), row.GetProperty("batch").GetInt32(), 0, prompt, generate,
-                row.GetProperty("generated_tokens_per_s").GetDouble(), 0, row.GetProperty("kv_resident_bytes").GetInt64(),
-                row.GetProperty("peak_device_bytes").GetInt64(), budgetBytes, []);
+            return (row.GetProperty("batch").GetInt32(), row.GetProperty("generated_tokens_per_s").GetDouble(),
+                row.GetProperty("kv_resident_bytes").GetInt64(), row.GetProperty("peak_device_bytes").GetInt64());
         }
         finally
         {
@@ -473,14 +472,6 @@ internal static class GpuBench
             start.ArgumentList.Add(typeof(GpuBench).Assembly.Location);
         return start;
     }
-
-    private static string DTypeName(ScalarType dtype) => dtype switch
-    {
-        ScalarType.Float16 => "fp16",
-        ScalarType.BFloat16 => "bf16",
-        ScalarType.Float32 => "fp32",
-        _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "Not a dtype gpu-throughput takes."),
-    };
 
     private static void MeasureThroughput(string shapeConfig, long budgetBytes, int prompt, int generate, int maxBatch, List<GearOptions> runs, ScalarType dtype, int prefillChunk,
         Action<GearOptions, int, double, long, long> record)

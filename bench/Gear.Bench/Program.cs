@@ -76,18 +76,11 @@ var root = new RootCommand("Gear.AI benchmarks: the GEAR cache against FP16 and 
     root.Add(command);
 }
 
-static TorchSharp.torch.ScalarType DType(string name) => name switch
-{
-    "bf16" or "bfloat16" => TorchSharp.torch.ScalarType.BFloat16,
-    "fp16" or "float16" => TorchSharp.torch.ScalarType.Float16,
-    "fp32" or "float32" => TorchSharp.torch.ScalarType.Float32,
-    _ => throw new ArgumentException($"--dtype '{name}' is not bf16, fp16 or fp32."),
-};
 {
     var model = ModelOption(); var text = TextOption(); var json = JsonOption();
     var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "fp16", Description = "GPU compute dtype: bf16, fp16, fp32" };
     var command = new Command("gpu-selftest", "CUDA against CPU on gear-tiny: greedy 32 tokens equal (Fp16 cache), perplexity within 1% for every cache kind; exit 1 on failure") { model, text, dtype, json };
-    command.SetAction(p => GpuBench.SelfTest(p.GetValue(model)!, p.GetValue(text)!, Machine.Describe("cuda"), p.GetValue(json), DType(p.GetValue(dtype)!)));
+    command.SetAction(p => GpuBench.SelfTest(p.GetValue(model)!, p.GetValue(text)!, Machine.Describe("cuda"), p.GetValue(json), DTypeNames.Parse(p.GetValue(dtype)!)));
     root.Add(command);
 }
 {
@@ -99,7 +92,7 @@ static TorchSharp.torch.ScalarType DType(string name) => name switch
     var rounds = new Option<int>("--rounds") { DefaultValueFactory = _ => 5, Description = "Interleaved timing rounds per cache kind (the median is reported)" };
     var command = new Command("gpu-latency", "Decode ms/token per cache kind at long contexts (synthetic K/V, random weights)") { shape, contexts, batch, steps, rounds, caches, bits, dtype, json };
     command.SetAction(p => GpuBench.Latency(p.GetValue(shape)!, Ints(p.GetValue(contexts)!), p.GetValue(batch), p.GetValue(steps), Math.Max(1, p.GetValue(rounds)),
-        CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!), DType(p.GetValue(dtype)!), Machine.Describe("cuda"), p.GetValue(json)));
+        CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!), DTypeNames.Parse(p.GetValue(dtype)!), Machine.Describe("cuda"), p.GetValue(json)));
     root.Add(command);
 }
 {
@@ -132,7 +125,7 @@ static TorchSharp.torch.ScalarType DType(string name) => name switch
     };
     var command = new Command("gpu-throughput", "Largest batch within a memory budget and generated tokens/s per cache kind") { shape, budget, prompt, generate, maxBatch, caches, bits, noFp16, dtype, chunk, inProcess, json };
     command.SetAction(p => GpuBench.Throughput(p.GetValue(shape)!, (long)(p.GetValue(budget) * (1L << 30)), p.GetValue(prompt), p.GetValue(generate), p.GetValue(maxBatch),
-        CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!, withFp16: !p.GetValue(noFp16)), DType(p.GetValue(dtype)!), Machine.Describe("cuda"), p.GetValue(json),
+        CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!, withFp16: !p.GetValue(noFp16)), DTypeNames.Parse(p.GetValue(dtype)!), Machine.Describe("cuda"), p.GetValue(json),
         p.GetValue(chunk), isolate: !p.GetValue(inProcess)));
     root.Add(command);
 }
@@ -145,7 +138,7 @@ static TorchSharp.torch.ScalarType DType(string name) => name switch
     var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "fp16" };
     var command = new Command("gpu-profile", "One layer's decode attention at a serving batch, phase by phase, against the Fp16 cache") { shape, batch, context, caches, bits, dtype, json };
     command.SetAction(p => GpuProfile.Run(p.GetValue(shape)!, p.GetValue(batch), p.GetValue(context), CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!),
-        DType(p.GetValue(dtype)!), Machine.Describe("cuda"), p.GetValue(json)));
+        DTypeNames.Parse(p.GetValue(dtype)!), Machine.Describe("cuda"), p.GetValue(json)));
     root.Add(command);
 }
 

@@ -102,6 +102,7 @@ public class SampleSmokeTests
         Assert.All(rows.Skip(1), r => Assert.True(r.GetProperty("ratio").GetDouble() < 0.5));
         Assert.Contains("| cache", stdout);
     }
+
     [Fact]
     public void Bench_GpuThroughput_RunsEachKindInAProcessOfItsOwn()
     {

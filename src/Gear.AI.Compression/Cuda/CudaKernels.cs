@@ -120,12 +120,13 @@ internal static class CudaKernels
         /// <summary>The kernel instantiated for the fewest rows ≥ <paramref name="rows"/> (and <paramref name="bits"/>-bit codes).</summary>
         public IntPtr Pick(IntPtr[,] kernels, int rows, int bits) => kernels[RowBucket(rows), Array.IndexOf(CodeWidths, bits)];
 
-        /// <summary>The power iteration instantiated for the smallest rank bound (1, 2, 4 or 8) ≥ <paramref name="rank"/>.</summary>
+        /// <summary>The power iteration instantiated for the smallest rank bound (2, 4 or 8) ≥ <paramref name="rank"/>.</summary>
         public IntPtr PowerIterationFor(int rank) => PowerIteration[RankBucket(rank)];
 
-        private static int RankBucket(int rank) => Array.FindIndex(RankBounds, bound => bound >= rank);
+        /// <summary>Index into <see cref="RankBounds"/> of the smallest bound ≥ <paramref name="rank"/> (≤ <see cref="MaxRank"/>).</summary>
+        private static int RankBucket(int rank) => rank <= 2 ? 0 : rank <= 4 ? 1 : 2;
 
-        /// <summary>The finishing kernel (low rank of the values, sum of the slots) for <paramref name="rows"/> rows.</summary>
+        /// <summary>The finishing kernel (low rank of the values, sum of the slots) for <paramref name="rows"/> rows and stores of rank ≤ <paramref name="rank"/>.</summary>
         public IntPtr FinishFor(int rows, int rank) => Finish[RowBucket(rows), RankBucket(rank)];
 
         /// <summary>The value kernel for <paramref name="rows"/> rows, <paramref name="bits"/>-bit codes and <paramref name="channels"/> channels per lane.</summary>
@@ -239,7 +240,7 @@ internal static class CudaKernels
         void** args = stackalloc void*[12];
         args[0] = &qp; args[1] = &type; args[2] = &scale; args[3] = &kp; args[4] = &capacity; args[5] = &n; args[6] = &m; args[7] = &d;
         args[8] = &tq; args[9] = &sp; args[10] = &ld; args[11] = &offset;
-        CudaDriver.Launch(module.DenseScores, ((uint)((n + 63) / 64), (uint)bh), 256, 0, args, stream); // 8 tokens a warp
+        CudaDriver.Launch(module.DenseScores, ((uint)((n + 63) / 64), (uint)bh), 256, 0, args, stream); // 64 tokens a block
     }
 
     /// <summary>Softmax of each of <paramref name="rows"/> rows of <paramref name="n"/> float32 values at <paramref name="x"/>, in place.</summary>

@@ -693,36 +693,59 @@ extern "C" __global__ void __launch_bounds__(1024) gear_softmax_rows(float* __re
     for (long long i = threadIdx.x; i < n; i += blockDim.x) row[i] *= inv;
 }
 
-// Orthonormal columns of each y [n, r] (row-major, float32) in place: modified Gram-Schmidt applied twice
-// ("twice is enough" for orthogonality in float32). A column with no component left becomes zero.
-// One thread block per matrix: grid (batch), block a multiple of 32 threads. Replaces linalg.qr's Q in the
-// low-rank power iteration, which on CUDA runs one solver call per matrix of the batch.
-__device__ void orthonormal_columns(float* m, long long n, int r, float* scratch)
+// Orthonormal columns of y [n, r] (row-major, float32) in place: modified Gram-Schmidt applied twice ("twice is
+// enough" for orthogonality in float32). A column with no component left becomes zero. gear_orthonormalize runs it a
+// thread block per matrix (grid (batch), block a multiple of 32 threads) in place of linalg.qr's Q, which on CUDA makes
+// one solver call per matrix of the batch; the power-iteration kernel runs it on one warp. Who runs it: the whole thread block (sums through shared memory, a barrier after each update) or one warp (shuffles;
+// a lane updates only the rows it summed, so nothing to wait for). In the power iteration the block's ~100 barriers a
+// matrix cost more than the one warp's serial work.
+struct BlockTeam
 {
+    using Index = long long;
+    float* scratch;
+    __device__ Index first() const { return threadIdx.x; }
+    __device__ Index step() const { return blockDim.x; }
+    __device__ float sum(float v) const { return block_sum(v, scratch); }
+    __device__ void sync() const { __syncthreads(); }
+};
+
+struct WarpTeam
+{
+    using Index = int;
+    __device__ Index first() const { return threadIdx.x & 31; }
+    __device__ Index step() const { return 32; }
+    __device__ float sum(float v) const { return warp_sum(v); }
+    __device__ void sync() const {}
+};
+
+template <typename Team>
+__device__ void orthonormal_columns(float* m, typename Team::Index n, int r, const Team& team)
+{
+    using Index = typename Team::Index;
     for (int j = 0; j < r; j++)
     {
         for (int pass = 0; pass < 2; pass++)
             for (int k = 0; k < j; k++)
             {
                 float part = 0.f;
-                for (long long i = threadIdx.x; i < n; i += blockDim.x) part += m[i * r + k] * m[i * r + j];
-                const float dot = block_sum(part, scratch);
-                for (long long i = threadIdx.x; i < n; i += blockDim.x) m[i * r + j] -= dot * m[i * r + k];
-                __syncthreads();
+                for (Index i = team.first(); i < n; i += team.step()) part += m[i * r + k] * m[i * r + j];
+                const float dot = team.sum(part);
+                for (Index i = team.first(); i < n; i += team.step()) m[i * r + j] -= dot * m[i * r + k];
+                team.sync();
             }
         float part = 0.f;
-        for (long long i = threadIdx.x; i < n; i += blockDim.x) part += m[i * r + j] * m[i * r + j];
-        const float norm = sqrtf(block_sum(part, scratch));
+        for (Index i = team.first(); i < n; i += team.step()) part += m[i * r + j] * m[i * r + j];
+        const float norm = sqrtf(team.sum(part));
         const float inv = norm > 1e-30f ? 1.f / norm : 0.f;
-        for (long long i = threadIdx.x; i < n; i += blockDim.x) m[i * r + j] *= inv;
-        __syncthreads();
+        for (Index i = team.first(); i < n; i += team.step()) m[i * r + j] *= inv;
+        team.sync();
     }
 }
 
 extern "C" __global__ void gear_orthonormalize(float* y, long long n, int r)
 {
     __shared__ float scratch[32];
-    orthonormal_columns(y + (long long)blockIdx.x * n * r, n, r, scratch);
+    orthonormal_columns(y + (long long)blockIdx.x * n * r, n, r, BlockTeam{scratch});
 }
 
 // out [rows, r] = x [rows, inner] · w [inner, r] with strides: x's element (i, k) at x[i·xi + k·xk] (so one routine does
@@ -769,29 +792,6 @@ __device__ void rows_times(const float* x, int rows, int inner, const float* w, 
     __syncthreads();
 }
 
-// Orthonormal columns of m [rows, r] in place by one warp, as orthonormal_columns (Gram-Schmidt twice) computes them:
-// the sums are shuffles, where the whole block's took two barriers each (~100 barriers a matrix in the power iteration).
-__device__ void warp_orthonormal(float* m, int rows, int r)
-{
-    const int lane = threadIdx.x & 31;
-    for (int j = 0; j < r; j++)
-    {
-        for (int pass = 0; pass < 2; pass++)
-            for (int k = 0; k < j; k++)
-            {
-                float part = 0.f;
-                for (int i = lane; i < rows; i += 32) part += m[i * r + k] * m[i * r + j];
-                const float dot = warp_sum(part);
-                for (int i = lane; i < rows; i += 32) m[i * r + j] -= dot * m[i * r + k];
-            }
-        float part = 0.f;
-        for (int i = lane; i < rows; i += 32) part += m[i * r + j] * m[i * r + j];
-        const float norm = sqrtf(warp_sum(part));
-        const float inv = norm > 1e-30f ? 1.f / norm : 0.f;
-        for (int i = lane; i < rows; i += 32) m[i * r + j] *= inv;
-    }
-}
-
 // The low-rank factors of a decode block in one launch (LowRankFactors.Approximate's tensor ops: ~40 calls a tensor, a
 // decode step's compression is bound by calls at batch 1): per matrix R [n, D] (float32, one thread block each, held in
 // shared memory with Y [n, r] and Z [D, r]): Y = R·Ω, `iterations` rounds of Q = orth(Y), Z = orth(Rᵀ·Q), Y = R·Z, then
@@ -824,14 +824,14 @@ __device__ void power_iteration(const float* __restrict__ residual, const float*
     rows_times<RMAX>(R, n, D, Z, r, Y);                                          // Y = R·Ω
     for (int it = 0; it < iterations; it++)
     {
-        if (first) warp_orthonormal(Y, n, r);                                    // Q
+        if (first) orthonormal_columns(Y, n, r, WarpTeam{});                                    // Q
         __syncthreads();
         small_matmul(R, D, n, 1, D, Y, r, Z);                                    // Rᵀ·Q
-        if (first) warp_orthonormal(Z, D, r);
+        if (first) orthonormal_columns(Z, D, r, WarpTeam{});
         __syncthreads();
         rows_times<RMAX>(R, n, D, Z, r, Y);                                      // Y = R·Z
     }
-    if (first) warp_orthonormal(Y, n, r);                                        // A
+    if (first) orthonormal_columns(Y, n, r, WarpTeam{});                                        // A
     __syncthreads();
     small_matmul(R, D, n, 1, D, Y, r, Z);                                        // B = Rᵀ·A
     for (int i = threadIdx.x; i < n * r; i += blockDim.x) A[(long long)blockIdx.x * n * r + i] = __float2half_rn(Y[i]);
