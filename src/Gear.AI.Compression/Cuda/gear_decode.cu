@@ -696,9 +696,10 @@ extern "C" __global__ void __launch_bounds__(1024) gear_softmax_rows(float* __re
 // Orthonormal columns of y [n, r] (row-major, float32) in place: modified Gram-Schmidt applied twice ("twice is
 // enough" for orthogonality in float32). A column with no component left becomes zero. gear_orthonormalize runs it a
 // thread block per matrix (grid (batch), block a multiple of 32 threads) in place of linalg.qr's Q, which on CUDA makes
-// one solver call per matrix of the batch; the power-iteration kernel runs it on one warp. Who runs it: the whole thread block (sums through shared memory, a barrier after each update) or one warp (shuffles;
-// a lane updates only the rows it summed, so nothing to wait for). In the power iteration the block's ~100 barriers a
-// matrix cost more than the one warp's serial work.
+// one solver call per matrix of the batch; the power-iteration kernel runs it on one warp. The team: the whole thread
+// block (sums through shared memory, a barrier after each update) or one warp (shuffles; a lane updates only the rows
+// it summed, so nothing to wait for). In the power iteration the block's ~100 barriers a matrix cost more than the one
+// warp's serial work.
 struct BlockTeam
 {
     using Index = long long;
