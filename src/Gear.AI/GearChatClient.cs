@@ -115,8 +115,14 @@ public sealed class GearChatClient : IChatClient
         _ = work.ContinueWith(t => channel.Writer.TryComplete(t.Exception?.InnerException), CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
         try
         {
+            // The caller's token is checked before each update too: the worker may have written the rest of the answer
+            // (or all of it) before the caller cancelled, and a cancelled stream ends with OperationCanceledException,
+            // not with the updates already buffered.
             await foreach (var update in channel.Reader.ReadAllAsync(CancellationToken.None).ConfigureAwait(false))
+            {
+                cancellationToken.ThrowIfCancellationRequested();
                 yield return update;
+            }
         }
         finally
         {

@@ -116,6 +116,30 @@ public class GearChatClientTests
     }
 
     [Fact]
+    public async Task CancelAfterTheAnswerIsBuffered_StillEndsWithOperationCanceled()
+    {
+        // The worker can finish the whole answer while the caller is still reading the first update; cancelling then
+        // must end the stream with OperationCanceledException, not hand over the buffered rest as if nothing happened.
+        using var client = TestClients.Create();
+        using var cts = new CancellationTokenSource();
+        int seen = 0;
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () =>
+        {
+            await foreach (var _ in client.GetStreamingResponseAsync(Story, Seeded(8), cts.Token))
+            {
+                if (++seen == 1)
+                {
+                    await Task.Delay(TimeSpan.FromSeconds(2));      // 8 tokens of the tiny model take milliseconds
+                    cts.Cancel();
+                }
+            }
+        });
+        Assert.Equal(1, seen);
+        var next = await client.GetResponseAsync(Story, Seeded(4));
+        Assert.False(string.IsNullOrWhiteSpace(next.Text));
+    }
+
+    [Fact]
     public async Task EightConcurrentRequests_SameOutputsAsSerial()
     {
         using var client = TestClients.Create();
