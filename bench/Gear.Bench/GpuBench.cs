@@ -169,9 +169,9 @@ internal static class GpuBench
         foreach (var (batch, heads, headDim, groups, prompt, kinds) in new[] { (2, 2, 64, 3, 300, common), (1, 4, 128, 1, 2500, common), (1, 2, 128, 4, 700, rare) })
             foreach (var options in kinds)
             {
-                var shape = new KvCacheShape(1, batch, heads, headDim, ScalarType.Float32, device);
-                using var fused = new CompressedKvCacheLayer(shape, options, layerIndex: 1);
-                using var reference = new CompressedKvCacheLayer(shape, options, layerIndex: 1) { UseFusedKernels = false };
+                var shape = new KvShape(1, heads, headDim, ScalarType.Float32, device);
+                using var fused = KvCache.Create(shape, batch, options);
+                using var reference = KvCache.Create(shape, batch, options, null, referenceAttention: true);
                 using var generator = new Generator(7, CPU);
                 double worst = 0;
                 int steps = 0;
@@ -182,20 +182,19 @@ internal static class GpuBench
                                     + 12f * (rand([batch, heads, n, headDim], generator: generator) < 0.01f).to(ScalarType.Float32)).to(device);
                     var k = Kv();
                     var v = Kv();
-                    var q = randn([batch, heads * groups, Math.Min(n, 2), headDim], generator: generator).to(device);
-                    fused.Append(k, v);
-                    reference.Append(k, v);
-                    var expected = reference.Attend(q);
-                    var actual = fused.Attend(q);
-                    worst = Math.Max(worst, ((actual - expected).norm() / expected.norm()).item<float>());
+                    var q = randn([batch, heads * groups, n, headDim], generator: generator).to(device);
+                    var expected = LayerSteps.Attend(reference, q, k, v);
+                    var actual = LayerSteps.Attend(fused, q, k, v);
+                    var last = Math.Min(n, 2);                                                // prefill-sized rows take the tensor path in both
+                    worst = Math.Max(worst, ((actual.narrow(2, n - last, last) - expected.narrow(2, n - last, last)).norm() / expected.narrow(2, n - last, last).norm()).item<float>());
                     steps++;
                 }
                 string? unavailable = Gear.AI.Compression.Cuda.CudaKernels.UnavailableReason
-                                      ?? (fused.CudaKernelsFit ? null : "the store layout is not one the kernels read (tensor path ran)");
+                                      ?? (fused.Pool.AttentionPath.StartsWith("fused", StringComparison.Ordinal) ? null : $"attention by {fused.Pool.AttentionPath}");
                 bool pass = worst <= 1e-4 && unavailable is null;
                 ok &= pass;
                 report.Add(new GpuSelfTestRow($"fused_kernel_b{batch}_h{heads}_d{headDim}_g{groups}_gs{options.GroupSize}", CacheConfigs.Name(options), CacheConfigs.Bits(options), 0, worst, pass,
-                    unavailable ?? $"{steps} steps, {fused.BlockCount} blocks, worst relative error {worst:E2}"));
+                    unavailable ?? $"{steps} steps, {fused.Sequences[0].Pages.Count} pages, worst relative error {worst:E2}"));
             }
         return ok;
     }
@@ -211,22 +210,19 @@ internal static class GpuBench
         var config = LlamaConfig.Load(Path.GetDirectoryName(Path.GetFullPath(shapeConfig))!);
         var device = torch.device("cuda");
         var report = new BenchReport<GpuAttendRow>("gpu-attend", ShapeName(shapeConfig), machine);
-        var shape = new KvCacheShape(1, 1, config.NumKeyValueHeads, config.HeadDim, ScalarType.BFloat16, device);
+        var shape = new KvShape(1, config.NumKeyValueHeads, config.HeadDim, ScalarType.BFloat16, device);
         foreach (int context in contexts)
         {
             double fp16 = 0;
             foreach (var options in caches)
                 foreach (bool fused in options.IsCompressed ? new[] { true, false } : [true])
                 {
-                    using IKvCacheLayer layer = options.IsCompressed
-                        ? new CompressedKvCacheLayer(shape, options) { UseFusedKernels = fused }
-                        : new DenseKvCacheLayer(shape);
+                    using var cache = KvCache.Create(shape, 1, options, null, referenceAttention: !fused);
                     for (int start = 0; start < context; start += 1024)
                     {
                         using var scope = NewDisposeScope();
                         int n = Math.Min(1024, context - start);
-                        layer.Append(randn([1, shape.KeyValueHeads, n, shape.HeadDim], ScalarType.BFloat16, device), randn([1, shape.KeyValueHeads, n, shape.HeadDim], ScalarType.BFloat16, device));
-                        (layer as CompressedKvCacheLayer)?.Flush();
+                        LayerSteps.Store(cache, randn([1, shape.KeyValueHeads, n, shape.HeadDim], ScalarType.BFloat16, device), randn([1, shape.KeyValueHeads, n, shape.HeadDim], ScalarType.BFloat16, device));
                     }
                     using var q = randn([1, config.NumHeads, 1, shape.HeadDim], ScalarType.BFloat16, device);
                     using var kv = randn([1, shape.KeyValueHeads, 1, shape.HeadDim], ScalarType.BFloat16, device);
@@ -236,8 +232,7 @@ internal static class GpuBench
                     {
                         cuda.synchronize();
                         long start = Stopwatch.GetTimestamp();
-                        layer.Append(kv, kv);
-                        layer.Attend(q).Dispose();
+                        LayerSteps.Attend(cache, q, kv, kv).Dispose();
                         cuda.synchronize();
                         if (i >= 3)
                             times.Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
@@ -246,7 +241,7 @@ internal static class GpuBench
                     if (!options.IsCompressed)
                         fp16 = amortized;
                     report.Add(new GpuAttendRow(CacheConfigs.Name(options), CacheConfigs.Bits(options), context,
-                        !options.IsCompressed ? "dense" : fused ? (Gear.AI.Compression.Cuda.CudaKernels.UnavailableReason is null ? "fused" : "fused-unavailable") : "torchsharp",
+                        !options.IsCompressed ? "dense" : fused ? cache.Pool.AttentionPath : "tensor-reference",
                         attend, flush, amortized, fp16 == 0 ? 0 : fp16 / amortized));
                 }
         }
@@ -257,7 +252,7 @@ internal static class GpuBench
     {
         using var cache = runtime.Model.CreateCache(options);
         var result = new List<int>();
-        var updates = runtime.Generator.Generate(prompt, cache, Gear.AI.Llama.Generation.SamplingOptions.Greedy with { MaxNewTokens = n, StopTokenIds = [] });
+        var updates = runtime.Generator.Generate(prompt, cache.Sequences[0], Gear.AI.Llama.Generation.SamplingOptions.Greedy with { MaxNewTokens = n, StopTokenIds = [] });
         foreach (var u in updates)
             if (u.TokenId is int id)
                 result.Add(id);
@@ -484,20 +479,24 @@ internal static class GpuBench
         foreach (var options in runs)
         {
             long perSequence;
+            int batch;
+            KvCache cache;
             using (var probe = model.CreateCache(options, 1))
             {
-                ReserveDense(probe, prompt + generate);
                 // As the run below fills it: the prompt in pieces, then the decode steps' tokens one at a time (decode blocks).
                 MemoryBench.FillSynthetic(probe, prompt - 2, dtype, device, prefillChunk);
                 MemoryBench.FillSynthetic(probe, generate + 2, dtype, device, chunk: 1);
                 perSequence = probe.ResidentBytes;
+                // Activations and transient dequantized K/V of one layer for the batch: reserve a quarter of what is left.
+                long room = (long)((budgetBytes - weights) * 0.75);
+                batch = (int)Math.Clamp(room / perSequence, 1, maxBatch);
+                cuda.synchronize();
+                cache = model.CreateCache(options, batch);
+                // Every kind gets exactly the pages its sequences will need, as a server that knows prompt + generated length
+                // would give it (growth would hold up to half again as much).
+                cache.Pool.ReserveLike(probe.Pool, batch);
             }
-            // Activations and transient dequantized K/V of one layer for the batch: reserve a quarter of what is left.
-            long room = (long)((budgetBytes - weights) * 0.75);
-            int batch = (int)Math.Clamp(room / perSequence, 1, maxBatch);
-            cuda.synchronize();
-            using var cache = model.CreateCache(options, batch);
-            ReserveDense(cache, prompt + generate);
+            using var _ = cache;
             MemoryBench.FillSynthetic(cache, prompt - 2, dtype, device, prefillChunk); // two warm-up steps, then the generated tokens
             double ms = Decode(model, cache, batch, generate, profile: true);
             // NVML's figure is the process's high-water mark so far (in one process, a later kind's includes the earlier ones').
@@ -512,16 +511,6 @@ internal static class GpuBench
     /// sized on ~4% fewer bytes than the run held.) <c>--prefill-chunk</c> sets it.
     /// </summary>
     public const int DefaultPrefillChunk = 256;
-
-    /// <summary>
-    /// The FP16 baseline gets exactly the room its sequences need, as a server that knows prompt + generated
-    /// length would give it; geometric growth would hold up to twice that and flatter the compressed caches.
-    /// </summary>
-    private static void ReserveDense(KvCache cache, int tokens)
-    {
-        foreach (var layer in cache.Layers)
-            (layer as DenseKvCacheLayer)?.Reserve(tokens);
-    }
 
     /// <summary>Decodes <paramref name="steps"/> tokens for the whole batch; returns ms per step.</summary>
     private static double Decode(LlamaModel model, KvCache cache, int batch, int steps, bool profile = false)

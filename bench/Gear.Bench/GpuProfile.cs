@@ -21,26 +21,30 @@ internal static class GpuProfile
     {
         var config = LlamaConfig.Load(Path.GetDirectoryName(Path.GetFullPath(shapeConfig))!);
         var device = torch.device("cuda");
-        var shape = new KvCacheShape(1, batch, config.NumKeyValueHeads, config.HeadDim, dtype, device);
+        var shape = new KvShape(1, config.NumKeyValueHeads, config.HeadDim, dtype, device);
         var report = new BenchReport<GpuProfileRow>("gpu-profile", Path.GetFileName(Path.GetDirectoryName(Path.GetFullPath(shapeConfig)))!, machine);
         int layers = config.NumLayers;
         foreach (var options in caches)
         {
             cuda.synchronize();
             long before = DeviceMemory.UsedBytes();
-            using IKvCacheLayer layer = options.IsCompressed ? new CompressedKvCacheLayer(shape, options) : new DenseKvCacheLayer(shape);
-            (layer as DenseKvCacheLayer)?.Reserve(context + 64);
+            using var layer = KvCache.Create(shape, batch, options);
             int filled = context - 32;                                   // leaves 32 tokens in the buffer: no flush while timing
             for (int start = 0; start < filled; start += 256)
             {
                 using var scope = NewDisposeScope();
                 int n = Math.Min(256, filled - start);
-                layer.Append(randn([batch, shape.KeyValueHeads, n, shape.HeadDim], dtype, device), randn([batch, shape.KeyValueHeads, n, shape.HeadDim], dtype, device));
-                (layer as CompressedKvCacheLayer)?.Flush();
+                LayerSteps.Store(layer, randn([batch, shape.KeyValueHeads, n, shape.HeadDim], dtype, device), randn([batch, shape.KeyValueHeads, n, shape.HeadDim], dtype, device));
             }
             using var q = randn([batch, config.NumHeads, 1, shape.HeadDim], dtype, device);
             using var kv = randn([batch, shape.KeyValueHeads, 1, shape.HeadDim], dtype, device);
-            layer.Append(kv, kv);
+            // Attention of one new token per sequence; timed calls cut the sequences back first, so the length stays put.
+            long length = layer.Length;
+            void Attend()
+            {
+                layer.Truncate(length);
+                LayerSteps.Attend(layer, q, kv, kv).Dispose();
+            }
             cuda.synchronize();
             long held = DeviceMemory.UsedBytes() - before;
             string name = CacheConfigs.Name(options);
@@ -50,13 +54,13 @@ internal static class GpuProfile
 
             // The whole call, no synchronization inside.
             for (int i = 0; i < 3; i++)
-                layer.Attend(q).Dispose();
+                Attend();
             var whole = new List<double>();
             for (int i = 0; i < 10; i++)
             {
                 cuda.synchronize();
                 long start = Stopwatch.GetTimestamp();
-                layer.Attend(q).Dispose();
+                Attend();
                 cuda.synchronize();
                 whole.Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
             }
@@ -96,23 +100,24 @@ internal static class GpuProfile
                         Add(prefix + phase, Median(list));
                 }
 
-                Phases("", 10, () => { }, () => layer.Attend(q).Dispose());
+                Phases("", 10, () => layer.Truncate(length), () => LayerSteps.Attend(layer, q, kv, kv).Dispose());
 
-                // Compressions of a full buffer (n_b tokens for the whole batch), as decode makes them: the first (cold: a
-                // new store for the decode rank, the process's first use of those kernels) and the median of the next five.
-                var compressed = (CompressedKvCacheLayer)layer;
+                // Steps that fill a page, as decode makes them (one token at a time: the decode rank): the first (cold: a new
+                // arena for the decode rank, the process's first use of those kernels) and the median of the next five,
+                // less the median step that does not.
                 void FillBuffer()
                 {
-                    while (compressed.BufferedLength < options.BufferLength)
-                        layer.Append(kv, kv);                                    // one token at a time: the decode rank
+                    while (layer.Sequences[0].Buffered < options.BufferLength - 1)
+                        LayerSteps.Store(layer, kv, kv);
                 }
+                void Flush() => LayerSteps.Store(layer, kv, kv);
                 var flushes = new List<double>();
                 for (int i = 0; i < 6; i++)
                 {
                     FillBuffer();
                     cuda.synchronize();
                     long flushStart = Stopwatch.GetTimestamp();
-                    compressed.Flush();
+                    Flush();
                     cuda.synchronize();
                     flushes.Add(Stopwatch.GetElapsedTime(flushStart).TotalMilliseconds);
                 }
@@ -120,7 +125,7 @@ internal static class GpuProfile
                 Add("flush", Median(flushes[1..]));
 
                 // The same compressions phase by phase (a synchronization after each: they sum to more than `flush`).
-                Phases("flush:", 5, FillBuffer, compressed.Flush);
+                Phases("flush:", 5, FillBuffer, Flush);
             }
         }
         report.Finish(json);

@@ -46,7 +46,7 @@ internal static class MemoryBench
         {
             foreach (var options in caches)
             {
-                using var cache = KvCache.Create(new KvCacheShape(config.NumLayers, batch, config.NumKeyValueHeads, config.HeadDim, dtype, dev), options);
+                using var cache = KvCache.Create(new KvShape(config.NumLayers, config.NumKeyValueHeads, config.HeadDim, dtype, dev), batch, options);
                 FillSynthetic(cache, context, dtype, dev);
                 report.Add(Row(options, context, cache));
             }
@@ -55,23 +55,19 @@ internal static class MemoryBench
     }
 
     /// <summary>
-    /// Appends <paramref name="tokens"/> random K/V to every layer, in prompt chunks of up to 1024 tokens (as a
-    /// server prefills long prompts), compressing as it goes. No forward pass: bytes do not depend on values.
+    /// Appends <paramref name="tokens"/> random K/V to every layer of every sequence, in prompt chunks of up to 1024 tokens
+    /// (as a server prefills long prompts), compressing as it goes. No forward pass: bytes do not depend on values.
     /// </summary>
     internal static void FillSynthetic(KvCache cache, int tokens, ScalarType dtype, Device device, int chunk = 1024)
     {
         var s = cache.Shape;
-        foreach (var layer in cache.Layers)
+        for (int start = 0; start < tokens; start += chunk)
         {
-            for (int start = 0; start < tokens; start += chunk)
-            {
-                using var scope = NewDisposeScope();
-                int n = Math.Min(chunk, tokens - start);
-                var k = randn([s.Batch, s.KeyValueHeads, n, s.HeadDim], dtype: dtype, device: device);
-                var v = randn([s.Batch, s.KeyValueHeads, n, s.HeadDim], dtype: dtype, device: device);
-                layer.Append(k, v);
-                (layer as CompressedKvCacheLayer)?.Flush();
-            }
+            using var scope = NewDisposeScope();
+            int n = Math.Min(chunk, tokens - start);
+            var k = randn([cache.Batch, s.KeyValueHeads, n, s.HeadDim], dtype: dtype, device: device);
+            var v = randn([cache.Batch, s.KeyValueHeads, n, s.HeadDim], dtype: dtype, device: device);
+            LayerSteps.Store(cache, k, v);
         }
     }
 

@@ -7,8 +7,8 @@ namespace Gear.AI.Compression;
 /// GEAR compression of one KV tensor as pure functions: X ≈ D̂ + S + L.
 /// </summary>
 /// <remarks>
-/// 1. S (GEAR only): per quantization vector the k largest and k smallest entries are kept exactly
-///    and replaced by the mean of the rest (<see cref="OutlierSet.Extract"/>).
+/// 1. S (GEAR only): per quantization vector (a channel's g tokens for keys, a token's g features for values) the k
+///    largest and k smallest entries are kept exactly and replaced by the mean of the rest (<see cref="OutlierSet.Extract"/>).
 /// 2. D̂: group-wise asymmetric quantization of X − S (<see cref="GroupQuantizer"/>).
 /// 3. L (GEAR, GEAR-L): rank-r approximation of R = X − D̂ − S (<see cref="LowRankFactors"/>).
 /// KIVI stops after step 2. Keys use <see cref="QuantAxis.PerChannel"/>, values <see cref="QuantAxis.PerToken"/>.
@@ -55,6 +55,9 @@ public static class GearCompressor
                     if (axis == QuantAxis.PerToken && d % g != 0)
                         throw new ArgumentOutOfRangeException(nameof(options.GroupSize), options.GroupSize,
                             $"GEAR's per-token outlier vectors need GroupSize to divide head_dim ({d}); choose a divisor of {d}.");
+                    if (axis == QuantAxis.PerChannel && n % g != 0)
+                        throw new ArgumentOutOfRangeException(nameof(options.GroupSize), options.GroupSize,
+                            $"GEAR's per-channel outlier vectors are whole groups of GroupSize ({g}) tokens; this block has {n} tokens.");
                     (outliers, toQuantize) = OutlierSet.Extract(xf, options.OutlierRatio, axis, g);
                     Cuda.CudaKernels.PhaseMarker?.Invoke(part + "outliers");
                 }
@@ -89,21 +92,29 @@ public static class GearCompressor
 
     /// <summary>
     /// Steps 1 and 2, and the residual step 3 factors when <paramref name="residual"/> is set, in one CUDA launch where it
-    /// applies (one outlier a side, as decode blocks and value groups at the default 2% have; no outliers for KIVI and
-    /// GEAR-L); null elsewhere. The residual stays in the caller's dispose scope; the rest is detached from it.
+    /// applies (one outlier a side, as groups of 64 at the default 2% have; no outliers for KIVI and GEAR-L); null
+    /// elsewhere. Keys are handed to the kernel as a batch of g-token groups, so each group's channels are its vectors.
+    /// The residual stays in the caller's dispose scope; the rest is detached from it.
     /// </summary>
     private static (QuantizedTensor Quantized, OutlierSet? Outliers, Tensor? Residual)? QuantizeFused(Tensor x, QuantAxis axis, GearOptions options, int g, bool residual)
     {
-        long n = x.shape[^2];
-        int length = axis == QuantAxis.PerChannel ? (int)Math.Min(n, int.MaxValue) : g;
-        int k = options.UsesOutliers ? OutlierSet.CountPerSide(options.OutlierRatio, length) : 0;
-        if (Cuda.CudaKernels.CompressBlock(x, options.Bits, g, axis, k, residual) is not { } parts)
+        long n = x.shape[^2], d = x.shape[^1];
+        int k = options.UsesOutliers ? OutlierSet.CountPerSide(options.OutlierRatio, g) : 0;
+        bool grouped = axis == QuantAxis.PerChannel && k > 0;
+        if (grouped && n % g != 0)
+            return null;
+        var input = grouped ? x.reshape([.. x.shape[..^2], n / g, g, d]) : x;       // keys: [..., G, g, D]
+        if (Cuda.CudaKernels.CompressBlock(input, options.Bits, g, axis, k, residual) is not { } parts)
             return null;
         Cuda.CudaKernels.PhaseMarker?.Invoke(axis == QuantAxis.PerChannel ? "keys_quantize" : "values_quantize");
-        var quantized = new QuantizedTensor(parts.Codes.DetachFromDisposeScope(), parts.Scale.DetachFromDisposeScope(),
-            parts.Zero.DetachFromDisposeScope(), x.shape, options.Bits, g, axis);
+        var lead = x.shape[..^2];
+        var codes = grouped ? parts.Codes.reshape([.. lead, n, parts.Codes.shape[^1]]) : parts.Codes;   // [..., n, rowBytes]
+        var scale = grouped ? parts.Scale.reshape([.. lead, n / g, d]) : parts.Scale;                 // [..., n/g, D]
+        var zero = grouped ? parts.Zero.reshape([.. lead, n / g, d]) : parts.Zero;
+        var quantized = new QuantizedTensor(codes.DetachFromDisposeScope(), scale.DetachFromDisposeScope(), zero.DetachFromDisposeScope(),
+            x.shape, options.Bits, g, axis);
         var outliers = k == 0 ? null
-            : new OutlierSet(parts.OutlierValues!.DetachFromDisposeScope(), parts.OutlierIndex!.DetachFromDisposeScope(), axis, length, k);
-        return (quantized, outliers, parts.Residual);
+            : new OutlierSet(parts.OutlierValues!.DetachFromDisposeScope(), parts.OutlierIndex!.DetachFromDisposeScope(), axis, g, k);
+        return (quantized, outliers, grouped ? parts.Residual?.reshape([.. lead, n, d]) : parts.Residual);
     }
 }

@@ -8,10 +8,11 @@ namespace Gear.AI.Compression;
 /// signed value) kept exactly as float16 values plus their index within the vector. Owns its tensors.
 /// </summary>
 /// <remarks>
-/// Per-channel (keys): a vector is one channel's tokens in the block; <see cref="Values"/> and
-/// <see cref="Indices"/> are [..., D, 2k] holding token indices in ascending order. Per-token (values): a vector is one
-/// token's features within a quantization group; they are [..., n, G, 2k] holding feature indices
-/// within the group. Indices use the smallest type that fits the vector: uint8 up to 256 entries,
+/// Outliers are chosen along the same vectors the quantization groups run along, so every group (and every cache page,
+/// which holds whole groups) carries its own. Per-channel (keys): a vector is one channel's g tokens of a group;
+/// <see cref="Values"/> and <see cref="Indices"/> are [..., n/g, D, 2k] holding token indices within the group in
+/// ascending order. Per-token (values): a vector is one token's g features of a group; they are [..., n, D/g, 2k] holding
+/// feature indices within the group. Indices use the smallest type that fits the vector: uint8 up to 256 entries,
 /// int16 up to 32,768, else int32.
 /// </remarks>
 public sealed class OutlierSet : IDisposable
@@ -63,8 +64,8 @@ public sealed class OutlierSet : IDisposable
     /// </summary>
     /// <param name="x">Input [..., n, D], float32.</param>
     /// <param name="ratio">Outlier share s; k = max(1, round(s·n/2)) per side.</param>
-    /// <param name="axis">Per-channel: vectors are channels over all n tokens. Per-token: vectors are <paramref name="groupSize"/> features of a token.</param>
-    /// <param name="groupSize">Per-token vector length; must divide D.</param>
+    /// <param name="axis">Per-channel: vectors are a channel's <paramref name="groupSize"/> tokens of a group. Per-token: vectors are <paramref name="groupSize"/> features of a token.</param>
+    /// <param name="groupSize">Vector length; must divide n (per-channel) or D (per-token).</param>
     /// <returns>The outliers, or null when k is 0, and the filled tensor [..., n, D] float32.</returns>
     public static (OutlierSet? Outliers, Tensor Filled) Extract(Tensor x, double ratio, QuantAxis axis, int groupSize)
     {
@@ -73,17 +74,17 @@ public sealed class OutlierSet : IDisposable
         using var scope = NewDisposeScope();
         // Vectors along the last dimension of `work`.
         Tensor work;                                                           // [..., V, len]
-        int len;
+        int len = groupSize;
         if (axis == QuantAxis.PerChannel)
         {
-            len = checked((int)n);
-            work = x.transpose(-1, -2);                                        // [..., D, n]
+            if (n % groupSize != 0)
+                throw new ArgumentException($"Per-channel outlier vectors need the group size ({groupSize}) to divide the token count ({n}); compress whole groups.", nameof(groupSize));
+            work = x.reshape([.. x.shape[..^2], n / groupSize, groupSize, d]).transpose(-1, -2); // [..., G, D, g]
         }
         else
         {
             if (d % groupSize != 0)
                 throw new ArgumentException($"Per-token outlier vectors need the group size ({groupSize}) to divide the feature count ({d}).", nameof(groupSize));
-            len = groupSize;
             work = x.reshape([.. x.shape[..^1], d / groupSize, groupSize]);     // [..., n, G, g]
         }
         int k = CountPerSide(ratio, len);
@@ -111,7 +112,7 @@ public sealed class OutlierSet : IDisposable
         var inlierMean = ((work.sum(-1, keepdim: true) - values.sum(-1, keepdim: true)) / (len - 2 * k)).to(ScalarType.Float32).expand(values.shape);
         var filled = (x.dtype == ScalarType.Float32 ? x.clone() : x.to(ScalarType.Float32)).contiguous(); // [..., n, D]
         if (axis == QuantAxis.PerChannel)
-            filled.scatter_(-2, idx.transpose(-1, -2), inlierMean.transpose(-1, -2));
+            filled.view([.. x.shape[..^2], n / groupSize, groupSize, d]).scatter_(-2, idx.transpose(-1, -2), inlierMean.transpose(-1, -2));
         else
             filled.view([.. x.shape[..^1], d / groupSize, groupSize]).scatter_(-1, idx, inlierMean);
         var set = new OutlierSet(
@@ -130,8 +131,9 @@ public sealed class OutlierSet : IDisposable
         var val = Values.to(dense.dtype);
         if (Axis == QuantAxis.PerChannel)
         {
-            // dense[..., idx[c, j], c] = val[c, j]
-            dense.scatter_(-2, idx.transpose(-1, -2), val.transpose(-1, -2));
+            // dense[..., group, idx[group, c, j], c] = val[group, c, j]
+            var view = dense.view([.. dense.shape[..^2], dense.shape[^2] / VectorLength, VectorLength, dense.shape[^1]]); // [..., G, g, D]
+            view.scatter_(-2, idx.transpose(-1, -2), val.transpose(-1, -2));
         }
         else
         {

@@ -31,6 +31,8 @@ public sealed class GearChatClient : IChatClient
     private readonly TorchWorker _worker = new("Gear.AI worker");
     private readonly CancellationTokenSource _disposing = new();
     private readonly SessionStore _sessions;
+    private readonly TranscriptMemory _transcripts = new();
+    private readonly HashSet<GearOptions> _loggedPaths = [];
     private readonly Dictionary<string, List<ChatTurn>> _conversations = [];
     private readonly LinkedList<string> _conversationOrder = new();
     private readonly object _loadLock = new();
@@ -241,15 +243,23 @@ public sealed class GearChatClient : IChatClient
         int context = runtime.Model.Config.MaxPositionEmbeddings;
         // "gear.raw": no chat template, just BOS and the messages' text (base-model continuation).
         bool raw = options?.AdditionalProperties?.TryGetValue("gear.raw", out var rawValue) == true && rawValue is true or "true";
-        IReadOnlyList<int> Render(List<ChatTurn> turns) => raw
-            ? runtime.EncodeRaw(string.Join("\n\n", turns.Select(t => t.Content)))
-            : runtime.Template.Render(turns, runtime.Tokenizer);
-        IReadOnlyList<int> ids = Render([.. preambleTurns, .. messageTurns]);
+        IReadOnlyList<int> Render(List<ChatTurn> turns)
+        {
+            if (raw)
+                return runtime.EncodeRaw(string.Join("\n\n", turns.Select(t => t.Content)));
+            // A conversation that continues an answer of ours keeps that exchange's exact ids (its cache is their prefix).
+            if (_transcripts.Find(turns) is { } known)
+                return [.. known.Ids, .. runtime.Template.RenderContinuation(turns[known.Turns..], runtime.Tokenizer)];
+            return runtime.Template.Render(turns, runtime.Tokenizer);
+        }
+        List<ChatTurn> turns = [.. preambleTurns, .. messageTurns];
+        IReadOnlyList<int> ids = Render(turns);
         while (ids.Count + (options?.MaxOutputTokens ?? 1) > context && _options.ContextOverflow == ContextOverflowPolicy.DropOldestMessages
                && messageTurns.Count(t => t.Role != Llama.Chat.ChatRole.System) > 1)
         {
             messageTurns.RemoveAt(messageTurns.FindIndex(t => t.Role != Llama.Chat.ChatRole.System));
-            ids = Render([.. preambleTurns, .. messageTurns]);
+            turns = [.. preambleTurns, .. messageTurns];
+            ids = Render(turns);
         }
         int maxNew = options?.MaxOutputTokens ?? Math.Min(_options.DefaultMaxOutputTokens, context - ids.Count);
         if (maxNew < 1 || ids.Count + maxNew > context)
@@ -258,13 +268,10 @@ public sealed class GearChatClient : IChatClient
         CheckBudget(runtime, request.Cache, ids.Count);
 
         using var activity = GearTelemetry.ActivitySource.StartActivity("gear.chat");
-        var (session, shared) = _sessions.Take(ids, request.Cache, conversationId);
-        session ??= new Session(runtime.Model.CreateCache(request.Cache), conversationId);
+        var sequence = _sessions.Start(runtime.Model, ids, request.Cache, conversationId);
+        LogAttentionPath(sequence.Pool, request.Cache);
         try
         {
-            int kept = (int)session.Cache.Truncate(Math.Min(shared, ids.Count - 1));
-            session.Tokens.RemoveRange(kept, session.Tokens.Count - kept);
-
             string responseId = "gear-" + Guid.NewGuid().ToString("N");
             string messageId = "msg-" + Guid.NewGuid().ToString("N");
             var created = DateTimeOffset.UtcNow;
@@ -282,7 +289,7 @@ public sealed class GearChatClient : IChatClient
             bool holding = request.Tools.Count > 0;
             GenerationSummary? summary = null;
             var stops = runtime.Template.StopTokenIds(runtime.Tokenizer);
-            foreach (var step in runtime.Generator.Generate(ids, session.Cache, sampling, stops, ct))
+            foreach (var step in runtime.Generator.Generate(ids, sequence, sampling, stops, ct))
             {
                 if (step.TokenId is int id)
                     generated.Add(id);
@@ -304,44 +311,42 @@ public sealed class GearChatClient : IChatClient
             else if (holding && reply.Length > 0)
                 writer.TryWrite(Update([new TextContent(reply)]));
 
-            session.Tokens.AddRange(ids.Skip(kept).Concat(generated).Take((int)session.Cache.Length - kept));
-            session.PromptLength = ids.Count;
-            var usage = Usage(summary!, session);
+            var usage = Usage(summary!, sequence);
             var finish = calls is not null ? ChatFinishReason.ToolCalls
                 : summary!.Reason == StopReason.MaxTokens ? ChatFinishReason.Length : ChatFinishReason.Stop;
             var last = Update([new UsageContent(usage)]);
             last.FinishReason = finish;
             last.AdditionalProperties = new AdditionalPropertiesDictionary
             {
-                ["gear.kv.compression_ratio"] = session.Cache.FullPrecisionBytes == 0 ? 0.0 : (double)session.Cache.ResidentBytes / session.Cache.FullPrecisionBytes,
+                ["gear.kv.compression_ratio"] = sequence.FullPrecisionBytes == 0 ? 0.0 : (double)sequence.ResidentBytes / sequence.FullPrecisionBytes,
                 ["gear.cache"] = CacheKindNames.Name(request.Cache.Kind),
             };
             writer.TryWrite(last);
 
             if (_options.LogContent)
                 _logger.LogDebug("Prompt: {Prompt}\nResponse: {Response}", runtime.Tokenizer.Decode(ids), reply);
+            string remembered = calls is not null ? string.Join("\n", calls.Select(ToolCalling.RenderCall)) : reply;
+            if (!raw && summary!.Reason != StopReason.StopSequence)
+                _transcripts.Remember(turns, remembered, [.. ids, .. generated]);
             if (conversationId is not null)
-                Remember(conversationId, messageTurns, calls is not null ? string.Join("\n", calls.Select(ToolCalling.RenderCall)) : reply);
+                Remember(conversationId, messageTurns, remembered);
             Record(activity, summary!, runtime, request.Cache);
-            _sessions.Return(session);
-        }
-        catch (OperationCanceledException)
-        {
-            // Cancellation lands between tokens, so every layer is consistent: keep the prefix the cache
-            // had before this request (another conversation may still need it) and drop the rest.
-            int before = (int)session.Cache.Truncate(Math.Min(session.Tokens.Count, shared));
-            session.Tokens.RemoveRange(before, session.Tokens.Count - before);
-            if (before > 0)
-                _sessions.Return(session);
-            else
-                session.Dispose();
-            throw;
+            _sessions.Keep(sequence, conversationId);
         }
         catch
         {
-            session.Dispose(); // a failed request keeps nothing half-done
+            // Cancelled or failed: the request's own sequence goes; what it started from (an idle conversation, cached
+            // pages) was shared, not changed, so nothing else is lost.
+            sequence.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Logs once per cache setting how attention reads its pages (a slow path says why).</summary>
+    private void LogAttentionPath(Compression.Caching.PagePool pool, GearOptions cache)
+    {
+        if (_loggedPaths.Add(cache))
+            _logger.LogInformation("KV cache {Cache} {Bits}-bit on {Device}: attention by {Path}", CacheKindNames.Name(cache.Kind), cache.Bits, pool.Shape.Device, pool.AttentionPath);
     }
 
     private SamplingOptions Sampling(ChatOptions? o)
@@ -375,10 +380,9 @@ public sealed class GearChatClient : IChatClient
         long lowerBound = elements * (cache.IsCompressed ? cache.Bits : 16) / 8;
         if (lowerBound > _options.CacheBudgetBytes)
             throw new CacheBudgetExceededException(lowerBound, _options.CacheBudgetBytes);
-        _sessions.MakeRoom(lowerBound);
     }
 
-    private static UsageDetails Usage(GenerationSummary s, Session session) => new()
+    private static UsageDetails Usage(GenerationSummary s, Compression.Caching.KvSequence sequence) => new()
     {
         InputTokenCount = s.PromptTokens,
         OutputTokenCount = s.GeneratedTokens,
@@ -386,9 +390,9 @@ public sealed class GearChatClient : IChatClient
         CachedInputTokenCount = s.CachedPromptTokens,
         AdditionalCounts = new AdditionalPropertiesDictionary<long>
         {
-            ["gear.kv.resident_bytes"] = session.Cache.ResidentBytes,
-            ["gear.kv.fp16_bytes"] = session.Cache.FullPrecisionBytes,
-            ["gear.kv.tokens"] = session.Cache.Length,
+            ["gear.kv.resident_bytes"] = sequence.ResidentBytes,
+            ["gear.kv.fp16_bytes"] = sequence.FullPrecisionBytes,
+            ["gear.kv.tokens"] = sequence.Length,
         },
     };
 

@@ -1,99 +1,139 @@
 using Gear.AI.Compression;
 using Gear.AI.Compression.Caching;
+using Gear.AI.Llama.Model;
 
 namespace Gear.AI;
 
-/// <summary>A conversation's resident cache and the token ids it holds.</summary>
-internal sealed class Session : IDisposable
+/// <summary>An idle conversation's sequence, kept so its next turn prefills only what is new.</summary>
+internal sealed class Session(KvSequence sequence, string? conversationId) : IDisposable
 {
-    public Session(KvCache cache, string? conversationId)
-    {
-        Cache = cache;
-        ConversationId = conversationId;
-    }
+    public KvSequence Sequence { get; } = sequence;
 
-    public KvCache Cache { get; }
-
-    /// <summary>Ids whose K/V the cache holds, in order (Cache.Length of them).</summary>
-    public List<int> Tokens { get; } = [];
-
-    public string? ConversationId { get; }
-
-    /// <summary>Prompt tokens of the last request served from this session.</summary>
-    public int PromptLength { get; set; }
+    public string? ConversationId { get; } = conversationId;
 
     public long LastUsed { get; set; }
 
-    public void Dispose() => Cache.Dispose();
+    public void Dispose() => Sequence.Dispose();
 }
 
 /// <summary>
-/// Resident conversation caches under a byte budget with least-recently-used eviction. A request
-/// takes the session sharing the longest token prefix with its prompt (or its conversation's), and
-/// gives it back when done. Not thread-safe: the client serializes requests.
+/// The client's KV memory: one page pool per cache setting (pages shared by every sequence over the same prefix, found
+/// through the pool's prefix index), the idle conversations' sequences, and the budget over all of it. A request starts
+/// from the longest prefix of its prompt held anywhere: an idle conversation's sequence (tokens in its buffer included,
+/// forked, so the idle one stays intact) or cached pages. When a pool needs room it evicts cached pages, then idle
+/// conversations, least recently used first. Not thread-safe: the client runs one request at a time.
 /// </summary>
 internal sealed class SessionStore(long budgetBytes, int maxSessions) : IDisposable
 {
+    private readonly Dictionary<GearOptions, PagePool> _pools = [];
     private readonly List<Session> _sessions = [];
     private long _clock;
 
     public long Evictions { get; private set; }
 
-    public GearCacheStatistics Statistics => new(
-        _sessions.Count, _sessions.Sum(s => s.Cache.Length), _sessions.Sum(s => s.Cache.ResidentBytes),
-        _sessions.Sum(s => s.Cache.FullPrecisionBytes), budgetBytes, Evictions);
+    public long BudgetBytes => budgetBytes;
 
-    /// <summary>Shorter shared prefixes than this (unless the whole session is a prefix) are not worth cutting another conversation's cache for.</summary>
-    public const int MinimumSharedPrefix = 64;
+    /// <summary>The pools by cache setting (the client logs each one's attention path once).</summary>
+    public IReadOnlyDictionary<GearOptions, PagePool> Pools => _pools;
+
+    public GearCacheStatistics Statistics
+    {
+        get
+        {
+            long resident = 0, fp16 = 0;
+            foreach (var pool in _pools.Values)
+            {
+                var stats = pool.StatisticsOf(_sessions.Where(s => s.Sequence.Pool == pool).Select(s => s.Sequence));
+                resident += stats.ResidentBytes;
+                fp16 += stats.FullPrecisionBytes;
+            }
+            return new GearCacheStatistics(_sessions.Count, _sessions.Sum(s => s.Sequence.Length), resident, fp16, budgetBytes, Evictions,
+                _pools.Values.Sum(p => p.AllocatedBytes), _pools.Values.Sum(p => p.CachedPages));
+        }
+    }
+
+    /// <summary>The pool of <paramref name="options"/>, created on first use within what other pools leave of the budget.</summary>
+    public PagePool PoolFor(LlamaModel model, GearOptions options)
+    {
+        if (!_pools.TryGetValue(options, out var pool))
+        {
+            pool = model.CreatePool(options, budgetBytes);
+            pool.Reclaim = () => EvictOldest(pool);
+            _pools[options] = pool;
+        }
+        // Other settings' pools give back their memory once nothing of theirs is in use.
+        foreach (var (key, other) in _pools.Where(p => p.Value != pool).ToArray())
+        {
+            while (other.SequenceCount > 0 && _pools.Values.Sum(p => p.AllocatedBytes) > budgetBytes && EvictOldest(other)) { }
+            if (other.SequenceCount == 0)
+            {
+                other.Dispose();
+                _pools.Remove(key);
+            }
+        }
+        pool.MaxBytes = Math.Max(1, budgetBytes - _pools.Values.Where(p => p != pool).Sum(p => p.AllocatedBytes));
+        return pool;
+    }
 
     /// <summary>
-    /// Removes and returns the session to continue: by conversation id, else the one with the same cache
-    /// settings sharing the longest prefix — when that prefix covers the session's last prompt (a continuation:
-    /// the reply may re-tokenize differently) or is at least <see cref="MinimumSharedPrefix"/> tokens.
+    /// A new sequence holding the longest prefix of <paramref name="prompt"/> (at most all but its last token, which the
+    /// request must feed to get logits) that an idle conversation or the prefix index holds; the caller owns it.
     /// </summary>
-    public (Session? Session, int SharedPrefix) Take(IReadOnlyList<int> prompt, GearOptions options, string? conversationId)
+    public KvSequence Start(LlamaModel model, IReadOnlyList<int> prompt, GearOptions options, string? conversationId)
     {
+        var pool = PoolFor(model, options);
+        int limit = prompt.Count - 1;
         Session? best = null;
         int bestShared = 0;
         foreach (var s in _sessions)
         {
-            if (s.Cache.Options != options)
+            if (s.Sequence.Pool != pool || (conversationId is not null && s.ConversationId != conversationId) || s.Sequence.Tokens is not { } tokens)
                 continue;
-            if (conversationId is not null && s.ConversationId != conversationId)
-                continue;
-            int shared = SharedPrefix(s.Tokens, prompt);
-            bool worthIt = conversationId is not null || shared >= Math.Min(s.Tokens.Count, Math.Max(1, s.PromptLength)) || shared >= MinimumSharedPrefix;
-            if (worthIt && (shared > bestShared || best is null))
+            int shared = Math.Min(limit, SharedPrefix(tokens, prompt));
+            if (shared > bestShared)
             {
                 best = s;
                 bestShared = shared;
             }
         }
-        if (best is not null)
-            _sessions.Remove(best);
-        return (best, bestShared);
+        var indexed = pool.FindPrefix(prompt, limit);
+        if (best is null || indexed.Length >= bestShared)
+            return indexed;
+        indexed.Dispose();
+        best.LastUsed = ++_clock;
+        return best.Sequence.Fork(bestShared);
     }
 
-    /// <summary>Keeps <paramref name="session"/> resident, then evicts least recently used sessions beyond the limits.</summary>
-    public void Return(Session session)
+    /// <summary>
+    /// Keeps <paramref name="sequence"/> as an idle conversation; idle ones whose tokens it continues are dropped (their
+    /// pages are its pages), then the least recently used beyond <c>maxSessions</c>.
+    /// </summary>
+    public void Keep(KvSequence sequence, string? conversationId)
     {
-        session.LastUsed = ++_clock;
-        _sessions.Add(session);
-        Trim();
-    }
-
-    /// <summary>Evicts until total bytes fit <paramref name="extraBytes"/> more within the budget.</summary>
-    public void MakeRoom(long extraBytes) => Trim(extraBytes);
-
-    private void Trim(long extraBytes = 0)
-    {
-        while (_sessions.Count > 0 && (_sessions.Count > maxSessions || _sessions.Sum(s => s.Cache.ResidentBytes) + extraBytes > budgetBytes))
+        if (sequence.Tokens is { } tokens)
         {
-            var oldest = _sessions.MinBy(s => s.LastUsed)!;
-            _sessions.Remove(oldest);
-            oldest.Dispose();
-            Evictions++;
+            foreach (var s in _sessions.Where(s => s.Sequence.Pool == sequence.Pool && s.ConversationId == conversationId && s.Sequence.Tokens is { } t
+                                                   && t.Count <= tokens.Count && SharedPrefix(t, tokens) == t.Count).ToArray())
+            {
+                _sessions.Remove(s);
+                s.Dispose();
+            }
         }
+        _sessions.Add(new Session(sequence, conversationId) { LastUsed = ++_clock });
+        while (_sessions.Count > maxSessions)
+            EvictOldest(null);
+    }
+
+    /// <summary>Evicts the least recently used idle conversation (of <paramref name="pool"/> when given); false when there is none.</summary>
+    private bool EvictOldest(PagePool? pool)
+    {
+        var oldest = _sessions.Where(s => pool is null || s.Sequence.Pool == pool).MinBy(s => s.LastUsed);
+        if (oldest is null)
+            return false;
+        _sessions.Remove(oldest);
+        oldest.Dispose();
+        Evictions++;
+        return true;
     }
 
     public static int SharedPrefix(IReadOnlyList<int> a, IReadOnlyList<int> b)
@@ -109,5 +149,8 @@ internal sealed class SessionStore(long budgetBytes, int maxSessions) : IDisposa
         foreach (var s in _sessions)
             s.Dispose();
         _sessions.Clear();
+        foreach (var pool in _pools.Values)
+            pool.Dispose();
+        _pools.Clear();
     }
 }

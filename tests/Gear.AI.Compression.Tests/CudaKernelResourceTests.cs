@@ -103,24 +103,6 @@ public class CudaKernelResourceTests
     }
 
     [Fact]
-    public void KeyOutlierGroupTable_GivesEachGroupItsBlocksSlots()
-    {
-        // Two key blocks of 256 and 64 tokens: k = 3 and 1 outliers per side per channel, slots [0, 6) and [6, 8).
-        var options = new GearOptions { Kind = CacheKind.Gear, Bits = 2 };
-        using var store = new Caching.CompressedStore(QuantAxis.PerChannel, 2, 64, 64);
-        using var first = torch.randn(1, 2, 256, 64);
-        using var second = torch.randn(1, 2, 64, 64);
-        store.Append(GearCompressor.Compress(first, QuantAxis.PerChannel, options));
-        store.Append(GearCompressor.Compress(second, QuantAxis.PerChannel, options));
-        using var table = store.OutlierGroups!.cpu();
-        Assert.Equal([5L, 4L], table.shape);
-        var rows = table.data<int>().ToArray();
-        for (int g = 0; g < 4; g++)
-            Assert.Equal([0, 6, 0, 256], rows[(g * 4)..(g * 4 + 4)]);
-        Assert.Equal([6, 2, 256, 64], rows[16..20]);
-    }
-
-    [Fact]
     public void QuantizeKernel_LeavesNonCudaTensorsToTheTensorOps()
     {
         // The one-launch quantizer only takes CUDA tensors; elsewhere GroupQuantizer runs its tensor ops.
@@ -129,24 +111,6 @@ public class CudaKernelResourceTests
         Assert.Null(CudaKernels.Quantize(x, 2, 64, QuantAxis.PerChannel));
         using var q = GroupQuantizer.Quantize(x, 2, 64, QuantAxis.PerToken);
         Assert.Equal([2L, 64L, 32L], q.Codes.shape);
-    }
-
-    [Theory]
-    [InlineData(32, true)]
-    [InlineData(64, true)]
-    [InlineData(128, true)]
-    [InlineData(96, false)]     // whole warps but not a power of two: the key kernel indexes groups by shifts
-    [InlineData(16, false)]     // less than a warp of tokens
-    public void CudaKernels_ReadKeyGroupsOfAPowerOfTwoTokens(int groupSize, bool fits)
-    {
-        var options = new GearOptions { Kind = CacheKind.Kivi, Bits = 2, GroupSize = groupSize, BufferLength = 2 * groupSize };
-        using var layer = new Caching.CompressedKvCacheLayer(new Caching.KvCacheShape(1, 1, 2, 64, torch.ScalarType.Float32, torch.CPU), options, layerIndex: 0);
-        using var k = torch.randn(1, 2, 4 * groupSize, 64);
-        using var v = torch.randn(1, 2, 4 * groupSize, 64);
-        layer.Append(k, v);
-        layer.Flush();
-        Assert.True(layer.BlockCount > 0);
-        Assert.Equal(fits, layer.CudaKernelsFit);
     }
 
     private static string RepoRoot()

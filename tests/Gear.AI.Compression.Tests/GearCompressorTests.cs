@@ -57,7 +57,7 @@ public class GearCompressorTests
         { 2, 4, 256, 64, 2, CacheKind.GearL },
         { 1, 2, 2048, 64, 2, CacheKind.Gear },
         { 2, 3, 64, 128, 4, CacheKind.Gear },
-        { 1, 1, 100, 64, 3, CacheKind.Gear }, // tail quantization group along tokens, 3-bit packing
+        { 1, 1, 100, 64, 3, CacheKind.GearL }, // tail quantization group along tokens, 3-bit packing
     };
 
     [Theory]
@@ -77,8 +77,8 @@ public class GearCompressorTests
         long keyOutliers = 0, valueOutliers = 0;
         if (options.UsesOutliers)
         {
-            long kk = 2 * OutlierSet.CountPerSide(0.02, (int)n), kv = 2 * OutlierSet.CountPerSide(0.02, (int)gv);
-            keyOutliers = bh * d * kk * (2 + (n <= 256 ? 1 : 2));       // fp16 value + uint8/int16 index
+            long kk = 2 * OutlierSet.CountPerSide(0.02, (int)g), kv = 2 * OutlierSet.CountPerSide(0.02, (int)gv);
+            keyOutliers = bh * (n / g) * d * kk * (2 + 1);               // per group of g tokens: fp16 value + uint8 index
             valueOutliers = valueGroups * kv * (2 + 1);
         }
         Assert.Equal(codes + keyGroups * 4 + lowRank + keyOutliers, keys.ResidentBytes);
@@ -128,6 +128,15 @@ public class GearCompressorTests
         var ex = Assert.Throws<ArgumentOutOfRangeException>(() =>
             GearCompressor.Compress(x, QuantAxis.PerToken, new GearOptions { Kind = CacheKind.GearL, PromptRank = 4 }));
         Assert.Equal("PromptRank", ex.ParamName);
+    }
+
+    [Fact]
+    public void Compress_GearKeysNotWholeGroups_ThrowsNamingGroupSize()
+    {
+        // Key outliers are chosen per channel within each group of GroupSize tokens (a cache page holds whole groups).
+        using var x = randn(1, 1, 100, 64);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => GearCompressor.Compress(x, QuantAxis.PerChannel, new GearOptions { Kind = CacheKind.Gear }));
+        Assert.Equal("GroupSize", e.ParamName);
     }
 
     [Fact]

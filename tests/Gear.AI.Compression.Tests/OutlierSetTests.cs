@@ -38,7 +38,8 @@ public class OutlierSetTests
         TensorAssert.Equal(copy, x); // input untouched
 
         // Every stored value is the extreme of its vector: compare with topk on the same vectors.
-        using var vectors = axis == QuantAxis.PerChannel ? x.transpose(-1, -2) : x.reshape(2, 3, 128, 2, 32);
+        // Vectors: a channel's 32 tokens of a group (keys), a token's 32 features of a group (values).
+        using var vectors = axis == QuantAxis.PerChannel ? x.reshape(2, 3, 4, 32, 64).transpose(-1, -2) : x.reshape(2, 3, 128, 2, 32);
         int k = set!.PerSide;
         var (top, _) = vectors.topk(k, -1, largest: true);
         var (bottom, _) = vectors.topk(k, -1, largest: false);
@@ -46,7 +47,7 @@ public class OutlierSetTests
         using var actualSorted = set.Values.to(ScalarType.Float32).sort(-1).Values;
         TensorAssert.Equal(expectedSorted, actualSorted);
 
-        // Per channel, each vector's token indices ascend (the CUDA key kernel searches them).
+        // Per channel, each vector's token indices (within its group) ascend.
         if (axis == QuantAxis.PerChannel)
         {
             using var idx = set.Indices.to(ScalarType.Int64);

@@ -15,7 +15,7 @@ public class GenerationTests
     private static (string Text, int[] Ids, GenerationSummary Summary) Run(SamplingOptions options, int[]? prompt = null)
     {
         using var cache = TestModels.Stories.CreateCache(GearOptions.Fp16);
-        var updates = Generator.Generate(prompt ?? Prompt, cache, options).ToList();
+        var updates = Generator.Generate(prompt ?? Prompt, cache.Sequences[0], options).ToList();
         return (string.Concat(updates.Select(u => u.Text)), updates.Where(u => u.TokenId is not null).Select(u => u.TokenId!.Value).ToArray(), updates[^1].Summary!);
     }
 
@@ -81,7 +81,7 @@ public class GenerationTests
     {
         var prompt = Enumerable.Repeat(Prompt[1], 600).Prepend(1).ToArray();
         using var cache = TestModels.Stories.CreateCache(GearOptions.Fp16);
-        var e = Assert.Throws<ContextLengthExceededException>(() => Generator.Generate(prompt, cache, SamplingOptions.Greedy));
+        var e = Assert.Throws<ContextLengthExceededException>(() => Generator.Generate(prompt, cache.Sequences[0], SamplingOptions.Greedy));
         Assert.Equal(601, e.PromptTokens);
         Assert.Equal(512, e.ContextLength);
         Assert.Contains("601", e.Message);
@@ -98,7 +98,7 @@ public class GenerationTests
             int n = 0;
             Assert.Throws<OperationCanceledException>(() =>
             {
-                foreach (var _ in Generator.Generate(Prompt, cache, SamplingOptions.Greedy with { MaxNewTokens = 100 }, null, cts.Token))
+                foreach (var _ in Generator.Generate(Prompt, cache.Sequences[0], SamplingOptions.Greedy with { MaxNewTokens = 100 }, null, cts.Token))
                 {
                     if (++n == 5)
                         cts.Cancel();
@@ -115,7 +115,7 @@ public class GenerationTests
         using var cache = TestModels.Stories.CreateCache(GearOptions.Fp16);
         using (var input = tensor(Prompt[..3].Select(i => (long)i).ToArray()).reshape(1, 3))
         using (TestModels.Stories.Forward(input, 0, cache)) { }
-        var updates = Generator.Generate(Prompt, cache, SamplingOptions.Greedy with { MaxNewTokens = 10 }).ToList();
+        var updates = Generator.Generate(Prompt, cache.Sequences[0], SamplingOptions.Greedy with { MaxNewTokens = 10 }).ToList();
         Assert.Equal(3, updates[^1].Summary!.CachedPromptTokens);
         Assert.Equal(fresh, updates.Where(u => u.TokenId is not null).Select(u => u.TokenId!.Value));
     }

@@ -53,7 +53,7 @@ public class ReferenceParityTests
         var tokenizer = Tokenization.LlamaTextTokenizer.Load(TestModels.GearTinyDir);
         var generator = new TextGenerator(TestModels.GearTiny, tokenizer);
         var options = SamplingOptions.Greedy with { MaxNewTokens = expectedIds.Length, StopTokenIds = [] };
-        var actual = generator.Generate(ids, cache, options).Where(u => u.TokenId is not null).Select(u => u.TokenId!.Value).ToArray();
+        var actual = generator.Generate(ids, cache.Sequences[0], options).Where(u => u.TokenId is not null).Select(u => u.TokenId!.Value).ToArray();
         Assert.Equal(expectedIds, actual);
     }
 

@@ -73,41 +73,4 @@ internal static class Attention
         }
         return UngroupQueries(o, hq, tq).MoveToOuterDisposeScope();            // [B, Hq, Tq, D]
     }
-
-    /// <summary>Copies keys and values [B, H, n, D] into token positions [at, at + n) of two [B, H, capacity, D] buffers.</summary>
-    public static void CopyTokens(Tensor keyBuffer, Tensor valueBuffer, long at, Tensor keys, Tensor values)
-    {
-        using var _ = no_grad();
-        using var k = keyBuffer.narrow(2, at, keys.shape[2]);
-        using var v = valueBuffer.narrow(2, at, values.shape[2]);
-        k.copy_(keys);
-        v.copy_(values);
-    }
-
-    /// <summary>Checks a K/V input against the cache shape.</summary>
-    public static void CheckKv(Tensor keys, Tensor values, KvCacheShape shape)
-    {
-        ArgumentNullException.ThrowIfNull(keys);
-        ArgumentNullException.ThrowIfNull(values);
-        if (keys.dim() != 4 || keys.shape[0] != shape.Batch || keys.shape[1] != shape.KeyValueHeads || keys.shape[3] != shape.HeadDim)
-            throw new ArgumentException($"keys must be [{shape.Batch}, {shape.KeyValueHeads}, T, {shape.HeadDim}], got [{string.Join(", ", keys.shape)}].", nameof(keys));
-        if (!keys.shape.SequenceEqual(values.shape))
-            throw new ArgumentException($"values [{string.Join(", ", values.shape)}] must match keys [{string.Join(", ", keys.shape)}].", nameof(values));
-    }
-
-    /// <summary>Checks queries against the cache shape.</summary>
-    public static void CheckQueries(Tensor queries, KvCacheShape shape, long length)
-    {
-        ArgumentNullException.ThrowIfNull(queries);
-        CheckQueries(queries.shape, shape, length);
-    }
-
-    /// <summary>Checks the shape of the queries (read once by the caller) against the cache shape and length.</summary>
-    public static void CheckQueries(long[] size, KvCacheShape shape, long length)
-    {
-        if (size.Length != 4 || size[0] != shape.Batch || size[3] != shape.HeadDim || size[1] % shape.KeyValueHeads != 0)
-            throw new ArgumentException($"queries must be [{shape.Batch}, k·{shape.KeyValueHeads}, Tq, {shape.HeadDim}], got [{string.Join(", ", size)}].", "queries");
-        if (size[2] > length)
-            throw new ArgumentException($"{size[2]} queries but only {length} tokens in the cache; append the queries' keys and values first.", "queries");
-    }
 }

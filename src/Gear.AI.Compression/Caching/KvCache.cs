@@ -3,74 +3,77 @@ using static TorchSharp.torch;
 namespace Gear.AI.Compression.Caching;
 
 /// <summary>
-/// The per-sequence-batch KV cache: one <see cref="IKvCacheLayer"/> per transformer layer, of the
-/// kind <see cref="GearOptions.Kind"/> names. Owns its layers.
+/// A batch of sequences of equal length in a pool of their own: what a static batch (a benchmark, a test, one
+/// standalone generation) needs. Serving shares one <see cref="PagePool"/> between many <see cref="KvSequence"/>s instead.
 /// </summary>
 public sealed class KvCache : IDisposable
 {
-    private readonly IKvCacheLayer[] _layers;
+    private readonly KvSequence[] _sequences;
 
-    private KvCache(KvCacheShape shape, GearOptions options, IKvCacheLayer[] layers)
+    private KvCache(PagePool pool, KvSequence[] sequences)
     {
-        Shape = shape;
-        Options = options;
-        _layers = layers;
+        Pool = pool;
+        _sequences = sequences;
     }
 
-    /// <summary>What the cache holds.</summary>
-    public KvCacheShape Shape { get; }
+    /// <summary>The pool holding the sequences' pages.</summary>
+    public PagePool Pool { get; }
+
+    /// <summary>The sequences, one per batch row.</summary>
+    public IReadOnlyList<KvSequence> Sequences => _sequences;
+
+    /// <summary>What the cache holds per token.</summary>
+    public KvShape Shape => Pool.Shape;
 
     /// <summary>Cache kind and compression settings.</summary>
-    public GearOptions Options { get; }
+    public GearOptions Options => Pool.Options;
 
-    /// <summary>Per-layer caches.</summary>
-    public IReadOnlyList<IKvCacheLayer> Layers => _layers;
+    /// <summary>Sequences (batch rows).</summary>
+    public int Batch => _sequences.Length;
 
-    /// <summary>Tokens held (every layer holds the same).</summary>
-    public long Length => _layers[0].Length;
+    /// <summary>Tokens held per sequence (the first sequence's length; forward passes keep them equal).</summary>
+    public long Length => _sequences[0].Length;
 
-    /// <summary>Bytes of every tensor held, all layers.</summary>
-    public long ResidentBytes => _layers.Sum(l => l.ResidentBytes);
+    /// <summary>Bytes of every page, block and buffer the sequences hold (shared pages once).</summary>
+    public long ResidentBytes => Statistics.ResidentBytes;
 
-    /// <summary>Float16 bytes of the same K/V at the current length, all layers.</summary>
-    public long FullPrecisionBytes => _layers.Sum(l => l.FullPrecisionBytes);
+    /// <summary>What the same tokens take in an FP16 cache.</summary>
+    public long FullPrecisionBytes => Statistics.FullPrecisionBytes;
 
-    /// <summary>Tokens and bytes by component, summed over layers.</summary>
-    public KvCacheStatistics Statistics => _layers.Aggregate(KvCacheStatistics.Empty, (sum, l) => sum + l.Statistics);
+    /// <summary>Tokens and bytes by component over all sequences.</summary>
+    public KvCacheStatistics Statistics => Pool.StatisticsOf(_sequences);
 
-    /// <summary>Creates an empty cache.</summary>
-    /// <param name="shape">Layers, batch, heads, head size, compute dtype and device.</param>
+    /// <summary>Creates <paramref name="batch"/> empty sequences in a new pool.</summary>
+    /// <param name="shape">Layers, heads, head size, compute dtype and device.</param>
+    /// <param name="batch">Sequences.</param>
     /// <param name="options">Kind and compression settings (validated).</param>
     /// <param name="denseStorageType">For <see cref="CacheKind.Fp16"/>: the stored dtype (float16 by default; the compute dtype for exact parity tests).</param>
-    public static KvCache Create(KvCacheShape shape, GearOptions options, ScalarType? denseStorageType = null)
+    public static KvCache Create(KvShape shape, int batch, GearOptions options, ScalarType? denseStorageType = null) =>
+        Create(shape, batch, options, denseStorageType, referenceAttention: false);
+
+    /// <summary>As <see cref="Create(KvShape, int, GearOptions, ScalarType?)"/>, with the tensor reference for attention when <paramref name="referenceAttention"/>.</summary>
+    internal static KvCache Create(KvShape shape, int batch, GearOptions options, ScalarType? denseStorageType, bool referenceAttention)
     {
-        ArgumentNullException.ThrowIfNull(shape);
-        ArgumentNullException.ThrowIfNull(options);
-        shape.Validate();
-        options.Validate();
-        var layers = new IKvCacheLayer[shape.Layers];
-        for (int i = 0; i < layers.Length; i++)
-        {
-            layers[i] = options.Kind == CacheKind.Fp16
-                ? new DenseKvCacheLayer(shape, denseStorageType ?? ScalarType.Float16)
-                : new CompressedKvCacheLayer(shape, options, i);
-        }
-        return new KvCache(shape, options, layers);
+        ArgumentOutOfRangeException.ThrowIfLessThan(batch, 1);
+        var pool = new PagePool(shape, options, denseStorageType, long.MaxValue, referenceAttention);
+        var sequences = new KvSequence[batch];
+        for (int i = 0; i < batch; i++)
+            sequences[i] = pool.CreateSequence();
+        return new KvCache(pool, sequences);
     }
 
-    /// <summary>Drops tokens after <paramref name="length"/>; returns the length every layer kept (see <see cref="IKvCacheLayer.Truncate"/>).</summary>
-    public long Truncate(long length)
+    /// <summary>Cuts every sequence back to <paramref name="length"/> tokens (nothing before the cut is recomputed).</summary>
+    public void Truncate(long length)
     {
-        long kept = _layers.Min(l => l.Truncate(length));
-        foreach (var layer in _layers)
-            layer.Truncate(kept);
-        return kept;
+        foreach (var sequence in _sequences)
+            sequence.Truncate(length);
     }
 
     /// <inheritdoc />
     public void Dispose()
     {
-        for (int i = _layers.Length - 1; i >= 0; i--)
-            _layers[i].Dispose();
+        for (int i = _sequences.Length - 1; i >= 0; i--)
+            _sequences[i].Dispose();
+        Pool.Dispose();
     }
 }

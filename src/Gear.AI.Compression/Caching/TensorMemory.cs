@@ -51,4 +51,15 @@ internal static unsafe class TensorMemory
             throw new InvalidOperationException($"Expected a contiguous CPU tensor, got {tensor.dtype} on {tensor.device}.");
         return (void*)THSTensor_data(tensor.Handle);
     }
+
+    /// <summary>
+    /// The first element of a CPU tensor [H, rows, D] whose rows are dense (a narrow of a larger buffer, or contiguous):
+    /// row t of slice h at h·stride(0) + t·D elements.
+    /// </summary>
+    public static void* RowsAddress(Tensor tensor)
+    {
+        if (tensor.device_type != DeviceType.CPU || tensor.dim() != 3 || tensor.stride(2) != 1 || (tensor.shape[1] > 1 && tensor.stride(1) != tensor.shape[2]))
+            throw new InvalidOperationException($"Expected a CPU tensor [H, rows, D] with dense rows, got {tensor.dtype} [{string.Join(", ", tensor.shape)}] on {tensor.device}.");
+        return (void*)THSTensor_data(tensor.Handle);
+    }
 }

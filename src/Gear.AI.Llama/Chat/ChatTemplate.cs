@@ -43,6 +43,26 @@ public abstract class ChatTemplate
     /// <summary>Writes the segments of the prompt.</summary>
     protected abstract void Render(IReadOnlyList<ChatTurn> turns, Writer writer);
 
+    /// <summary>
+    /// What follows an assistant reply that the model generated (its ids as generated, not re-encoded from its text):
+    /// the reply turn's end, <paramref name="turns"/>, and the opener of the next reply. Appended to the ids of the prompt
+    /// and the reply, it gives the next prompt with the conversation's exact ids, so a cached conversation stays a prefix
+    /// of its next turn.
+    /// </summary>
+    public IReadOnlyList<int> RenderContinuation(IReadOnlyList<ChatTurn> turns, LlamaTextTokenizer tokenizer)
+    {
+        ArgumentNullException.ThrowIfNull(turns);
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        if (turns.Count == 0)
+            throw new ArgumentException("A continuation renders at least one turn.", nameof(turns));
+        var ids = new List<int>();
+        RenderContinuation(turns, new Writer(ids, tokenizer));
+        return ids;
+    }
+
+    /// <summary>Writes the segments that follow a generated reply (see <see cref="RenderContinuation(IReadOnlyList{ChatTurn}, LlamaTextTokenizer)"/>).</summary>
+    protected abstract void RenderContinuation(IReadOnlyList<ChatTurn> turns, Writer writer);
+
     /// <summary>Creates the template of <paramref name="kind"/>.</summary>
     public static ChatTemplate Create(ChatTemplateKind kind) => kind switch
     {
@@ -106,8 +126,12 @@ internal sealed class PlainChatTemplate : ChatTemplate
     protected override void Render(IReadOnlyList<ChatTurn> turns, Writer writer)
     {
         writer.Bos();
-        writer.Text(string.Join("\n\n", turns.Select(t => t.Content.Trim()).Where(c => c.Length > 0)));
+        writer.Text(Join(turns));
     }
+
+    protected override void RenderContinuation(IReadOnlyList<ChatTurn> turns, Writer writer) => writer.Text("\n\n" + Join(turns));
+
+    private static string Join(IReadOnlyList<ChatTurn> turns) => string.Join("\n\n", turns.Select(t => t.Content.Trim()).Where(c => c.Length > 0));
 }
 
 /// <summary>Llama 2 chat: &lt;s&gt;[INST] &lt;&lt;SYS&gt;&gt;\n…\n&lt;&lt;/SYS&gt;&gt;\n\nuser [/INST] answer &lt;/s&gt;&lt;s&gt;[INST] … [/INST]</summary>
@@ -115,10 +139,17 @@ internal sealed class Llama2ChatTemplate : ChatTemplate
 {
     public override ChatTemplateKind Kind => ChatTemplateKind.Llama2;
 
-    protected override void Render(IReadOnlyList<ChatTurn> turns, Writer writer)
+    protected override void Render(IReadOnlyList<ChatTurn> turns, Writer writer) => Turns(turns, writer, first: true);
+
+    protected override void RenderContinuation(IReadOnlyList<ChatTurn> turns, Writer writer)
+    {
+        writer.Eos();
+        Turns(turns, writer, first: false);
+    }
+
+    private static void Turns(IReadOnlyList<ChatTurn> turns, Writer writer, bool first)
     {
         string? system = string.Join("\n", turns.Where(t => t.Role == ChatRole.System).Select(t => t.Content));
-        bool first = true;
         foreach (var turn in turns.Where(t => t.Role != ChatRole.System))
         {
             if (turn.Role is ChatRole.User or ChatRole.Tool)
@@ -150,6 +181,17 @@ internal sealed class Llama3ChatTemplate : ChatTemplate
     protected override void Render(IReadOnlyList<ChatTurn> turns, Writer writer)
     {
         writer.Bos();
+        Turns(turns, writer);
+    }
+
+    protected override void RenderContinuation(IReadOnlyList<ChatTurn> turns, Writer writer)
+    {
+        writer.Special("<|eot_id|>");
+        Turns(turns, writer);
+    }
+
+    private static void Turns(IReadOnlyList<ChatTurn> turns, Writer writer)
+    {
         foreach (var turn in turns)
         {
             Header(writer, turn.Role switch { ChatRole.System => "system", ChatRole.User => "user", ChatRole.Assistant => "assistant", _ => "ipython" });
@@ -176,6 +218,18 @@ internal sealed class ZephyrChatTemplate : ChatTemplate
     protected override void Render(IReadOnlyList<ChatTurn> turns, Writer writer)
     {
         writer.Bos();
+        Turns(turns, writer);
+    }
+
+    protected override void RenderContinuation(IReadOnlyList<ChatTurn> turns, Writer writer)
+    {
+        writer.Eos();
+        writer.Text("\n");
+        Turns(turns, writer);
+    }
+
+    private static void Turns(IReadOnlyList<ChatTurn> turns, Writer writer)
+    {
         foreach (var turn in turns)
         {
             string role = turn.Role switch { ChatRole.System => "system", ChatRole.User or ChatRole.Tool => "user", _ => "assistant" };

@@ -25,17 +25,17 @@ public sealed class TextGenerator
     }
 
     /// <summary>
-    /// Generates a continuation of <paramref name="promptIds"/>. The first <c>cache.Length</c> prompt
-    /// tokens must already be in <paramref name="cache"/> (prefix reuse); the rest are prefilled. The
-    /// cache holds prompt and output afterwards. Each step runs in its own dispose scope; nothing is
-    /// held across a yield.
+    /// Generates a continuation of <paramref name="promptIds"/>. The first <c>sequence.Length</c> prompt
+    /// tokens must already be in <paramref name="sequence"/> (prefix reuse); the rest are prefilled. The
+    /// sequence holds prompt and output afterwards (all but the last generated token, which was never fed back).
+    /// Each step runs in its own dispose scope; nothing is held across a yield.
     /// </summary>
     /// <exception cref="ContextLengthExceededException">Prompt plus MaxNewTokens exceed the context; thrown before any work.</exception>
     /// <exception cref="OperationCanceledException">The token was cancelled (checked before every token).</exception>
-    public IEnumerable<GenerationUpdate> Generate(IReadOnlyList<int> promptIds, KvCache cache, SamplingOptions options, IReadOnlyList<int>? extraStopTokenIds = null, CancellationToken cancellationToken = default)
+    public IEnumerable<GenerationUpdate> Generate(IReadOnlyList<int> promptIds, KvSequence sequence, SamplingOptions options, IReadOnlyList<int>? extraStopTokenIds = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(promptIds);
-        ArgumentNullException.ThrowIfNull(cache);
+        ArgumentNullException.ThrowIfNull(sequence);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         if (promptIds.Count == 0)
@@ -43,13 +43,13 @@ public sealed class TextGenerator
         int context = _model.Config.MaxPositionEmbeddings;
         if (promptIds.Count + options.MaxNewTokens > context)
             throw new ContextLengthExceededException(promptIds.Count, options.MaxNewTokens, context);
-        int cached = (int)cache.Length;
+        int cached = (int)sequence.Length;
         if (cached >= promptIds.Count)
-            throw new ArgumentException($"The cache already holds {cached} tokens but the prompt has {promptIds.Count}; truncate the cache to a shorter prefix first.", nameof(cache));
-        return Run(promptIds, cached, cache, options, extraStopTokenIds ?? [], cancellationToken);
+            throw new ArgumentException($"The sequence already holds {cached} tokens but the prompt has {promptIds.Count}; truncate it to a shorter prefix first.", nameof(sequence));
+        return Run(promptIds, cached, sequence, options, extraStopTokenIds ?? [], cancellationToken);
     }
 
-    private IEnumerable<GenerationUpdate> Run(IReadOnlyList<int> promptIds, int cached, KvCache cache, SamplingOptions options, IReadOnlyList<int> extraStops, CancellationToken ct)
+    private IEnumerable<GenerationUpdate> Run(IReadOnlyList<int> promptIds, int cached, KvSequence sequence, SamplingOptions options, IReadOnlyList<int> extraStops, CancellationToken ct)
     {
         var stops = new HashSet<int>(options.StopTokenIds.Concat(extraStops));
         if (_tokenizer.EosId is int eos)
@@ -60,7 +60,7 @@ public sealed class TextGenerator
 
         ct.ThrowIfCancellationRequested();
         var clock = Stopwatch.StartNew();
-        int next = Step(promptIds.Skip(cached).ToArray(), cached, cache, sampler);
+        int next = Step(promptIds.Skip(cached).ToArray(), sequence, sampler);
         var prefill = clock.Elapsed;
         clock.Restart();
 
@@ -85,7 +85,7 @@ public sealed class TextGenerator
             if (generated >= options.MaxNewTokens)
                 break;
             ct.ThrowIfCancellationRequested();
-            next = Step([next], (int)cache.Length, cache, sampler);
+            next = Step([next], sequence, sampler);
         }
         string tail = reason == StopReason.StopSequence ? string.Empty : filter.Push(detokenizer.Flush()) + filter.Flush();
         var summary = new GenerationSummary(reason, promptIds.Count, cached, generated, prefill, clock.Elapsed);
@@ -93,11 +93,12 @@ public sealed class TextGenerator
     }
 
     /// <summary>One forward over <paramref name="ids"/> and one sampled token: one dispose scope.</summary>
-    private int Step(int[] ids, int position, KvCache cache, Sampler sampler)
+    private int Step(int[] ids, KvSequence sequence, Sampler sampler)
     {
         using var scope = NewDisposeScope();
-        var input = tensor(ids.Select(i => (long)i).ToArray(), dtype: ScalarType.Int64, device: _model.Device).reshape(1, ids.Length); // [1, T]
-        var logits = _model.Forward(input, position, cache, lastOnly: true);                    // [1, 1, V]
+        using var step = KvBatch.Begin([new KvBatchItem(sequence, ids.Length, ids)]);
+        var input = tensor(ids.Select(i => (long)i).ToArray(), dtype: ScalarType.Int64, device: _model.Device); // [T]
+        var logits = _model.Forward(step, input);                                               // [1, V]
         return sampler.Next(logits);
     }
 }

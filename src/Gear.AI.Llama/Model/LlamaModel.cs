@@ -22,11 +22,12 @@ public sealed record ModelLoadOptions
 
 /// <summary>
 /// A Llama transformer: read-only weights plus the forward pass. Per-sequence state lives in the
-/// <see cref="KvCache"/> passed to every call; positions are explicit.
+/// <see cref="KvSequence"/>s of the step passed to every call; positions are each sequence's own.
 /// </summary>
 /// <remarks>
 /// Per layer: x += o_proj(attention(rope(q), rope(k), v)) over RMSNorm(x); x += down(silu(gate)·up) over
-/// RMSNorm(x). Attention goes through <see cref="IKvCacheLayer"/>: Append the new K/V, Attend the new queries.
+/// RMSNorm(x). A step's tokens of every sequence run packed, [N, ...]; attention goes through
+/// <see cref="KvBatch.Attend"/>, which reads each sequence's pages and stores the new K/V.
 /// </remarks>
 public sealed class LlamaModel : IDisposable
 {
@@ -88,13 +89,23 @@ public sealed class LlamaModel : IDisposable
         throw new ArgumentException($"Device '{device}' is not known; use 'cpu', 'cuda' or 'cuda:N'.", nameof(device));
     }
 
-    /// <summary>An empty cache for this model.</summary>
+    /// <summary>What this model's KV cache holds per token.</summary>
+    public KvShape KvShape => new(Config.NumLayers, Config.NumKeyValueHeads, Config.HeadDim, ComputeType, Device);
+
+    /// <summary>An empty cache of <paramref name="batch"/> sequences in a pool of its own (a static batch).</summary>
     public KvCache CreateCache(GearOptions options, int batch = 1, ScalarType? denseStorageType = null) =>
-        KvCache.Create(new KvCacheShape(Config.NumLayers, batch, Config.NumKeyValueHeads, Config.HeadDim, ComputeType, Device), options, denseStorageType);
+        KvCache.Create(KvShape, batch, options, denseStorageType);
+
+    /// <summary>A page pool for this model's KV history, shared by the sequences of a server or a client.</summary>
+    /// <param name="options">Cache kind and compression settings.</param>
+    /// <param name="maxBytes">Most bytes its pages may take.</param>
+    /// <param name="denseStorageType">For <see cref="CacheKind.Fp16"/>: the stored dtype (float16 by default).</param>
+    public PagePool CreatePool(GearOptions options, long maxBytes = long.MaxValue, ScalarType? denseStorageType = null) =>
+        new(KvShape, options, denseStorageType, maxBytes);
 
     /// <summary>
     /// Runs <paramref name="tokens"/> [B, T] at positions startPosition … startPosition + T − 1 through the
-    /// model, appending their K/V to <paramref name="cache"/>. Returns float32 logits [B, T, V], or [B, 1, V]
+    /// model, appending their K/V to <paramref name="cache"/>'s B sequences. Returns float32 logits [B, T, V], or [B, 1, V]
     /// for the last position only when <paramref name="lastOnly"/>.
     /// </summary>
     public Tensor Forward(Tensor tokens, long startPosition, KvCache cache, bool lastOnly = false)
@@ -106,44 +117,75 @@ public sealed class LlamaModel : IDisposable
         if (startPosition != cache.Length)
             throw new ArgumentException($"startPosition {startPosition} does not follow the cache, which holds {cache.Length} tokens.", nameof(startPosition));
         long b = tokens.shape[0], t = tokens.shape[1];
-        if (b != cache.Shape.Batch)
-            throw new ArgumentException($"tokens have batch {b} but the cache was made for {cache.Shape.Batch}.", nameof(tokens));
-        if (startPosition + t > Config.MaxPositionEmbeddings)
-            throw new ContextLengthExceededException((int)(startPosition + t), 0, Config.MaxPositionEmbeddings);
+        if (b != cache.Batch)
+            throw new ArgumentException($"tokens have batch {b} but the cache was made for {cache.Batch}.", nameof(tokens));
+        using var step = KvBatch.Begin([.. cache.Sequences.Select(s => new KvBatchItem(s, (int)t))]);
+        using var scope = NewDisposeScope();
+        var logits = Forward(step, tokens.reshape(-1), allPositions: !lastOnly);               // [B·T', V]
+        return logits.view(b, lastOnly ? 1 : t, -1).MoveToOuterDisposeScope();                  // [B, T', V]
+    }
+
+    /// <summary>
+    /// One step over a ragged batch: each sequence of <paramref name="step"/> appends its own tokens at its own positions
+    /// (<paramref name="tokens"/> [N] packed in the step's order; sequence i's start at <see cref="KvBatch.OffsetOf"/>).
+    /// Completes the step. Returns float32 logits [N, V] when <paramref name="allPositions"/>, else [S, V] for each
+    /// sequence's last new token.
+    /// </summary>
+    /// <exception cref="ContextLengthExceededException">A sequence would pass the model's context; thrown before any work.</exception>
+    public Tensor Forward(KvBatch step, Tensor tokens, bool allPositions = false)
+    {
+        ArgumentNullException.ThrowIfNull(step);
+        ArgumentNullException.ThrowIfNull(tokens);
+        if (tokens.dim() != 1 || tokens.shape[0] != step.TokenCount)
+            throw new ArgumentException($"tokens must be [{step.TokenCount}] (the step's new tokens), got [{string.Join(", ", tokens.shape)}].", nameof(tokens));
+        var c = Config;
+        var positions = new long[step.TokenCount];                                           // each sequence's own positions
+        var last = new long[step.Count];
+        for (int i = 0, at = 0; i < step.Count; i++)
+        {
+            var item = step.Items[i];
+            long start = item.Sequence.Length;
+            if (start + item.NewTokens > c.MaxPositionEmbeddings)
+                throw new ContextLengthExceededException((int)(start + item.NewTokens), 0, c.MaxPositionEmbeddings);
+            for (int j = 0; j < item.NewTokens; j++)
+                positions[at++] = start + j;
+            last[i] = at - 1;
+        }
 
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        var c = Config;
+        long n = step.TokenCount;
         var ids = tokens.to(ScalarType.Int64, Device);
-        var x = Weights.Embedding.index_select(0, ids.reshape(-1)).view(b, t, c.HiddenSize); // [B, T, H]
-        var positions = arange(startPosition, startPosition + t, dtype: ScalarType.Int64, device: Device); // [T]
-        var (cos, sin) = _rope.Tables(positions, ComputeType);                               // [T, D]
+        var x = Weights.Embedding.index_select(0, ids);                                     // [N, H]
+        var (cos, sin) = _rope.Tables(OnDevice(positions), ComputeType);               // [N, D]
         long qDim = (long)c.NumHeads * c.HeadDim, kvDim = c.KeyValueDim;
 
         for (int i = 0; i < c.NumLayers; i++)
         {
             var w = Weights.Layers[i];
-            var h = RmsNorm(x, w.AttentionNorm);                                             // [B, T, H]
-            var qkv = F.linear(h, w.Qkv, w.QkvBias);                                         // [B, T, (Hq + 2·Hkv)·D]
-            var v = qkv.narrow(-1, qDim + kvDim, kvDim).view(b, t, c.NumKeyValueHeads, c.HeadDim).transpose(1, 2);
-            var (q, k) = RotaryQk(qkv, cos, sin);                                            // [B, Hq, T, D], [B, Hkv, T, D]
-            var layer = cache.Layers[i];
-            layer.Append(k, v);
-            var o = layer.Attend(q.contiguous());                                            // [B, Hq, T, D]
-            x = x + F.linear(o.transpose(1, 2).reshape(b, t, qDim), w.Output, w.OutputBias); // [B, T, H]
+            var h = RmsNorm(x, w.AttentionNorm);                                             // [N, H]
+            var qkv = F.linear(h, w.Qkv, w.QkvBias);                                         // [N, (Hq + 2·Hkv)·D]
+            var v = qkv.narrow(-1, qDim + kvDim, kvDim).view(n, c.NumKeyValueHeads, c.HeadDim); // [N, Hkv, D]
+            var (q, k) = RotaryQk(qkv.unsqueeze(0), cos, sin);                              // [1, Hq, N, D], [1, Hkv, N, D]
+            var o = step.Attend(i, q[0].transpose(0, 1), k[0].transpose(0, 1), v);          // [N, Hq, D]
+            x = x + F.linear(o.reshape(n, qDim), w.Output, w.OutputBias);                    // [N, H]
 
             h = RmsNorm(x, w.MlpNorm);
-            var gateUp = F.linear(h, w.GateUp);                                              // [B, T, 2·I]
+            var gateUp = F.linear(h, w.GateUp);                                              // [N, 2·I]
             var gate = gateUp.narrow(-1, 0, c.IntermediateSize);
             var up = gateUp.narrow(-1, c.IntermediateSize, c.IntermediateSize);
-            x = x + F.linear(F.silu(gate) * up, w.Down);                                     // [B, T, H]
+            x = x + F.linear(F.silu(gate) * up, w.Down);                                     // [N, H]
         }
+        step.Complete();
+        if (!allPositions)
+            x = x.index_select(0, OnDevice(last));                                       // [S, H]
         x = RmsNorm(x, Weights.FinalNorm);
-        if (lastOnly)
-            x = x.narrow(1, t - 1, 1);                                                       // [B, 1, H]
-        var logits = F.linear(x, Weights.LmHead).to(ScalarType.Float32);                     // [B, T', V]
+        var logits = F.linear(x, Weights.LmHead).to(ScalarType.Float32);                     // [S or N, V]
         return logits.MoveToOuterDisposeScope();
     }
+
+    /// <summary>A host array as an int64 tensor on the model's device, copied without waiting for the device.</summary>
+    private Tensor OnDevice(long[] values) => AI.Compression.Caching.TensorMemory.ToDevice(tensor(values, dtype: ScalarType.Int64), Device);
 
     /// <summary>
     /// Rotary embedding of the queries and keys of the fused projection qkv [B, T, (Hq + 2·Hkv)·D]: one kernel on CUDA

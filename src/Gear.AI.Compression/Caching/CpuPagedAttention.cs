@@ -1,0 +1,437 @@
+using System.Buffers;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Gear.AI.Compression.Caching;
+
+/// <summary>
+/// Decode-sized attention on the CPU straight from the pages: for each sequence and key/value head, scores from the packed
+/// keys of every page of its block table (outliers replace their dequantized entry as a correction q_c·(value − x̂);
+/// the low-rank term stays factored as A·(q·B) per block), then its recent tokens as stored, one softmax, then the packed
+/// values likewise — no dequantized copy of the history. Query rows (the query heads of a key/value head times the new
+/// tokens, at most <see cref="MaxRows"/>) go four at a time in registers. Longer appends (prefill) are matmul-bound and take
+/// the tensor reference.
+/// </summary>
+internal sealed unsafe class CpuPagedAttention(PagePool pool) : PagedAttention(pool)
+{
+    /// <summary>Query rows (query heads per key/value head × new tokens) up to which a sequence takes the fused path.</summary>
+    public const int MaxRows = 16;
+
+    private const float SoftmaxFloor = -64f;
+
+    public override string Description => "fused CPU kernel (tensor ops for prefill-sized attention)";
+
+    /// <summary>Whether the kernel reads this pool's pages; why not otherwise.</summary>
+    public static bool Supports(PagePool pool, out string? why)
+    {
+        var s = pool.Shape;
+        var o = pool.Options;
+        int gv = GroupQuantizer.EffectiveGroupSize(o.GroupSize, QuantAxis.PerToken, s.HeadDim);
+        why = s.ComputeType != ScalarType.Float32 ? $"compute dtype {s.ComputeType}; the fused CPU kernel computes in Float32"
+            : s.HeadDim % 8 != 0 ? $"head_dim {s.HeadDim} is not a multiple of 8"
+            : pool.BufferType is not (ScalarType.Float16 or ScalarType.Float32) ? $"stored dtype {pool.BufferType}"
+            : !o.IsCompressed ? null
+            : o.GroupSize > 256 ? $"key groups of {o.GroupSize} tokens (the kernel reads 8-bit outlier indices)"
+            : gv % 8 != 0 || s.HeadDim % gv != 0 || gv > 256 ? $"value groups of {gv} features"
+            : o.UsesLowRank && Math.Max(o.PromptRank, o.DecodeRank) > CpuTiles.RankStride ? $"low-rank rank above {CpuTiles.RankStride}"
+            : null;
+        return why is null;
+    }
+
+    public override Tensor Attend(int layer, KvBatch batch, Tensor queries, IReadOnlyList<(Tensor Keys, Tensor Values)> recent)
+    {
+        using var scope = NewDisposeScope();
+        var shape = Pool.Shape;
+        int hq = (int)queries.shape[1], hkv = shape.KeyValueHeads, groups = hq / hkv, d = shape.HeadDim;
+        if (queries.dtype != ScalarType.Float32 || queries.device_type != DeviceType.CPU)
+            return new TensorPagedAttention(Pool).Attend(layer, batch, queries, recent).MoveToOuterDisposeScope();
+        var q = queries.contiguous();
+        var output = empty(queries.shape, ScalarType.Float32);                                   // [N, Hq, D]
+        float* qAll = TensorMemory.Pointer<float>(q), oAll = TensorMemory.Pointer<float>(output);
+        var views = new ArenaView[Pool.Arenas.Count];
+        for (int a = 0; a < views.Length; a++)
+            views[a] = new ArenaView(Pool.Arenas[a], layer);
+        float* qs = stackalloc float[MaxRows * d];                                               // one head's query rows
+        float* os = stackalloc float[MaxRows * d];                                               // and their outputs
+        for (int i = 0; i < batch.Count; i++)
+        {
+            var item = batch.Items[i];
+            int n = item.NewTokens, rows = groups * n;
+            if (rows > MaxRows)
+            {
+                using var o = TensorPagedAttention.AttendOne(Pool, layer, item, queries, recent[i]);
+                output.narrow(0, item.Offset, n).copy_(o);
+                continue;
+            }
+            var (rk, rv) = recent[i];
+            long headStride = rk.stride(0);
+            byte* keys = (byte*)TensorMemory.RowsAddress(rk), values = (byte*)TensorMemory.RowsAddress(rv);
+            int elementSize = (int)rk.ElementSize;
+            var head = new HeadJob(views, item.Sequence.Pages, (int)rk.shape[1], n, rows, d, Pool.PageTokens);
+            for (int h = 0; h < hkv; h++)
+            {
+                // Row g·n + t: query head h·G + g at new token t.
+                for (int g = 0; g < groups; g++)
+                    for (int t = 0; t < n; t++)
+                        Buffer.MemoryCopy(qAll + ((long)(item.Offset + t) * hq + h * groups + g) * d, qs + (g * n + t) * d, d * 4, d * 4);
+                head.Run(h, qs, os, keys + h * headStride * elementSize, values + h * headStride * elementSize, elementSize);
+                for (int g = 0; g < groups; g++)
+                    for (int t = 0; t < n; t++)
+                        Buffer.MemoryCopy(os + (g * n + t) * d, oAll + ((long)(item.Offset + t) * hq + h * groups + g) * d, d * 4, d * 4);
+            }
+        }
+        return output.to(queries.dtype).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Host addresses of one layer of an arena's parts (CPU tensors are contiguous [L, capacity, Hkv, ...]).</summary>
+    private readonly struct ArenaView
+    {
+        public readonly PageArena Arena;
+        public readonly PageFormat Format;
+        public readonly long Capacity, BlockCapacity;
+        public readonly int Layer;
+        private readonly void*[] _parts;
+        private readonly void*[] _blocks;
+
+        public ArenaView(PageArena arena, int layer)
+        {
+            Arena = arena;
+            Format = arena.Format;
+            Capacity = arena.Capacity;
+            BlockCapacity = arena.BlockCapacity;
+            Layer = layer;
+            _parts = new void*[Enum.GetValues<PagePart>().Length];
+            _blocks = new void*[Enum.GetValues<BlockPart>().Length];
+            if (arena.Capacity == 0)
+                return;
+            foreach (var part in Enum.GetValues<PagePart>())
+                if (arena.Holds(part))
+                    _parts[(int)part] = TensorMemory.Address(arena.Page(part));
+            if (arena.HasLowRank && arena.BlockCapacity > 0)
+                foreach (var part in Enum.GetValues<BlockPart>())
+                    _blocks[(int)part] = TensorMemory.Address(arena.Block(part));
+        }
+
+        /// <summary>The start of (page <paramref name="slot"/>, head <paramref name="h"/>) of a part with <paramref name="perHead"/> elements of <paramref name="size"/> bytes per head.</summary>
+        public byte* At(PagePart part, long slot, int h, long perHead, int size) =>
+            (byte*)_parts[(int)part] + (((Layer * Capacity + slot) * Format.Shape.KeyValueHeads + h) * perHead) * size;
+
+        public Half* BlockAt(BlockPart part, long block, int h) =>
+            (Half*)_blocks[(int)part] + ((Layer * BlockCapacity + block) * Format.Shape.KeyValueHeads + h) * Format.Shape.HeadDim * Format.Rank;
+    }
+
+    /// <summary>Attention of one sequence's query rows for one key/value head at a time.</summary>
+    private readonly struct HeadJob(ArenaView[] views, IReadOnlyList<PageId> pages, int recent, int newTokens, int rows, int d, int nb)
+    {
+        private long History => (long)pages.Count * nb;
+
+        private long Total => History + recent;
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public void Run(int h, float* q, float* o, byte* recentKeys, byte* recentValues, int elementSize)
+        {
+            long total = Total, history = History;
+            float scale = 1f / MathF.Sqrt(d);
+            float[] scratch = ArrayPool<float>.Shared.Rent((int)(rows * total));
+            try
+            {
+                fixed (float* scores = scratch)
+                {
+                    for (int j = 0; j < pages.Count; j++)
+                    {
+                        var page = pages[j];
+                        ref readonly var view = ref views[page.Arena];
+                        if (view.Format.IsDense)
+                            DenseKeys(view, page.Slot, h, q, scores + (long)j * nb, total);
+                        else
+                            CompressedKeys(view, page.Slot, h, q, scores + (long)j * nb, total);
+                    }
+                    // Recent tokens, as stored; query row i (new token i % n) sees those up to recent − n + i % n.
+                    float* row = stackalloc float[d];
+                    for (int t = 0; t < recent; t++)
+                    {
+                        Row(recentKeys, t, elementSize, row);
+                        for (int i = 0; i < rows; i++)
+                            scores[i * total + history + t] = t <= recent - newTokens + i % newTokens
+                                ? TensorPrimitives.Dot(new ReadOnlySpan<float>(q + i * d, d), new ReadOnlySpan<float>(row, d))
+                                : float.NegativeInfinity;
+                    }
+                    for (int i = 0; i < rows; i++)
+                    {
+                        var p = new Span<float>(scores + i * total, (int)total);
+                        TensorPrimitives.Multiply(p, scale, p);
+                        TensorPrimitives.Subtract(p, TensorPrimitives.Max(p), p);
+                        // Weights below e^-64 (relative to the largest) become e^-64, not subnormal: subnormal floats cost a
+                        // microcode assist per operation on x86 and the change is far below float precision.
+                        TensorPrimitives.Max(p, SoftmaxFloor, p);
+                        TensorPrimitives.Exp(p, p);
+                        TensorPrimitives.Multiply(p, 1f / TensorPrimitives.Sum(p), p);
+                    }
+                    new Span<float>(o, rows * d).Clear();
+                    float* pa = stackalloc float[MaxRows * CpuTiles.RankStride];                  // Σ_t p·A over the current block, per row
+                    new Span<float>(pa, MaxRows * CpuTiles.RankStride).Clear();
+                    for (int j = 0; j < pages.Count; j++)
+                    {
+                        var page = pages[j];
+                        ref readonly var view = ref views[page.Arena];
+                        if (view.Format.IsDense)
+                        {
+                            DenseValues(view, page.Slot, h, scores + (long)j * nb, total, o);
+                            continue;
+                        }
+                        CompressedValues(view, page.Slot, h, scores + (long)j * nb, total, o, pa);
+                        if (view.Format.Rank > 0 && (j + 1 == pages.Count || !SameBlock(page, pages[j + 1])))
+                            ValueLowRank(view, page.Slot, h, pa, o);                               // the block's run ends: o += (p·A)·Bᵀ
+                    }
+                    for (int t = 0; t < recent; t++)
+                    {
+                        Row(recentValues, t, elementSize, row);
+                        for (int i = 0; i < rows; i++)
+                        {
+                            var oi = new Span<float>(o + i * d, d);
+                            TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(row, d), scores[i * total + history + t], oi, oi);
+                        }
+                    }
+                }
+            }
+            finally
+            {
+                ArrayPool<float>.Shared.Return(scratch);
+            }
+        }
+
+        private bool SameBlock(PageId a, PageId b) =>
+            a.Arena == b.Arena && views[a.Arena].Arena.BlockOf(a.Slot) == views[b.Arena].Arena.BlockOf(b.Slot);
+
+        /// <summary>Row <paramref name="t"/> of a [rows, D] run of float16 or float32 as float32.</summary>
+        private void Row(byte* rowsStart, long t, int elementSize, float* row)
+        {
+            if (elementSize == 2)
+                TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>((Half*)rowsStart + t * d, d), new Span<float>(row, d));
+            else
+                new ReadOnlySpan<float>((float*)rowsStart + t * d, d).CopyTo(new Span<float>(row, d));
+        }
+
+        private void DenseKeys(in ArenaView view, int slot, int h, float* q, float* scores, long stride)
+        {
+            int size = view.Format.DenseType == ScalarType.Float16 ? 2 : 4;
+            byte* keys = view.At(PagePart.DenseKeys, slot, h, (long)nb * d, size);
+            float* row = stackalloc float[d];
+            for (int t = 0; t < nb; t++)
+            {
+                Row(keys, t, size, row);
+                for (int i = 0; i < rows; i++)
+                    scores[i * stride + t] = TensorPrimitives.Dot(new ReadOnlySpan<float>(q + i * d, d), new ReadOnlySpan<float>(row, d));
+            }
+        }
+
+        private void DenseValues(in ArenaView view, int slot, int h, float* p, long stride, float* o)
+        {
+            int size = view.Format.DenseType == ScalarType.Float16 ? 2 : 4;
+            byte* values = view.At(PagePart.DenseValues, slot, h, (long)nb * d, size);
+            float* row = stackalloc float[d];
+            for (int t = 0; t < nb; t++)
+            {
+                Row(values, t, size, row);
+                for (int i = 0; i < rows; i++)
+                {
+                    var oi = new Span<float>(o + i * d, d);
+                    TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(row, d), p[i * stride + t], oi, oi);
+                }
+            }
+        }
+
+        /// <summary>Scores of one compressed page's tokens into scores[i·stride + t].</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void CompressedKeys(in ArenaView view, int slot, int h, float* q, float* scores, long stride)
+        {
+            var f = view.Format;
+            int g = f.KeyGroup, kg = nb / g, bits = f.Options.Bits, r = f.Rank, tiles = (rows + 3) / 4;
+            var packed = new PackedCodes(bits);
+            long rowBytes = f.RowBytes;
+            byte* codes = view.At(PagePart.KeyCodes, slot, h, nb * rowBytes, 1);
+            Half* scale = (Half*)view.At(PagePart.KeyScale, slot, h, (long)kg * d, 2);
+            Half* zero = (Half*)view.At(PagePart.KeyZero, slot, h, (long)kg * d, 2);
+            // scaleF/zeroF [kg, D]; qs [tiles·4, D] scale-folded queries of one group (padding rows zero); zq [tiles·4];
+            // a [n_b, 8] this page's A; qb [tiles·4, 8] q·B of the page's block.
+            int size = 2 * kg * d + tiles * 4 * d + tiles * 4 + (r > 0 ? nb * CpuTiles.RankStride + 8 + tiles * 32 : 0);
+            float[] scratch = ArrayPool<float>.Shared.Rent(size);
+            try
+            {
+                fixed (float* s = scratch)
+                {
+                    float* scaleF = s, zeroF = s + kg * d, qs = zeroF + kg * d, zq = qs + tiles * 4 * d, a = zq + tiles * 4, qb = a + nb * CpuTiles.RankStride + 8;
+                    new Span<float>(qs, tiles * 4 * d + tiles * 4).Clear();
+                    TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(scale, kg * d), new Span<float>(scaleF, kg * d));
+                    TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(zero, kg * d), new Span<float>(zeroF, kg * d));
+                    if (r > 0)
+                    {
+                        LowRankRows(view.At(PagePart.KeyA, slot, h, (long)nb * r, 2), r, a);
+                        QueryTimesB(view.BlockAt(BlockPart.KeyB, view.Arena.BlockOf(slot), h), r, q, qb, tiles);
+                    }
+                    for (int gi = 0; gi < kg; gi++)
+                    {
+                        var groupScale = new ReadOnlySpan<float>(scaleF + gi * d, d);
+                        var groupZero = new ReadOnlySpan<float>(zeroF + gi * d, d);
+                        for (int i = 0; i < rows; i++)
+                        {
+                            var qi = new ReadOnlySpan<float>(q + i * d, d);
+                            TensorPrimitives.Multiply(qi, groupScale, new Span<float>(qs + i * d, d));
+                            zq[i] = TensorPrimitives.Dot(qi, groupZero);
+                        }
+                        for (int tile = 0; tile < tiles; tile++)
+                            CpuTiles.KeyTile(bits, Math.Min(4, rows - tile * 4), packed, codes, rowBytes, d, gi * g, (gi + 1) * g, qs + tile * 4 * d, zq + tile * 4,
+                                             r > 0 ? a : null, qb + tile * 32, scores + tile * 4 * stride, stride);
+                    }
+                    if (f.KeyOutlierSlots > 0)
+                    {
+                        // scores[i, t] += q[i, c]·(value − x̂[t, c]) for each outlier (token t of its group, channel c).
+                        int slots = f.KeyOutlierSlots;
+                        long perHead = (long)kg * d * slots;
+                        Half* values = (Half*)view.At(PagePart.KeyOutlierValues, slot, h, perHead, 2);
+                        byte* index = view.At(PagePart.KeyOutlierIndex, slot, h, perHead, 1);
+                        for (int gi = 0, e = 0; gi < kg; gi++)
+                            for (int c = 0; c < d; c++)
+                            {
+                                float sc = scaleF[gi * d + c], ze = zeroF[gi * d + c];
+                                for (int k = 0; k < slots; k++, e++)
+                                {
+                                    int t = gi * g + index[e];
+                                    float delta = (float)values[e] - (packed.At(codes + t * rowBytes, c) * sc + ze);
+                                    for (int i = 0; i < rows; i++)
+                                        scores[i * stride + t] += q[i * d + c] * delta;
+                                }
+                            }
+                    }
+                }
+            }
+            finally
+            {
+                ArrayPool<float>.Shared.Return(scratch);
+            }
+        }
+
+        /// <summary>Adds p·V̂ of one compressed page (codes and outliers) to o, and Σ_t p·A to the block's running <paramref name="pa"/>.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void CompressedValues(in ArenaView view, int slot, int h, float* p, long stride, float* o, float* pa)
+        {
+            var f = view.Format;
+            int gv = f.ValueGroup, groups = d / gv, bits = f.Options.Bits, r = f.Rank, tiles = (rows + 3) / 4;
+            var packed = new PackedCodes(bits);
+            long rowBytes = f.RowBytes;
+            byte* codes = view.At(PagePart.ValueCodes, slot, h, nb * rowBytes, 1);
+            Half* scale = (Half*)view.At(PagePart.ValueScale, slot, h, (long)nb * groups, 2);
+            Half* zero = (Half*)view.At(PagePart.ValueZero, slot, h, (long)nb * groups, 2);
+            // scaleF/zeroF [n_b, G]; ps [tiles·4, n_b] = p·scale of one group (padding rows zero); a [n_b, 8].
+            float[] scratch = ArrayPool<float>.Shared.Rent(2 * nb * groups + tiles * 4 * nb + (r > 0 ? nb * CpuTiles.RankStride + 8 : 0));
+            try
+            {
+                fixed (float* s = scratch)
+                {
+                    float* scaleF = s, zeroF = s + nb * groups, ps = zeroF + nb * groups, a = ps + tiles * 4 * nb;
+                    TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(scale, nb * groups), new Span<float>(scaleF, nb * groups));
+                    TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(zero, nb * groups), new Span<float>(zeroF, nb * groups));
+                    new Span<float>(ps, tiles * 4 * nb).Clear();
+                    for (int k = 0; k < groups; k++)
+                    {
+                        for (int i = 0; i < rows; i++)
+                        {
+                            float zs = 0;
+                            for (int t = 0; t < nb; t++)
+                            {
+                                float pit = p[i * stride + t];
+                                ps[i * nb + t] = pit * scaleF[t * groups + k];
+                                zs += pit * zeroF[t * groups + k];
+                            }
+                            var oi = new Span<float>(o + i * d + k * gv, gv);
+                            TensorPrimitives.Add(oi, zs, oi);
+                        }
+                        for (int tile = 0; tile < tiles; tile++)
+                            for (int j = k * gv / 8; j < (k + 1) * gv / 8; j++)
+                                CpuTiles.ValueTile(bits, Math.Min(4, rows - tile * 4), packed, codes, rowBytes, nb, j, ps + tile * 4 * nb, o + tile * 4 * d, d);
+                    }
+                    if (f.ValueOutlierSlots > 0)
+                    {
+                        // o[i, c] += p[i, t]·(value − x̂[t, c]) for each outlier (channel c of token t's group k).
+                        int slots = f.ValueOutlierSlots;
+                        long perHead = (long)nb * groups * slots;
+                        Half* values = (Half*)view.At(PagePart.ValueOutlierValues, slot, h, perHead, 2);
+                        byte* index = view.At(PagePart.ValueOutlierIndex, slot, h, perHead, 1);
+                        for (int t = 0, e = 0; t < nb; t++)
+                            for (int k = 0; k < groups; k++)
+                            {
+                                float sc = scaleF[t * groups + k], ze = zeroF[t * groups + k];
+                                for (int j = 0; j < slots; j++, e++)
+                                {
+                                    int c = k * gv + index[e];
+                                    float delta = (float)values[e] - (packed.At(codes + t * rowBytes, c) * sc + ze);
+                                    for (int i = 0; i < rows; i++)
+                                        o[i * d + c] += p[i * stride + t] * delta;
+                                }
+                            }
+                    }
+                    if (r > 0)
+                    {
+                        LowRankRows(view.At(PagePart.ValueA, slot, h, (long)nb * r, 2), r, a);
+                        for (int i = 0; i < rows; i++)
+                        {
+                            var acc = Vector256.Load(pa + i * CpuTiles.RankStride);
+                            for (int t = 0; t < nb; t++)
+                                acc = Vector256.FusedMultiplyAdd(Vector256.Load(a + t * CpuTiles.RankStride), Vector256.Create(p[i * stride + t]), acc);
+                            acc.Store(pa + i * CpuTiles.RankStride);
+                        }
+                    }
+                }
+            }
+            finally
+            {
+                ArrayPool<float>.Shared.Return(scratch);
+            }
+        }
+
+        /// <summary>o[i] += Σ_ρ pa[i, ρ]·B[:, ρ] for the block of <paramref name="slot"/>; clears <paramref name="pa"/>.</summary>
+        private void ValueLowRank(in ArenaView view, int slot, int h, float* pa, float* o)
+        {
+            int r = view.Format.Rank;
+            Half* b = view.BlockAt(BlockPart.ValueB, view.Arena.BlockOf(slot), h);               // [D, r]
+            for (int i = 0; i < rows; i++)
+            {
+                float* pi = pa + i * CpuTiles.RankStride;
+                for (int c = 0; c < d; c++)
+                {
+                    float sum = 0;
+                    for (int rho = 0; rho < r; rho++)
+                        sum += pi[rho] * (float)b[c * r + rho];
+                    o[i * d + c] += sum;
+                }
+                new Span<float>(pi, CpuTiles.RankStride).Clear();
+            }
+        }
+
+        /// <summary>A page's A [n_b, r] (float16) as float32 [n_b, 8], zero beyond the rank, plus 8 zeros.</summary>
+        private void LowRankRows(byte* a16, int r, float* a)
+        {
+            new Span<float>(a, nb * CpuTiles.RankStride + 8).Clear();
+            Half* src = (Half*)a16;
+            for (int t = 0; t < nb; t++)
+                for (int rho = 0; rho < r; rho++)
+                    a[t * CpuTiles.RankStride + rho] = (float)src[t * r + rho];
+        }
+
+        /// <summary>qb [tiles·4, 8] = q·B for B [D, r] (float16), zero beyond the rows and the rank.</summary>
+        private void QueryTimesB(Half* b, int r, float* q, float* qb, int tiles)
+        {
+            new Span<float>(qb, tiles * 32).Clear();
+            for (int i = 0; i < rows; i++)
+                for (int c = 0; c < d; c++)
+                {
+                    float qc = q[i * d + c];
+                    for (int rho = 0; rho < r; rho++)
+                        qb[i * 8 + rho] += qc * (float)b[c * r + rho];
+                }
+        }
+    }
+}
