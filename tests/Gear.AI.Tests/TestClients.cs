@@ -8,7 +8,11 @@ internal static class TestClients
 {
     private static readonly Lazy<LlamaRuntime> s_stories = new(() => LlamaRuntime.Load(ModelLocator.Resolve("stories260K")));
 
+    private static readonly Lazy<LlamaRuntime> s_gearTiny = new(() => LlamaRuntime.Load(ModelLocator.Resolve("gear-tiny")));
+
     public static LlamaRuntime Stories => s_stories.Value;
+
+    public static LlamaRuntime GearTiny => s_gearTiny.Value;
 
     public static GearChatClient Create(Action<GearChatClientOptions>? configure = null)
     {

@@ -1,0 +1,121 @@
+using Gear.AI.Compression;
+using Gear.AI.Compression.Caching;
+using Gear.AI.Llama.Generation;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Gear.AI.Llama.Tests;
+
+/// <summary>gear-tiny over paged caches: a ragged step equals each sequence alone; a shared document is held once.</summary>
+public class PagedModelTests
+{
+    private static readonly int[] Book = Tokenization.LlamaTextTokenizer.Load(TestModels.GearTinyDir)
+        .Encode(File.ReadAllText(Path.Combine(TestModels.RepoRoot, "bench", "data", "doyle-hound-of-the-baskervilles.txt"))).Skip(200).Take(2100).ToArray();
+
+    /// <summary>One step of the model over <paramref name="items"/> (each sequence with its own new tokens); logits [S, V].</summary>
+    private static Tensor Step(params (KvSequence Sequence, int[] Tokens)[] items)
+    {
+        var model = TestModels.GearTiny;
+        using var step = KvBatch.Begin([.. items.Select(i => new KvBatchItem(i.Sequence, i.Tokens.Length, i.Tokens))]);
+        using var tokens = tensor(items.SelectMany(i => i.Tokens).Select(t => (long)t).ToArray());
+        return model.Forward(step, tokens);
+    }
+
+    /// <summary>(history, new tokens of the ragged step): final lengths 1, 63, 64, 65, 700 and 2,000, decode and prefill mixed.</summary>
+    private static readonly (int History, int New)[] Mix = [(0, 1), (62, 1), (0, 64), (64, 1), (600, 100), (1999, 1)];
+
+    public static TheoryData<CacheKind, int> Kinds() => new()
+    {
+        { CacheKind.Fp16, 16 }, { CacheKind.Kivi, 2 }, { CacheKind.Kivi, 4 }, { CacheKind.GearL, 2 }, { CacheKind.GearL, 4 }, { CacheKind.Gear, 2 }, { CacheKind.Gear, 4 },
+    };
+
+    [Theory]
+    [MemberData(nameof(Kinds))]
+    public void RaggedStep_LogitsEqualEachSequenceRunAlone(CacheKind kind, int bits)
+    {
+        var options = kind == CacheKind.Fp16 ? GearOptions.Fp16 : new GearOptions { Kind = kind, Bits = bits };
+        using var batchedPool = TestModels.GearTiny.CreatePool(options);
+        using var alonePool = TestModels.GearTiny.CreatePool(options);
+        var batched = new List<KvSequence>();
+        var alone = new List<KvSequence>();
+        try
+        {
+            for (int i = 0; i < Mix.Length; i++)
+            {
+                var (history, _) = Mix[i];
+                var ids = Book.Skip(i * 13).Take(history).ToArray();                       // a different text per sequence
+                batched.Add(batchedPool.CreateSequence());
+                alone.Add(alonePool.CreateSequence());
+                if (history > 0)
+                {
+                    Step((batched[i], ids)).Dispose();
+                    Step((alone[i], ids)).Dispose();
+                }
+            }
+            var inputs = Mix.Select((m, i) => Book.Skip(i * 13 + m.History).Take(m.New).ToArray()).ToArray();
+            using var together = Step([.. batched.Select((s, i) => (s, inputs[i]))]);   // [6, V]
+            for (int i = 0; i < Mix.Length; i++)
+            {
+                using var expected = Step((alone[i], inputs[i]));                          // [1, V]
+                using var actual = together[i];
+                double difference = (actual - expected[0]).abs().max().item<float>();
+                Assert.True(difference < 1e-3, $"sequence {i} ({Mix[i].History} + {Mix[i].New}): largest logit difference {difference}");
+                Assert.Equal(expected[0].argmax().item<long>(), actual.argmax().item<long>());
+                Assert.Equal(Mix[i].History + Mix[i].New, batched[i].Length);
+            }
+        }
+        finally
+        {
+            foreach (var s in batched.Concat(alone))
+                s.Dispose();
+        }
+    }
+
+    [Theory]
+    [InlineData(CacheKind.Fp16, 16)]
+    [InlineData(CacheKind.Gear, 4)]
+    [InlineData(CacheKind.Gear, 2)]
+    public void TwoConversationsOverOneDocument_ShareItsPages_AnswerAsAlone_AndOutliveEachOther(CacheKind kind, int bits)
+    {
+        var options = kind == CacheKind.Fp16 ? GearOptions.Fp16 : new GearOptions { Kind = kind, Bits = bits };
+        var model = TestModels.GearTiny;
+        var tokenizer = Tokenization.LlamaTextTokenizer.Load(TestModels.GearTinyDir);
+        var generator = new TextGenerator(model, tokenizer);
+        int[] document = [1, .. Book.Take(1499)];
+        int[] first = [.. document, .. tokenizer.Encode("\n\nWho wrote to Sir Henry?")];
+        int[] second = [.. document, .. tokenizer.Encode("\n\nWhat did Holmes see on the moor?")];
+        var greedy = SamplingOptions.Greedy with { MaxNewTokens = 12, StopTokenIds = [] };
+        int[] Answer(KvSequence sequence, int[] prompt) =>
+            [.. generator.Generate(prompt, sequence, greedy).Where(u => u.TokenId is not null).Select(u => u.TokenId!.Value)];
+
+        // Each alone, in a pool of its own.
+        int[] firstAlone, secondAlone;
+        using (var pool = model.CreatePool(options))
+        {
+            using (var s = pool.CreateSequence()) firstAlone = Answer(s, first);
+            pool.DropCachedPages();
+            using (var s = pool.CreateSequence()) secondAlone = Answer(s, second);
+        }
+
+        using var shared = model.CreatePool(options);
+        using var a = shared.CreateSequence();
+        Assert.Equal(firstAlone, Answer(a, first));
+        using var b = shared.FindPrefix(second, second.Length - 1);
+        Assert.Equal(1472, b.Length);                                                   // the document's 23 whole pages, found by their ids
+        Assert.Equal(a.Pages.Take(23), b.Pages);
+        Assert.Equal(secondAlone, Answer(b, second));
+        // Held once: the two together take the first's bytes plus what the second added after the shared pages.
+        var together = shared.StatisticsOf([a, b]).ResidentBytes;
+        var sharedPages = shared.StatisticsOf([a]).ResidentBytes + shared.StatisticsOf([b]).ResidentBytes - together;
+        Assert.True(sharedPages >= 23 * (b.ResidentBytes - b.BufferBytes) / b.Pages.Count, $"shared {sharedPages:N0} bytes");
+
+        // Evicting the first keeps the second intact: its next token is the one it would have made.
+        using var probe = b.Fork();
+        using var expected = Step((probe, [29]));
+        a.Dispose();
+        shared.DropCachedPages();
+        using var actual = Step((b, [29]));
+        Assert.Equal(expected.argmax().item<long>(), actual.argmax().item<long>());
+        Assert.True((expected - actual).abs().max().item<float>() < 1e-4);
+    }
+}
