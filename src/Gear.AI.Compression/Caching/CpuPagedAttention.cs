@@ -41,7 +41,7 @@ internal sealed unsafe class CpuPagedAttention(PagePool pool) : PagedAttention(p
         return why is null;
     }
 
-    public override Tensor Attend(int layer, KvBatch batch, Tensor queries, IReadOnlyList<(Tensor Keys, Tensor Values)> recent)
+    public override Tensor Attend(int layer, KvBatch batch, Tensor queries, IReadOnlyList<RecentTokens> recent)
     {
         using var scope = NewDisposeScope();
         var shape = Pool.Shape;
@@ -51,9 +51,7 @@ internal sealed unsafe class CpuPagedAttention(PagePool pool) : PagedAttention(p
         var q = queries.contiguous();
         var output = empty(queries.shape, ScalarType.Float32);                                   // [N, Hq, D]
         float* qAll = TensorMemory.Pointer<float>(q), oAll = TensorMemory.Pointer<float>(output);
-        var views = new ArenaView[Pool.Arenas.Count];
-        for (int a = 0; a < views.Length; a++)
-            views[a] = new ArenaView(Pool.Arenas[a], layer);
+        var views = Views(layer);
         float* qs = stackalloc float[MaxRows * d];                                               // one head's query rows
         float* os = stackalloc float[MaxRows * d];                                               // and their outputs
         for (int i = 0; i < batch.Count; i++)
@@ -66,11 +64,25 @@ internal sealed unsafe class CpuPagedAttention(PagePool pool) : PagedAttention(p
                 output.narrow(0, item.Offset, n).copy_(o);
                 continue;
             }
-            var (rk, rv) = recent[i];
-            long headStride = rk.stride(0);
-            byte* keys = (byte*)TensorMemory.RowsAddress(rk), values = (byte*)TensorMemory.RowsAddress(rv);
-            int elementSize = (int)rk.ElementSize;
-            var head = new HeadJob(views, item.Sequence.Pages, (int)rk.shape[1], n, rows, d, Pool.PageTokens);
+            // The recent tokens' rows: in the buffer page, or a transient copy [Hkv, R, D].
+            var r = recent[i];
+            byte* keys, values;
+            long headStride;
+            int elementSize = Pool.BufferType == ScalarType.Float16 ? 2 : 4;
+            if (r.Page is { } page)
+            {
+                ref readonly var view = ref views[page.Arena];
+                headStride = (long)Pool.PageTokens * d;
+                keys = view.At(PagePart.DenseKeys, page.Slot, 0, headStride, elementSize);
+                values = view.At(PagePart.DenseValues, page.Slot, 0, headStride, elementSize);
+            }
+            else
+            {
+                headStride = r.TransientKeys!.stride(0);
+                keys = (byte*)TensorMemory.RowsAddress(r.TransientKeys);
+                values = (byte*)TensorMemory.RowsAddress(r.TransientValues!);
+            }
+            var head = new HeadJob(views, item.Sequence.Pages, r.Count, n, rows, d, Pool.PageTokens);
             for (int h = 0; h < hkv; h++)
             {
                 // Row g·n + t: query head h·G + g at new token t.
@@ -86,34 +98,61 @@ internal sealed unsafe class CpuPagedAttention(PagePool pool) : PagedAttention(p
         return output.to(queries.dtype).MoveToOuterDisposeScope();
     }
 
-    /// <summary>Host addresses of one layer of an arena's parts (CPU tensors are contiguous [L, capacity, Hkv, ...]).</summary>
+    private static readonly PagePart[] AllPageParts = Enum.GetValues<PagePart>();
+    private static readonly BlockPart[] AllBlockParts = Enum.GetValues<BlockPart>();
+    private ArenaView[] _views = [];
+
+    /// <summary>The arenas' addresses for <paramref name="layer"/>, read again only after an arena was added or reallocated.</summary>
+    private ArenaView[] Views(int layer)
+    {
+        var arenas = Pool.Arenas;
+        bool stale = _views.Length != arenas.Count;
+        for (int a = 0; a < arenas.Count && !stale; a++)
+            stale = _views[a].Version != arenas[a].Version;
+        if (stale)
+            _views = [.. arenas.Select(a => new ArenaView(a))];
+        var views = new ArenaView[_views.Length];
+        for (int a = 0; a < views.Length; a++)
+            views[a] = _views[a].ForLayer(layer);
+        return views;
+    }
+
+    /// <summary>Host addresses of an arena's parts (CPU tensors are contiguous [L, capacity, Hkv, ...]) and the layer read.</summary>
     private readonly struct ArenaView
     {
         public readonly PageArena Arena;
         public readonly PageFormat Format;
         public readonly long Capacity, BlockCapacity;
-        public readonly int Layer;
+        public readonly int Layer, Version;
         private readonly void*[] _parts;
         private readonly void*[] _blocks;
 
-        public ArenaView(PageArena arena, int layer)
+        public ArenaView(PageArena arena)
         {
             Arena = arena;
             Format = arena.Format;
             Capacity = arena.Capacity;
             BlockCapacity = arena.BlockCapacity;
-            Layer = layer;
-            _parts = new void*[Enum.GetValues<PagePart>().Length];
-            _blocks = new void*[Enum.GetValues<BlockPart>().Length];
+            Version = arena.Version;
+            _parts = new void*[AllPageParts.Length];
+            _blocks = new void*[AllBlockParts.Length];
             if (arena.Capacity == 0)
                 return;
-            foreach (var part in Enum.GetValues<PagePart>())
+            foreach (var part in AllPageParts)
                 if (arena.Holds(part))
                     _parts[(int)part] = TensorMemory.Address(arena.Page(part));
             if (arena.HasLowRank && arena.BlockCapacity > 0)
-                foreach (var part in Enum.GetValues<BlockPart>())
+                foreach (var part in AllBlockParts)
                     _blocks[(int)part] = TensorMemory.Address(arena.Block(part));
         }
+
+        private ArenaView(ArenaView view, int layer)
+        {
+            this = view;
+            Layer = layer;
+        }
+
+        public ArenaView ForLayer(int layer) => new(this, layer);
 
         /// <summary>The start of (page <paramref name="slot"/>, head <paramref name="h"/>) of a part with <paramref name="perHead"/> elements of <paramref name="size"/> bytes per head.</summary>
         public byte* At(PagePart part, long slot, int h, long perHead, int size) =>
@@ -124,41 +163,58 @@ internal sealed unsafe class CpuPagedAttention(PagePool pool) : PagedAttention(p
     }
 
     /// <summary>Attention of one sequence's query rows for one key/value head at a time.</summary>
+    /// <remarks>
+    /// Locals are not zeroed on entry (<c>SkipLocalsInit</c>): the per-page methods inline the tile loops' many
+    /// vector locals, and zeroing that frame on every page was a sixth of a decode step. Every buffer is written before it is read.
+    /// </remarks>
+    [SkipLocalsInit]
     private readonly struct HeadJob(ArenaView[] views, IReadOnlyList<PageId> pages, int recent, int newTokens, int rows, int d, int nb)
     {
         private long History => (long)pages.Count * nb;
 
         private long Total => History + recent;
 
+        private int Tiles => (rows + 3) / 4;
+
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int h, float* q, float* o, byte* recentKeys, byte* recentValues, int elementSize)
         {
             long total = Total, history = History;
             float scale = 1f / MathF.Sqrt(d);
-            float[] scratch = ArrayPool<float>.Shared.Rent((int)(rows * total));
+            int floatRows = Math.Max(nb, recent);
+            // scores [rows, T]; a float32 copy of up to max(n_b, recent) rows [·, D] (a dense page, the recent tokens);
+            // the values' outlier corrections [rows, 4, D], four partial sums by token (see CompressedValues).
+            float[] scratch = ArrayPool<float>.Shared.Rent((int)(rows * total) + floatRows * d + rows * 4 * d);
             try
             {
                 fixed (float* scores = scratch)
                 {
+                    float* floats = scores + rows * total, corrections = floats + floatRows * d;
+                    float* qb = stackalloc float[MaxRows * CpuTiles.RankStride];                   // q·B of the current block
+                    float* pa = stackalloc float[MaxRows * CpuTiles.RankStride];                   // Σ_t p·A over the current block
                     for (int j = 0; j < pages.Count; j++)
                     {
                         var page = pages[j];
                         ref readonly var view = ref views[page.Arena];
+                        float* pageScores = scores + (long)j * nb;
                         if (view.Format.IsDense)
-                            DenseKeys(view, page.Slot, h, q, scores + (long)j * nb, total);
-                        else
-                            CompressedKeys(view, page.Slot, h, q, scores + (long)j * nb, total);
+                        {
+                            ToFloats(view.At(PagePart.DenseKeys, page.Slot, h, (long)nb * d, ElementSize(view)), nb, ElementSize(view), floats);
+                            for (int tile = 0; tile < Tiles; tile++)
+                                CpuTiles.FloatKeyTile(Math.Min(4, rows - tile * 4), floats, d, 0, nb, q + tile * 4 * d, pageScores + tile * 4 * total, total);
+                            continue;
+                        }
+                        if (view.Format.Rank > 0 && (j == 0 || !SameBlock(pages[j - 1], page)))
+                            QueryTimesB(view.BlockAt(BlockPart.KeyB, view.Arena.BlockOf(page.Slot), h), view.Format.Rank, q, qb);
+                        CompressedKeys(view, page.Slot, h, q, qb, pageScores, total);
                     }
                     // Recent tokens, as stored; query row i (new token i % n) sees those up to recent − n + i % n.
-                    float* row = stackalloc float[d];
-                    for (int t = 0; t < recent; t++)
-                    {
-                        Row(recentKeys, t, elementSize, row);
-                        for (int i = 0; i < rows; i++)
-                            scores[i * total + history + t] = t <= recent - newTokens + i % newTokens
-                                ? TensorPrimitives.Dot(new ReadOnlySpan<float>(q + i * d, d), new ReadOnlySpan<float>(row, d))
-                                : float.NegativeInfinity;
-                    }
+                    ToFloats(recentKeys, recent, elementSize, floats);
+                    for (int tile = 0; tile < Tiles; tile++)
+                        CpuTiles.FloatKeyTile(Math.Min(4, rows - tile * 4), floats, d, 0, recent, q + tile * 4 * d, scores + history + tile * 4 * total, total);
+                    for (int i = 0; i < rows; i++)
+                        for (int t = recent - newTokens + i % newTokens + 1; t < recent; t++)
+                            scores[i * total + history + t] = float.NegativeInfinity;
                     for (int i = 0; i < rows; i++)
                     {
                         var p = new Span<float>(scores + i * total, (int)total);
@@ -171,30 +227,30 @@ internal sealed unsafe class CpuPagedAttention(PagePool pool) : PagedAttention(p
                         TensorPrimitives.Multiply(p, 1f / TensorPrimitives.Sum(p), p);
                     }
                     new Span<float>(o, rows * d).Clear();
-                    float* pa = stackalloc float[MaxRows * CpuTiles.RankStride];                  // Σ_t p·A over the current block, per row
+                    new Span<float>(corrections, rows * 4 * d).Clear();
                     new Span<float>(pa, MaxRows * CpuTiles.RankStride).Clear();
                     for (int j = 0; j < pages.Count; j++)
                     {
                         var page = pages[j];
                         ref readonly var view = ref views[page.Arena];
+                        float* pageProbabilities = scores + (long)j * nb;
                         if (view.Format.IsDense)
                         {
-                            DenseValues(view, page.Slot, h, scores + (long)j * nb, total, o);
+                            ToFloats(view.At(PagePart.DenseValues, page.Slot, h, (long)nb * d, ElementSize(view)), nb, ElementSize(view), floats);
+                            for (int tile = 0; tile < Tiles; tile++)
+                                CpuTiles.FloatValueTile(Math.Min(4, rows - tile * 4), floats, d, nb, pageProbabilities + tile * 4 * total, total, o + tile * 4 * d);
                             continue;
                         }
-                        CompressedValues(view, page.Slot, h, scores + (long)j * nb, total, o, pa);
+                        CompressedValues(view, page.Slot, h, pageProbabilities, total, o, pa, corrections);
                         if (view.Format.Rank > 0 && (j + 1 == pages.Count || !SameBlock(page, pages[j + 1])))
                             ValueLowRank(view, page.Slot, h, pa, o);                               // the block's run ends: o += (p·A)·Bᵀ
                     }
-                    for (int t = 0; t < recent; t++)
-                    {
-                        Row(recentValues, t, elementSize, row);
-                        for (int i = 0; i < rows; i++)
-                        {
-                            var oi = new Span<float>(o + i * d, d);
-                            TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(row, d), scores[i * total + history + t], oi, oi);
-                        }
-                    }
+                    for (int i = 0; i < rows; i++)
+                        for (int k = 0; k < 4; k++)
+                            TensorPrimitives.Add(new ReadOnlySpan<float>(o + i * d, d), new ReadOnlySpan<float>(corrections + (i * 4 + k) * d, d), new Span<float>(o + i * d, d));
+                    ToFloats(recentValues, recent, elementSize, floats);
+                    for (int tile = 0; tile < Tiles; tile++)
+                        CpuTiles.FloatValueTile(Math.Min(4, rows - tile * 4), floats, d, recent, scores + history + tile * 4 * total, total, o + tile * 4 * d);
                 }
             }
             finally
@@ -203,75 +259,44 @@ internal sealed unsafe class CpuPagedAttention(PagePool pool) : PagedAttention(p
             }
         }
 
+        private static int ElementSize(in ArenaView view) => view.Format.DenseType == ScalarType.Float16 ? 2 : 4;
+
         private bool SameBlock(PageId a, PageId b) =>
             a.Arena == b.Arena && views[a.Arena].Arena.BlockOf(a.Slot) == views[b.Arena].Arena.BlockOf(b.Slot);
 
-        /// <summary>Row <paramref name="t"/> of a [rows, D] run of float16 or float32 as float32.</summary>
-        private void Row(byte* rowsStart, long t, int elementSize, float* row)
+        /// <summary><paramref name="count"/> rows [·, D] of float16 or float32 at <paramref name="rowsStart"/> as float32.</summary>
+        private void ToFloats(byte* rowsStart, int count, int elementSize, float* floats)
         {
             if (elementSize == 2)
-                TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>((Half*)rowsStart + t * d, d), new Span<float>(row, d));
+                TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>((Half*)rowsStart, count * d), new Span<float>(floats, count * d));
             else
-                new ReadOnlySpan<float>((float*)rowsStart + t * d, d).CopyTo(new Span<float>(row, d));
+                new ReadOnlySpan<float>((float*)rowsStart, count * d).CopyTo(new Span<float>(floats, count * d));
         }
 
-        private void DenseKeys(in ArenaView view, int slot, int h, float* q, float* scores, long stride)
-        {
-            int size = view.Format.DenseType == ScalarType.Float16 ? 2 : 4;
-            byte* keys = view.At(PagePart.DenseKeys, slot, h, (long)nb * d, size);
-            float* row = stackalloc float[d];
-            for (int t = 0; t < nb; t++)
-            {
-                Row(keys, t, size, row);
-                for (int i = 0; i < rows; i++)
-                    scores[i * stride + t] = TensorPrimitives.Dot(new ReadOnlySpan<float>(q + i * d, d), new ReadOnlySpan<float>(row, d));
-            }
-        }
-
-        private void DenseValues(in ArenaView view, int slot, int h, float* p, long stride, float* o)
-        {
-            int size = view.Format.DenseType == ScalarType.Float16 ? 2 : 4;
-            byte* values = view.At(PagePart.DenseValues, slot, h, (long)nb * d, size);
-            float* row = stackalloc float[d];
-            for (int t = 0; t < nb; t++)
-            {
-                Row(values, t, size, row);
-                for (int i = 0; i < rows; i++)
-                {
-                    var oi = new Span<float>(o + i * d, d);
-                    TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(row, d), p[i * stride + t], oi, oi);
-                }
-            }
-        }
-
-        /// <summary>Scores of one compressed page's tokens into scores[i·stride + t].</summary>
+        /// <summary>Scores of one compressed page's tokens into scores[i·stride + t]; <paramref name="qb"/> is q·B of its block.</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void CompressedKeys(in ArenaView view, int slot, int h, float* q, float* scores, long stride)
+        private void CompressedKeys(in ArenaView view, int slot, int h, float* q, float* qb, float* scores, long stride)
         {
             var f = view.Format;
-            int g = f.KeyGroup, kg = nb / g, bits = f.Options.Bits, r = f.Rank, tiles = (rows + 3) / 4;
+            int g = f.KeyGroup, kg = nb / g, bits = f.Options.Bits, r = f.Rank, tiles = Tiles;
             var packed = new PackedCodes(bits);
             long rowBytes = f.RowBytes;
             byte* codes = view.At(PagePart.KeyCodes, slot, h, nb * rowBytes, 1);
             Half* scale = (Half*)view.At(PagePart.KeyScale, slot, h, (long)kg * d, 2);
             Half* zero = (Half*)view.At(PagePart.KeyZero, slot, h, (long)kg * d, 2);
-            // scaleF/zeroF [kg, D]; qs [tiles·4, D] scale-folded queries of one group (padding rows zero); zq [tiles·4];
-            // a [n_b, 8] this page's A; qb [tiles·4, 8] q·B of the page's block.
-            int size = 2 * kg * d + tiles * 4 * d + tiles * 4 + (r > 0 ? nb * CpuTiles.RankStride + 8 + tiles * 32 : 0);
+            // scaleF/zeroF [kg, D]; qs [tiles·4, D] scale-folded queries of one group; zq [tiles·4] (the tiles read only real rows);
+            // a [n_b, r] this page's A (then 8 zeros).
+            int size = 2 * kg * d + tiles * 4 * d + tiles * 4 + (r > 0 ? nb * r + 8 : 0);
             float[] scratch = ArrayPool<float>.Shared.Rent(size);
             try
             {
                 fixed (float* s = scratch)
                 {
-                    float* scaleF = s, zeroF = s + kg * d, qs = zeroF + kg * d, zq = qs + tiles * 4 * d, a = zq + tiles * 4, qb = a + nb * CpuTiles.RankStride + 8;
-                    new Span<float>(qs, tiles * 4 * d + tiles * 4).Clear();
+                    float* scaleF = s, zeroF = s + kg * d, qs = zeroF + kg * d, zq = qs + tiles * 4 * d, a = zq + tiles * 4;
                     TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(scale, kg * d), new Span<float>(scaleF, kg * d));
                     TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(zero, kg * d), new Span<float>(zeroF, kg * d));
                     if (r > 0)
-                    {
                         LowRankRows(view.At(PagePart.KeyA, slot, h, (long)nb * r, 2), r, a);
-                        QueryTimesB(view.BlockAt(BlockPart.KeyB, view.Arena.BlockOf(slot), h), r, q, qb, tiles);
-                    }
                     for (int gi = 0; gi < kg; gi++)
                     {
                         var groupScale = new ReadOnlySpan<float>(scaleF + gi * d, d);
@@ -284,7 +309,7 @@ internal sealed unsafe class CpuPagedAttention(PagePool pool) : PagedAttention(p
                         }
                         for (int tile = 0; tile < tiles; tile++)
                             CpuTiles.KeyTile(bits, Math.Min(4, rows - tile * 4), packed, codes, rowBytes, d, gi * g, (gi + 1) * g, qs + tile * 4 * d, zq + tile * 4,
-                                             r > 0 ? a : null, qb + tile * 32, scores + tile * 4 * stride, stride);
+                                             r > 0 ? a : null, r, qb + tile * 32, scores + tile * 4 * stride, stride);
                     }
                     if (f.KeyOutlierSlots > 0)
                     {
@@ -314,19 +339,22 @@ internal sealed unsafe class CpuPagedAttention(PagePool pool) : PagedAttention(p
             }
         }
 
-        /// <summary>Adds p·V̂ of one compressed page (codes and outliers) to o, and Σ_t p·A to the block's running <paramref name="pa"/>.</summary>
+        /// <summary>
+        /// Adds p·V̂ of one compressed page's codes to o, its outliers' corrections to <paramref name="corrections"/> [rows, 4, D],
+        /// and Σ_t p·A to the block's running <paramref name="pa"/>.
+        /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void CompressedValues(in ArenaView view, int slot, int h, float* p, long stride, float* o, float* pa)
+        private void CompressedValues(in ArenaView view, int slot, int h, float* p, long stride, float* o, float* pa, float* corrections)
         {
             var f = view.Format;
-            int gv = f.ValueGroup, groups = d / gv, bits = f.Options.Bits, r = f.Rank, tiles = (rows + 3) / 4;
+            int gv = f.ValueGroup, groups = d / gv, bits = f.Options.Bits, r = f.Rank, tiles = Tiles;
             var packed = new PackedCodes(bits);
             long rowBytes = f.RowBytes;
             byte* codes = view.At(PagePart.ValueCodes, slot, h, nb * rowBytes, 1);
             Half* scale = (Half*)view.At(PagePart.ValueScale, slot, h, (long)nb * groups, 2);
             Half* zero = (Half*)view.At(PagePart.ValueZero, slot, h, (long)nb * groups, 2);
-            // scaleF/zeroF [n_b, G]; ps [tiles·4, n_b] = p·scale of one group (padding rows zero); a [n_b, 8].
-            float[] scratch = ArrayPool<float>.Shared.Rent(2 * nb * groups + tiles * 4 * nb + (r > 0 ? nb * CpuTiles.RankStride + 8 : 0));
+            // scaleF/zeroF [n_b, G]; ps [tiles·4, n_b] = p·scale of one group (the tiles read only real rows); a [n_b, r] (then 8 zeros).
+            float[] scratch = ArrayPool<float>.Shared.Rent(2 * nb * groups + tiles * 4 * nb + (r > 0 ? nb * r + 8 : 0));
             try
             {
                 fixed (float* s = scratch)
@@ -334,17 +362,25 @@ internal sealed unsafe class CpuPagedAttention(PagePool pool) : PagedAttention(p
                     float* scaleF = s, zeroF = s + nb * groups, ps = zeroF + nb * groups, a = ps + tiles * 4 * nb;
                     TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(scale, nb * groups), new Span<float>(scaleF, nb * groups));
                     TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(zero, nb * groups), new Span<float>(zeroF, nb * groups));
-                    new Span<float>(ps, tiles * 4 * nb).Clear();
                     for (int k = 0; k < groups; k++)
                     {
                         for (int i = 0; i < rows; i++)
                         {
                             float zs = 0;
-                            for (int t = 0; t < nb; t++)
+                            if (groups == 1)
                             {
-                                float pit = p[i * stride + t];
-                                ps[i * nb + t] = pit * scaleF[t * groups + k];
-                                zs += pit * zeroF[t * groups + k];
+                                var pi = new ReadOnlySpan<float>(p + i * stride, nb);
+                                TensorPrimitives.Multiply(pi, new ReadOnlySpan<float>(scaleF, nb), new Span<float>(ps + i * nb, nb));
+                                zs = TensorPrimitives.Dot(pi, new ReadOnlySpan<float>(zeroF, nb));
+                            }
+                            else
+                            {
+                                for (int t = 0; t < nb; t++)
+                                {
+                                    float pit = p[i * stride + t];
+                                    ps[i * nb + t] = pit * scaleF[t * groups + k];
+                                    zs += pit * zeroF[t * groups + k];
+                                }
                             }
                             var oi = new Span<float>(o + i * d + k * gv, gv);
                             TensorPrimitives.Add(oi, zs, oi);
@@ -355,11 +391,16 @@ internal sealed unsafe class CpuPagedAttention(PagePool pool) : PagedAttention(p
                     }
                     if (f.ValueOutlierSlots > 0)
                     {
-                        // o[i, c] += p[i, t]·(value − x̂[t, c]) for each outlier (channel c of token t's group k).
-                        int slots = f.ValueOutlierSlots;
-                        long perHead = (long)nb * groups * slots;
+                        // corrections[i, t mod 4, c] += p[i, t]·(value − x̂[t, c]) for each outlier (channel c of token t's group k).
+                        // Outliers gather in a few channels, so consecutive tokens hit the same entry: four partial sums (by
+                        // token) keep those additions from waiting on each other. Pass 1, shared by all rows: each outlier's
+                        // channel and correction.
+                        int slots = f.ValueOutlierSlots, perToken = groups * slots;
+                        long perHead = (long)nb * perToken;
                         Half* values = (Half*)view.At(PagePart.ValueOutlierValues, slot, h, perHead, 2);
                         byte* index = view.At(PagePart.ValueOutlierIndex, slot, h, perHead, 1);
+                        int* channel = stackalloc int[(int)perHead];
+                        float* delta = stackalloc float[(int)perHead];
                         for (int t = 0, e = 0; t < nb; t++)
                             for (int k = 0; k < groups; k++)
                             {
@@ -367,20 +408,31 @@ internal sealed unsafe class CpuPagedAttention(PagePool pool) : PagedAttention(p
                                 for (int j = 0; j < slots; j++, e++)
                                 {
                                     int c = k * gv + index[e];
-                                    float delta = (float)values[e] - (packed.At(codes + t * rowBytes, c) * sc + ze);
-                                    for (int i = 0; i < rows; i++)
-                                        o[i * d + c] += p[i * stride + t] * delta;
+                                    channel[e] = c;
+                                    delta[e] = (float)values[e] - (packed.At(codes + t * rowBytes, c) * sc + ze);
                                 }
                             }
+                        for (int i = 0; i < rows; i++)
+                        {
+                            float* pi = p + i * stride, part = corrections + i * 4 * d;
+                            for (int t = 0, e = 0; t < nb; t++)
+                            {
+                                float pt = pi[t];
+                                float* partial = part + (t & 3) * d;
+                                for (int end = e + perToken; e < end; e++)
+                                    partial[channel[e]] += pt * delta[e];
+                            }
+                        }
                     }
                     if (r > 0)
                     {
                         LowRankRows(view.At(PagePart.ValueA, slot, h, (long)nb * r, 2), r, a);
                         for (int i = 0; i < rows; i++)
                         {
+                            // Lanes ≥ r run into the next row of A and are never read (ValueLowRank reads ranks < r).
                             var acc = Vector256.Load(pa + i * CpuTiles.RankStride);
                             for (int t = 0; t < nb; t++)
-                                acc = Vector256.FusedMultiplyAdd(Vector256.Load(a + t * CpuTiles.RankStride), Vector256.Create(p[i * stride + t]), acc);
+                                acc = Vector256.FusedMultiplyAdd(Vector256.Load(a + t * r), Vector256.Create(p[i * stride + t]), acc);
                             acc.Store(pa + i * CpuTiles.RankStride);
                         }
                     }
@@ -411,20 +463,17 @@ internal sealed unsafe class CpuPagedAttention(PagePool pool) : PagedAttention(p
             }
         }
 
-        /// <summary>A page's A [n_b, r] (float16) as float32 [n_b, 8], zero beyond the rank, plus 8 zeros.</summary>
+        /// <summary>A page's A [n_b, r] (float16) as float32, then 8 zeros (the 8-wide loads of the last row stay inside).</summary>
         private void LowRankRows(byte* a16, int r, float* a)
         {
-            new Span<float>(a, nb * CpuTiles.RankStride + 8).Clear();
-            Half* src = (Half*)a16;
-            for (int t = 0; t < nb; t++)
-                for (int rho = 0; rho < r; rho++)
-                    a[t * CpuTiles.RankStride + rho] = (float)src[t * r + rho];
+            TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>((Half*)a16, nb * r), new Span<float>(a, nb * r));
+            new Span<float>(a + nb * r, 8).Clear();
         }
 
         /// <summary>qb [tiles·4, 8] = q·B for B [D, r] (float16), zero beyond the rows and the rank.</summary>
-        private void QueryTimesB(Half* b, int r, float* q, float* qb, int tiles)
+        private void QueryTimesB(Half* b, int r, float* q, float* qb)
         {
-            new Span<float>(qb, tiles * 32).Clear();
+            new Span<float>(qb, Tiles * 32).Clear();
             for (int i = 0; i < rows; i++)
                 for (int c = 0; c < d; c++)
                 {

@@ -163,51 +163,58 @@ public sealed class KvBatch : IDisposable
 
     /// <summary>
     /// The keys and values attention reads for each sequence after its pages: its buffered tokens then its new ones, as
-    /// stored ([Hkv, b + n, D]). New tokens go straight into the sequence's buffer where they fit (rows after the
-    /// buffered ones, which a failed step leaves unused), else into a transient copy.
+    /// stored. New tokens go straight into the sequence's buffer page where they fit (rows after the buffered ones, which
+    /// a failed step leaves unused), else into a transient copy.
     /// </summary>
-    private (Tensor Keys, Tensor Values)[] Recent(int layer, Tensor keys, Tensor values)
+    private RecentTokens[] Recent(int layer, Tensor keys, Tensor values)
     {
         var s = Pool.Shape;
         CheckPacked(keys, nameof(keys), s.KeyValueHeads);
         CheckPacked(values, nameof(values), s.KeyValueHeads);
-        var recent = new (Tensor Keys, Tensor Values)[_items.Length];
+        var recent = new RecentTokens[_items.Length];
+        var rows = TensorMemory.PackedRows.Of(keys, values);                                  // CPU: written without tensor ops
         for (int i = 0; i < _items.Length; i++)
         {
             var item = _items[i];
-            var k = keys.narrow(0, item.Offset, item.NewTokens).transpose(0, 1);              // [Hkv, n, D]
-            var v = values.narrow(0, item.Offset, item.NewTokens).transpose(0, 1);
             int total = item.Buffered + item.NewTokens;
             if (item.InPlace)
             {
                 var page = item.BufferPage!.Value;
-                var bk = Pool.BufferKeys(page, layer);                                          // [Hkv, n_b, D]
-                var bv = Pool.BufferValues(page, layer);
-                bk.narrow(1, item.Buffered, item.NewTokens).copy_(k);
-                bv.narrow(1, item.Buffered, item.NewTokens).copy_(v);
-                recent[i] = (bk.narrow(1, 0, total), bv.narrow(1, 0, total));                 // [Hkv, b + n, D]
+                if (rows is { } packed)
+                    Pool.WriteBufferRows(page, layer, item.Buffered, packed, item.Offset, item.NewTokens);
+                else
+                {
+                    Pool.BufferKeys(page, layer).narrow(1, item.Buffered, item.NewTokens).copy_(keys.narrow(0, item.Offset, item.NewTokens).transpose(0, 1));
+                    Pool.BufferValues(page, layer).narrow(1, item.Buffered, item.NewTokens).copy_(values.narrow(0, item.Offset, item.NewTokens).transpose(0, 1));
+                }
+                recent[i] = RecentTokens.InPage(page, total);
+                continue;
             }
-            else if (item.Buffered > 0)
+            var k = keys.narrow(0, item.Offset, item.NewTokens).transpose(0, 1).to(Pool.BufferType);   // [Hkv, n, D]
+            var v = values.narrow(0, item.Offset, item.NewTokens).transpose(0, 1).to(Pool.BufferType);
+            if (item.Buffered > 0)
             {
                 var page = item.Sequence.BufferPage!.Value;
-                recent[i] = (cat([Pool.BufferKeys(page, layer).narrow(1, 0, item.Buffered), k.to(Pool.BufferType)], 1),
-                             cat([Pool.BufferValues(page, layer).narrow(1, 0, item.Buffered), v.to(Pool.BufferType)], 1));
+                recent[i] = RecentTokens.Transient(cat([Pool.BufferKeys(page, layer).narrow(1, 0, item.Buffered), k], 1),
+                                                   cat([Pool.BufferValues(page, layer).narrow(1, 0, item.Buffered), v], 1));
             }
             else
             {
-                recent[i] = (k.to(Pool.BufferType).contiguous(), v.to(Pool.BufferType).contiguous());
+                recent[i] = RecentTokens.Transient(k.contiguous(), v.contiguous());
             }
         }
         return recent;
     }
 
-    /// <summary>Writes each sequence's whole pages (compressed as one block) and the remainder's new buffer, for one layer.</summary>
-    private void Write(int layer, (Tensor Keys, Tensor Values)[] recent)
+    /// <summary>Writes each sequence's whole pages (compressed as one block) and the remainder's new buffer page, for one layer.</summary>
+    private void Write(int layer, RecentTokens[] recent)
     {
         for (int i = 0; i < _items.Length; i++)
         {
             var item = _items[i];
-            var (k, v) = recent[i];
+            if (item.Flushed == 0 && item.NextBuffer is null)
+                continue;
+            var (k, v) = recent[i].Tensors(Pool, layer);
             if (item.Flushed > 0)
             {
                 // Seeded by layer and by the block's first page, so a block's compression does not depend on what else ran.

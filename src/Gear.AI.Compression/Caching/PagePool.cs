@@ -225,6 +225,36 @@ public sealed class PagePool : IDisposable
     internal Tensor BufferValues(PageId page, int layer) => _arenas[page.Arena].Page(PagePart.DenseValues)[layer, page.Slot];
 
     /// <summary>
+    /// Writes tokens [from, from + count) of CPU packed rows (keys and values [N, Hkv, D]) into rows [at, at + count) of
+    /// layer <paramref name="layer"/> of a buffer page, converting to the buffer dtype: no tensor operations.
+    /// </summary>
+    internal unsafe void WriteBufferRows(PageId page, int layer, int at, TensorMemory.PackedRows rows, int from, int count)
+    {
+        var arena = _arenas[page.Arena];
+        int h = Shape.KeyValueHeads, d = Shape.HeadDim, nb = PageTokens, size = BufferType == ScalarType.Float16 ? 2 : 4;
+        long start = ((long)layer * arena.Capacity + page.Slot) * h * nb * d;                // [L, capacity, Hkv, n_b, D]
+        byte* keys = (byte*)TensorMemory.Address(arena.Page(PagePart.DenseKeys)) + start * size;
+        byte* values = (byte*)TensorMemory.Address(arena.Page(PagePart.DenseValues)) + start * size;
+        for (int head = 0; head < h; head++)
+            for (int t = 0; t < count; t++)
+            {
+                long row = ((long)head * nb + at + t) * d * size;
+                Convert(rows.Key(from + t, head), rows.Type, keys + row, d);
+                Convert(rows.Value(from + t, head), rows.Type, values + row, d);
+            }
+
+        void Convert(byte* source, ScalarType type, byte* target, int n)
+        {
+            if (type == BufferType)
+                Buffer.MemoryCopy(source, target, n * size, n * size);
+            else if (type == ScalarType.Float32 && BufferType == ScalarType.Float16)
+                System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(new ReadOnlySpan<float>(source, n), new Span<Half>(target, n));
+            else
+                System.Numerics.Tensors.TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(source, n), new Span<float>(target, n));
+        }
+    }
+
+    /// <summary>
     /// <paramref name="count"/> new pages of one block in the arena of <paramref name="rank"/> (a fresh block when it has low
     /// rank), each referenced once by the caller. Makes room first: free slots, then cached pages evicted, then growth
     /// within <see cref="MaxBytes"/>, then <see cref="Reclaim"/>.

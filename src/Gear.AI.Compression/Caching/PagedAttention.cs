@@ -18,10 +18,10 @@ internal abstract class PagedAttention : IDisposable
 
     /// <summary>
     /// Attention of every sequence of <paramref name="batch"/> in layer <paramref name="layer"/>: queries [N, Hq, D] packed
-    /// by sequence; <paramref name="recent"/>[i] the keys and values [Hkv, b + n, D] (stored dtype) of sequence i's
-    /// buffered and new tokens, after its pages. Returns [N, Hq, D] in the queries' dtype.
+    /// by sequence; <paramref name="recent"/>[i] sequence i's buffered and new tokens (as stored), after its pages.
+    /// Returns [N, Hq, D] in the queries' dtype.
     /// </summary>
-    public abstract Tensor Attend(int layer, KvBatch batch, Tensor queries, IReadOnlyList<(Tensor Keys, Tensor Values)> recent);
+    public abstract Tensor Attend(int layer, KvBatch batch, Tensor queries, IReadOnlyList<RecentTokens> recent);
 
     public virtual void Dispose() { }
 

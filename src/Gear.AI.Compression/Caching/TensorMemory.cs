@@ -62,4 +62,32 @@ internal static unsafe class TensorMemory
             throw new InvalidOperationException($"Expected a CPU tensor [H, rows, D] with dense rows, got {tensor.dtype} [{string.Join(", ", tensor.shape)}] on {tensor.device}.");
         return (void*)THSTensor_data(tensor.Handle);
     }
+
+    /// <summary>
+    /// Packed keys and values [N, H, D] on the CPU whose rows of D are dense (views of a projection, any strides above):
+    /// where row (t, h) of each starts, for writes without tensor operations.
+    /// </summary>
+    internal readonly struct PackedRows(byte* keys, byte* values, long keyStride0, long keyStride1, long valueStride0, long valueStride1, ScalarType type)
+    {
+        /// <summary>The rows of <paramref name="keys"/> and <paramref name="values"/>, or null when they are not CPU float tensors with dense rows.</summary>
+        public static PackedRows? Of(Tensor keys, Tensor values)
+        {
+            if (keys.device_type != DeviceType.CPU || values.device_type != DeviceType.CPU || keys.dtype != values.dtype
+                || keys.dtype is not (ScalarType.Float32 or ScalarType.Float16))
+                return null;
+            var ks = keys.stride();
+            var vs = values.stride();
+            if (ks[2] != 1 || vs[2] != 1)
+                return null;
+            return new PackedRows((byte*)THSTensor_data(keys.Handle), (byte*)THSTensor_data(values.Handle), ks[0], ks[1], vs[0], vs[1], keys.dtype);
+        }
+
+        public ScalarType Type => type;
+
+        private int ElementSize => type == ScalarType.Float32 ? 4 : 2;
+
+        public byte* Key(long t, long h) => keys + (t * keyStride0 + h * keyStride1) * ElementSize;
+
+        public byte* Value(long t, long h) => values + (t * valueStride0 + h * valueStride1) * ElementSize;
+    }
 }

@@ -10,7 +10,7 @@ internal sealed class TensorPagedAttention(PagePool pool, string? reason = null)
 {
     public override string Description => reason is null ? "tensor ops" : $"tensor ops ({reason})";
 
-    public override Tensor Attend(int layer, KvBatch batch, Tensor queries, IReadOnlyList<(Tensor Keys, Tensor Values)> recent)
+    public override Tensor Attend(int layer, KvBatch batch, Tensor queries, IReadOnlyList<RecentTokens> recent)
     {
         using var scope = NewDisposeScope();
         var outputs = new Tensor[batch.Count];
@@ -20,13 +20,14 @@ internal sealed class TensorPagedAttention(PagePool pool, string? reason = null)
     }
 
     /// <summary>One sequence's attention: [n, Hq, D] for its rows of <paramref name="queries"/>.</summary>
-    public static Tensor AttendOne(PagePool pool, int layer, KvBatch.Item item, Tensor queries, (Tensor Keys, Tensor Values) recent)
+    public static Tensor AttendOne(PagePool pool, int layer, KvBatch.Item item, Tensor queries, RecentTokens recent)
     {
         using var scope = NewDisposeScope();
         var dtype = queries.dtype;
         var q = queries.narrow(0, item.Offset, item.NewTokens).transpose(0, 1).unsqueeze(0);       // [1, Hq, n, D]
-        var keys = recent.Keys.to(dtype);                                                          // [Hkv, R, D]
-        var values = recent.Values.to(dtype);
+        var (recentKeys, recentValues) = recent.Tensors(pool, layer);
+        var keys = recentKeys.to(dtype);                                                           // [Hkv, R, D]
+        var values = recentValues.to(dtype);
         if (PageCodec.ReadSequence(pool, layer, item.Sequence.Pages, dtype) is { } history)
         {
             keys = cat([history.Keys, keys], 1);                                                   // [Hkv, T, D]
