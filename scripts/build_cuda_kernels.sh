@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Rebuilds the PTX of the fused CUDA decode kernels shipped in Gear.AI.Compression, and records the hash of
-# the source it came from (a CI test checks the two belong together).
+# Rebuilds the PTX of the CUDA kernels shipped in Gear.AI.Compression, and records the hashes of the sources it came
+# from (a CI test checks the two belong together).
 # Needs nvcc (CUDA 11.8 or later). PTX ISA 7.8 / compute_70 loads on R520+ drivers and every GPU since Volta;
 # the driver compiles it for the card at first load.
 #   Debian 12: apt-get install nvidia-cuda-toolkit (non-free), then this script (it uses clang-14 as host compiler
@@ -15,5 +15,5 @@ if command -v clang-14 >/dev/null && ! command -v g++-11 >/dev/null; then host=(
 norandom=()
 if command -v setarch >/dev/null && setarch "$(uname -m)" -R true 2>/dev/null; then norandom=(setarch "$(uname -m)" -R); fi
 "${norandom[@]}" nvcc "${host[@]}" -std=c++17 -ptx -arch=compute_70 -O3 -o gear_decode.ptx gear_decode.cu
-sha256sum gear_decode.cu > gear_decode.ptx.sha256
+sha256sum gear_decode.cu gear_attention.cuh > gear_decode.ptx.sha256
 echo "wrote $(pwd)/gear_decode.ptx ($(grep -c '^.visible .entry' gear_decode.ptx) kernels)"

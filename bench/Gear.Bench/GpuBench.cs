@@ -163,7 +163,7 @@ internal static class GpuBench
                         $"{codes} code bytes and {groups} scales/zeros differ from the tensor ops"));
                 }
         ok &= CompressKernelChecks(report, device);
-        var common = CacheConfigs.Parse("kivi,gearl,gear", "2,4").Where(o => o.IsCompressed).ToArray();
+        var common = CacheConfigs.Parse("kivi,gearl,gear", "2,4").Where(o => o.IsCompressed).Prepend(GearOptions.Fp16).ToArray();
         // Other code widths and 32-wide groups (narrower value pieces, more key groups per span) on a GQA shape.
         var rare = CacheConfigs.Parse("gear", "1,8").Where(o => o.IsCompressed).Append(new GearOptions { Kind = CacheKind.Gear, Bits = 2, GroupSize = 32 }).ToArray();
         foreach (var (batch, heads, headDim, groups, prompt, kinds) in new[] { (2, 2, 64, 3, 300, common), (1, 4, 128, 1, 2500, common), (1, 2, 128, 4, 700, rare) })
@@ -196,6 +196,70 @@ internal static class GpuBench
                 report.Add(new GpuSelfTestRow($"fused_kernel_b{batch}_h{heads}_d{headDim}_g{groups}_gs{options.GroupSize}", CacheConfigs.Name(options), CacheConfigs.Bits(options), 0, worst, pass,
                     unavailable ?? $"{steps} steps, {fused.Sequences[0].Pages.Count} pages, worst relative error {worst:E2}"));
             }
+        ok &= RaggedChecks(report, device, common);
+        return ok;
+    }
+
+    /// <summary>
+    /// A ragged step on the device — sequences of 1, 63, 64, 65, 700 and 2,000 tokens, some decoding (the fused kernels) and
+    /// some prefilling (the tensor ops) — against each sequence stepped alone with the tensor reference: outputs within 1e-4
+    /// (float32, so only summation order differs), for the Fp16 cache and every kind at 2 and 4 bits.
+    /// </summary>
+    private static bool RaggedChecks(BenchReport<GpuSelfTestRow> report, Device device, IReadOnlyList<GearOptions> kinds)
+    {
+        bool ok = true;
+        (int History, int New)[] mix = [(0, 1), (62, 1), (0, 64), (64, 1), (600, 100), (1999, 1)];
+        var shape = new KvShape(1, 2, 128, ScalarType.Float32, device);
+        foreach (var options in kinds)
+        {
+            using var ragged = KvCache.Create(shape, mix.Length, options);
+            using var reference = KvCache.Create(shape, mix.Length, options, null, referenceAttention: true);
+            using var generator = new Generator(17, CPU);
+            double worst = 0;
+            var steps = new List<(Tensor Q, Tensor K, Tensor V)>();
+            for (int i = 0; i < mix.Length; i++)
+            {
+                var (history, n) = mix[i];
+                Tensor Kv(int length) => (randn([2, length, 128], generator: generator) + 12f * (rand([2, length, 128], generator: generator) < 0.01f).to(ScalarType.Float32)).to(device);
+                var k = Kv(history + n).DetachFromDisposeScope();
+                var v = Kv(history + n).DetachFromDisposeScope();
+                if (history > 0)
+                    foreach (var cache in new[] { ragged, reference })
+                    {
+                        using var step = KvBatch.Begin([new KvBatchItem(cache.Sequences[i], history)]);
+                        using var scope = NewDisposeScope();
+                        step.Store(0, k.narrow(1, 0, history).transpose(0, 1), v.narrow(1, 0, history).transpose(0, 1));
+                        step.Complete();
+                    }
+                steps.Add((randn([n, 4, 128], generator: generator).to(device).DetachFromDisposeScope(),
+                           k.narrow(1, history, n).transpose(0, 1).contiguous().DetachFromDisposeScope(), v.narrow(1, history, n).transpose(0, 1).contiguous().DetachFromDisposeScope()));
+                k.Dispose();
+                v.Dispose();
+            }
+            using (var scope = NewDisposeScope())
+            {
+                using var step = KvBatch.Begin([.. mix.Select((m, i) => new KvBatchItem(ragged.Sequences[i], m.New))]);
+                var together = step.Attend(0, cat(steps.Select(x => x.Q).ToArray(), 0), cat(steps.Select(x => x.K).ToArray(), 0), cat(steps.Select(x => x.V).ToArray(), 0));
+                step.Complete();
+                for (int i = 0; i < mix.Length; i++)
+                {
+                    using var alone = KvBatch.Begin([new KvBatchItem(reference.Sequences[i], mix[i].New)]);
+                    var expected = alone.Attend(0, steps[i].Q, steps[i].K, steps[i].V);
+                    alone.Complete();
+                    var actual = together.narrow(0, step.OffsetOf(i), mix[i].New);
+                    worst = Math.Max(worst, ((actual - expected).norm() / expected.norm()).item<float>());
+                }
+            }
+            foreach (var (q, k, v) in steps)
+            {
+                q.Dispose(); k.Dispose(); v.Dispose();
+            }
+            string? unavailable = ragged.Pool.AttentionPath.StartsWith("fused", StringComparison.Ordinal) ? null : $"attention by {ragged.Pool.AttentionPath}";
+            bool pass = worst <= 1e-4 && unavailable is null;
+            ok &= pass;
+            report.Add(new GpuSelfTestRow("ragged_step_1_63_64_65_700_2000", CacheConfigs.Name(options), CacheConfigs.Bits(options), 0, worst, pass,
+                unavailable ?? $"largest relative error against each sequence alone (tensor reference) {worst:E2}"));
+        }
         return ok;
     }
 

@@ -141,5 +141,20 @@ var root = new RootCommand("Gear.AI benchmarks: the GEAR cache against FP16 and 
         DTypeNames.Parse(p.GetValue(dtype)!), Machine.Describe("cuda"), p.GetValue(json)));
     root.Add(command);
 }
+{
+    var shape = new Option<string>("--shape") { Required = true, Description = "config.json of the model shape (heads and head size)" };
+    var device = DeviceOption();
+    var sequences = new Option<int>("--sequences") { DefaultValueFactory = _ => 64 };
+    var min = new Option<int>("--min-length") { DefaultValueFactory = _ => 1024 };
+    var max = new Option<int>("--max-length") { DefaultValueFactory = _ => 8192 };
+    var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 20, Description = "Timed decode steps (the median is reported)" };
+    var caches = CachesOption(); var bits = BitsOption(); var json = JsonOption();
+    var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "fp16" };
+    var command = new Command("ragged", "One layer's decode attention for sequences of spread lengths against a uniform batch of the same total tokens")
+        { shape, device, sequences, min, max, steps, caches, bits, dtype, json };
+    command.SetAction(p => RaggedBench.Run(p.GetValue(shape)!, p.GetValue(device)!, p.GetValue(sequences), p.GetValue(min), p.GetValue(max), p.GetValue(steps),
+        CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!), DTypeNames.Parse(p.GetValue(dtype)!), Machine.Describe(p.GetValue(device)!), p.GetValue(json)));
+    root.Add(command);
+}
 
 return root.Parse(args).Invoke();

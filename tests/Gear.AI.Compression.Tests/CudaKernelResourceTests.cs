@@ -24,13 +24,28 @@ public class CudaKernelResourceTests
     }
 
     [Fact]
-    public void EmbeddedPtx_IsBuiltFromTheShippedSource()
+    public void EmbeddedPtx_IsBuiltFromTheShippedSources()
     {
-        // Cuda/gear_decode.ptx.sha256 records the hash of the .cu the PTX was compiled from; rebuild both together.
+        // Cuda/gear_decode.ptx.sha256 records the hash of every source the PTX was compiled from; rebuild them together.
         string folder = Path.Combine(RepoRoot(), "src", "Gear.AI.Compression", "Cuda");
-        string source = Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(Path.Combine(folder, "gear_decode.cu"))));
-        string recorded = File.ReadAllText(Path.Combine(folder, "gear_decode.ptx.sha256")).Split(' ')[0].Trim();
-        Assert.Equal(recorded, source);
+        var recorded = File.ReadAllLines(Path.Combine(folder, "gear_decode.ptx.sha256"))
+            .Select(line => line.Split(' ', 2, StringSplitOptions.TrimEntries)).ToDictionary(p => p[1], p => p[0]);
+        var sources = Directory.GetFiles(folder, "*.cu").Concat(Directory.GetFiles(folder, "*.cuh")).Select(Path.GetFileName).Order().ToArray();
+        Assert.Equal(sources, recorded.Keys.Order().ToArray());
+        foreach (var (name, hash) in recorded)
+            Assert.Equal(hash, Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(Path.Combine(folder, name)))));
+    }
+
+    [Fact]
+    public void PagedBatch_MatchesTheKernelsStructLayout()
+    {
+        // struct PagedArena: 16 pointers, then rank and dense (136 bytes); struct PagedBatch: four arenas, seqs, entries and
+        // q pointers at 544, 552, 560, then qType, qScale and 13 ints from 568 to 628 (632 bytes with padding).
+        Assert.Equal(136, System.Runtime.InteropServices.Marshal.SizeOf<Caching.CudaPagedAttention.Arena>());
+        Assert.Equal(632, System.Runtime.CompilerServices.Unsafe.SizeOf<Caching.CudaPagedAttention.Batch>());
+        Assert.Equal(544, (int)System.Runtime.InteropServices.Marshal.OffsetOf<Caching.CudaPagedAttention.Batch>(nameof(Caching.CudaPagedAttention.Batch.Seqs)));
+        Assert.Equal(576, (int)System.Runtime.InteropServices.Marshal.OffsetOf<Caching.CudaPagedAttention.Batch>(nameof(Caching.CudaPagedAttention.Batch.Hkv)));
+        Assert.Equal(624, (int)System.Runtime.InteropServices.Marshal.OffsetOf<Caching.CudaPagedAttention.Batch>(nameof(Caching.CudaPagedAttention.Batch.BufferArena)));
     }
 
     [Fact]
@@ -67,7 +82,7 @@ public class CudaKernelResourceTests
         int width = CudaKernels.PieceWidth(rows, bits, headDim, valueGroup);
         Assert.Equal(expected, width);
         if (width > 0)
-            Assert.Contains($"gear_values_m{CudaKernels.Module.Bucket(rows)}_b{bits}_c{width}", CudaKernels.EntryPoints);
+            Assert.Contains($"gear_paged_values_m{CudaKernels.Module.Bucket(rows)}_b{bits}_c{width}", CudaKernels.EntryPoints);
     }
 
     [Theory]
@@ -90,16 +105,6 @@ public class CudaKernelResourceTests
         // Stores with outliers keep per-lane correction slots in shared memory (8 KiB a warp): at most 4 warps a block.
         var split = CudaKernels.ValueLayout(64, 2272, maxWarps: 4);
         Assert.Equal(new CudaKernels.ValueSplit(2, 8, 4), split);
-    }
-
-    [Fact]
-    public void LowRankStore_MatchesTheKernelsStructLayout()
-    {
-        // gear_finish takes struct LowRankStore { const __half* A, B; const long long* groupBlock; int r, nblk, T, gv;
-        // long long offset; } by value: 3 pointers, 4 ints, then the 8-byte offset at byte 40, 48 bytes in all.
-        Assert.Equal(48, System.Runtime.InteropServices.Marshal.SizeOf<CudaKernels.LowRankStore>());
-        Assert.Equal(40, (int)System.Runtime.InteropServices.Marshal.OffsetOf<CudaKernels.LowRankStore>(nameof(CudaKernels.LowRankStore.Offset)));
-        Assert.Equal(24, (int)System.Runtime.InteropServices.Marshal.OffsetOf<CudaKernels.LowRankStore>(nameof(CudaKernels.LowRankStore.Rank)));
     }
 
     [Fact]

@@ -206,26 +206,33 @@ public sealed class KvBatch : IDisposable
         return recent;
     }
 
-    /// <summary>Writes each sequence's whole pages (compressed as one block) and the remainder's new buffer page, for one layer.</summary>
+    /// <summary>
+    /// Writes each sequence's whole pages (its flushed tokens compressed as one block) and the remainder's new buffer page,
+    /// for one layer. Sequences flushing as many tokens at the same rank compress in one call.
+    /// </summary>
     private void Write(int layer, RecentTokens[] recent)
     {
+        // One projection seed per layer: a block's low rank does not depend on which sequence or step it came from.
+        long seed = Pool.Options.Seed + 7919L * layer;
+        foreach (var group in Enumerable.Range(0, _items.Length).Where(i => _items[i].Flushed > 0)
+                     .GroupBy(i => (_items[i].Flushed, _items[i].Pages[0].Arena)))
+        {
+            var members = group.ToArray();
+            int flushed = group.Key.Flushed;
+            var parts = members.Select(i => recent[i].Tensors(Pool, layer)).ToArray();
+            var keys = stack(parts.Select(p => p.Keys.narrow(1, 0, flushed)).ToArray(), 0);                // [K, Hkv, f, D]
+            var values = stack(parts.Select(p => p.Values.narrow(1, 0, flushed)).ToArray(), 0);
+            PageCodec.Write(Pool.Arenas[group.Key.Arena], layer, [.. members.SelectMany(i => _items[i].Pages)], [.. members.Select(i => _items[i].Block)],
+                keys, values, seed);
+        }
         for (int i = 0; i < _items.Length; i++)
         {
             var item = _items[i];
-            if (item.Flushed == 0 && item.NextBuffer is null)
+            if (item.NextBuffer is not { } next)
                 continue;
             var (k, v) = recent[i].Tensors(Pool, layer);
-            if (item.Flushed > 0)
-            {
-                // Seeded by layer and by the block's first page, so a block's compression does not depend on what else ran.
-                long seed = Pool.Options.Seed + 7919L * layer + item.Sequence.Pages.Count;
-                PageCodec.Write(Pool.Arenas[item.Pages[0].Arena], layer, item.Pages, item.Block, k.narrow(1, 0, item.Flushed), v.narrow(1, 0, item.Flushed), seed);
-            }
-            if (item.NextBuffer is { } next)
-            {
-                Pool.BufferKeys(next, layer).narrow(1, 0, item.Remainder).copy_(k.narrow(1, item.Flushed, item.Remainder));
-                Pool.BufferValues(next, layer).narrow(1, 0, item.Remainder).copy_(v.narrow(1, item.Flushed, item.Remainder));
-            }
+            Pool.BufferKeys(next, layer).narrow(1, 0, item.Remainder).copy_(k.narrow(1, item.Flushed, item.Remainder));
+            Pool.BufferValues(next, layer).narrow(1, 0, item.Remainder).copy_(v.narrow(1, item.Flushed, item.Remainder));
         }
     }
 

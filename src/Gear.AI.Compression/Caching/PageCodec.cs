@@ -11,25 +11,29 @@ namespace Gear.AI.Compression.Caching;
 internal static class PageCodec
 {
     /// <summary>
-    /// Compresses (or, dense, copies) keys and values [Hkv, n, D] of n = pages·n_b tokens as one block and writes page i
-    /// of it into <paramref name="pages"/>[i] of layer <paramref name="layer"/>; B, when the arena has low rank, into <paramref name="block"/>.
+    /// Compresses (or, dense, copies) the keys and values [K, Hkv, n, D] of K sequences, n = P·n_b tokens each, every sequence's
+    /// tokens as one block (one launch for all K: a step's sequences that fill pages together compress together), and writes
+    /// page j of sequence k into <paramref name="pages"/>[k·P + j] of layer <paramref name="layer"/>; B, when the arena has
+    /// low rank, into <paramref name="blocks"/>[k].
     /// </summary>
-    public static void Write(PageArena arena, int layer, IReadOnlyList<PageId> pages, int block, Tensor keys, Tensor values, long seed)
+    public static void Write(PageArena arena, int layer, IReadOnlyList<PageId> pages, IReadOnlyList<int> blocks, Tensor keys, Tensor values, long seed)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var f = arena.Format;
-        long p = pages.Count, h = f.Shape.KeyValueHeads, n = keys.shape[1], d = f.Shape.HeadDim, nb = f.Tokens;
-        if (n != p * nb)
-            throw new ArgumentException($"A block of {p} pages holds {p * nb} tokens, got {n}.", nameof(keys));
-        // [Hkv, n, ...] → [pages, Hkv, n_b, ...]: a page is n_b consecutive tokens of every head.
-        Tensor Paged(Tensor x, long perPage) => x.reshape([h, p, perPage, .. x.shape[2..]]).transpose(0, 1);
-        var slots = Slots(pages, f.Shape.Device);
+        long sequences = keys.shape[0], h = f.Shape.KeyValueHeads, n = keys.shape[2], nb = f.Tokens, p = n / nb;
+        if (n != p * nb || pages.Count != sequences * p || blocks.Count != sequences)
+            throw new ArgumentException($"{sequences} blocks of {n} tokens fill {sequences * n / nb} pages and {sequences} blocks, got {pages.Count} and {blocks.Count}.", nameof(pages));
+        // [K, Hkv, n, ...] → [K·P, Hkv, n_b, ...]: a page is n_b consecutive tokens of every head of one sequence.
+        Tensor Paged(Tensor x, long perPage) =>
+            x.reshape([sequences, h, p, perPage, .. x.shape[3..]]).transpose(1, 2).reshape([sequences * p, h, perPage, .. x.shape[3..]]);
+        var device = f.Shape.Device;
+        var slots = Slots(pages, device);
         void Put(PagePart part, Tensor source)
         {
             var target = arena.Page(part).select(0, layer);                                     // [capacity, Hkv, ...]
             if (slots.Consecutive is int first)
-                target.narrow(0, first, p).copy_(source);
+                target.narrow(0, first, sequences * p).copy_(source);
             else
                 target.index_copy_(0, slots.Index!, source.to(target.dtype));
         }
@@ -63,8 +67,9 @@ internal static class PageCodec
         {
             Put(PagePart.KeyA, Paged(k.LowRank!.A, nb));
             Put(PagePart.ValueA, Paged(v.LowRank!.A, nb));
-            arena.Block(BlockPart.KeyB).select(0, layer).select(0, block).copy_(k.LowRank.B);   // [Hkv, D, r]
-            arena.Block(BlockPart.ValueB).select(0, layer).select(0, block).copy_(v.LowRank.B);
+            var blockIndex = Index(blocks, device);
+            arena.Block(BlockPart.KeyB).select(0, layer).index_copy_(0, blockIndex, k.LowRank.B);   // [K, Hkv, D, r]
+            arena.Block(BlockPart.ValueB).select(0, layer).index_copy_(0, blockIndex, v.LowRank.B);
         }
     }
 

@@ -30,6 +30,6 @@ internal abstract class PagedAttention : IDisposable
     {
         if (pool.Shape.Device.type == DeviceType.CPU)
             return CpuPagedAttention.Supports(pool, out string? why) ? new CpuPagedAttention(pool) : new TensorPagedAttention(pool, why);
-        return new TensorPagedAttention(pool, "no fused CUDA kernels over pages yet");
+        return CudaPagedAttention.TryCreate(pool, out string? reason) is { } cuda ? cuda : new TensorPagedAttention(pool, reason);
     }
 }

@@ -4,16 +4,16 @@ using static TorchSharp.torch;
 namespace Gear.AI.Compression.Cuda;
 
 /// <summary>
-/// The fused decode-attention kernels of <c>gear_decode.cu</c> (and its decode-block quantization), compiled to PTX and shipped as a resource,
-/// loaded once per CUDA context through the driver API.
+/// The kernels of <c>gear_decode.cu</c> (paged decode attention in <c>gear_attention.cuh</c>, a block's compression, the power
+/// iteration, the model's element-wise steps), compiled to PTX and shipped as a resource, loaded once per CUDA context through
+/// the driver API.
 /// </summary>
 /// <remarks>
 /// Building the PTX (needs nvcc, any CUDA 11.8 or later; PTX of an older ISA loads on newer drivers):
-/// <c>scripts/build_cuda_kernels.sh</c> (<c>nvcc -std=c++17 -ptx -arch=compute_70 -O3</c>, and the source hash a test checks).
-/// <c>GEAR_CUDA_PTX=/path/file.ptx</c> loads another build instead (kernel development, as do <c>GEAR_CUDA_PIECE</c>,
-/// <c>GEAR_CUDA_KEY_SPAN</c> and <c>GEAR_CUDA_VALUE_BLOCKS</c>, which override launch shapes);
-/// <c>GEAR_CUDA_KERNELS=0</c> turns the kernels off (the TorchSharp path then runs, as it does wherever
-/// the module cannot load, e.g. a driver too old for the PTX; <see cref="UnavailableReason"/> says why).
+/// <c>scripts/build_cuda_kernels.sh</c> (<c>nvcc -std=c++17 -ptx -arch=compute_70 -O3</c>, and the sources' hash a test checks).
+/// <c>GEAR_CUDA_PTX=/path/file.ptx</c> loads another build instead (kernel development); <c>GEAR_CUDA_KERNELS=0</c> turns the
+/// kernels off (the TorchSharp path then runs, as it does wherever the module cannot load, e.g. a driver too old for the PTX;
+/// <see cref="UnavailableReason"/> says why).
 /// </remarks>
 internal static class CudaKernels
 {
@@ -45,39 +45,18 @@ internal static class CudaKernels
 
     /// <summary>The kernel entry points, as declared in the PTX.</summary>
     public static readonly IReadOnlyList<string> EntryPoints =
-        [.. RowBuckets.SelectMany(m => CodeWidths.Select(b => $"gear_key_scores_m{m}_b{b}")),
-         .. RowBuckets.SelectMany(m => RankBounds.Select(r => $"gear_finish_m{m}_r{r}")),
+        [.. RowBuckets.SelectMany(m => CodeWidths.Select(b => $"gear_paged_key_scores_m{m}_b{b}")),
+         .. RowBuckets.SelectMany(m => RankBounds.Select(r => $"gear_paged_finish_m{m}_r{r}")),
          .. ValueKernels.Select(ValueKernelName),
-         "gear_orthonormalize", "gear_dense_scores", "gear_softmax_rows",
+         .. RowBuckets.Select(m => $"gear_paged_dense_values_m{m}"),
+         "gear_paged_dense_scores", "gear_paged_softmax", "gear_orthonormalize",
          .. RankBounds.Select(r => $"gear_power_iteration_r{r}"),
          "gear_rms_norm", "gear_rope_qk", "gear_compress_channels", "gear_compress_tokens"];
 
-    private static string ValueKernelName((int Rows, int Bits, int Channels) k) => $"gear_values_m{k.Rows}_b{k.Bits}_c{k.Channels}";
+    private static string ValueKernelName((int Rows, int Bits, int Channels) k) => $"gear_paged_values_m{k.Rows}_b{k.Bits}_c{k.Channels}";
 
-    /// <summary>
-    /// (Batch · key/value heads) from which a layer's small launches (a decode-rank store of a few blocks, the buffer's
-    /// scores) go to the module's side stream, beside the prompt store's kernels; below it a step is bound by host calls,
-    /// and the fork and join would add four. <c>GEAR_CUDA_SIDE_STREAM=0</c> keeps everything on the default stream, <c>=1</c>
-    /// uses the side stream at any batch (gpu-selftest's small shapes).
-    /// </summary>
-    public static readonly int SideStreamSlices = Environment.GetEnvironmentVariable("GEAR_CUDA_SIDE_STREAM") switch
-    {
-        "0" => int.MaxValue,
-        "1" => 0,
-        _ => 256,
-    };
-
-    /// <summary>Kernel development only: <c>GEAR_CUDA_PIECE</c> caps the value kernels' channels per lane (8–64).</summary>
-    private static readonly int PieceCap = Tuning("GEAR_CUDA_PIECE", 64);
-
-    /// <summary>Tokens per thread block of the key kernel (whole key groups; <c>GEAR_CUDA_KEY_SPAN</c> for kernel development).</summary>
-    public static readonly int KeySpan = Tuning("GEAR_CUDA_KEY_SPAN", 256);
-
-    /// <summary>Thread blocks the value kernel aims for per launch (<c>GEAR_CUDA_VALUE_BLOCKS</c> for kernel development).</summary>
-    public static readonly int ValueBlocks = Tuning("GEAR_CUDA_VALUE_BLOCKS", 512);
-
-    private static int Tuning(string variable, int fallback) =>
-        int.TryParse(Environment.GetEnvironmentVariable(variable), out int value) && value > 0 ? value : fallback;
+    /// <summary>Thread blocks the value kernel aims for per launch.</summary>
+    public const int ValueBlocks = 512;
 
     /// <summary>
     /// Channels per lane of the value kernel for <paramref name="rows"/> query rows (rounded up to the instantiated
@@ -88,7 +67,7 @@ internal static class CudaKernels
     {
         int m = Module.Bucket(rows);
         foreach (var (km, kb, c) in ValueKernels)
-            if (km == m && kb == bits && c <= PieceCap && headDim % c == 0 && valueGroup % c == 0
+            if (km == m && kb == bits && headDim % c == 0 && valueGroup % c == 0
                 && headDim / c <= 32 && int.IsPow2(headDim / c))
                 return c;
         return 0;
@@ -113,9 +92,9 @@ internal static class CudaKernels
 
     /// <summary>The loaded entry points; key kernels indexed [row bucket, code width] (see <see cref="Pick"/>).</summary>
     internal sealed record Module(IntPtr[,] KeyScores, IntPtr[,] Finish,
-        IReadOnlyDictionary<(int Rows, int Bits, int Channels), IntPtr> Values,
-        IntPtr Orthonormalize, IntPtr DenseScores, IntPtr SoftmaxRows,
-        IntPtr RmsNorm, IntPtr RopeQk, IntPtr[] PowerIteration, IntPtr CompressChannels, IntPtr CompressTokens, CudaDriver.SideStream Side)
+        IReadOnlyDictionary<(int Rows, int Bits, int Channels), IntPtr> Values, IntPtr[] DenseValues,
+        IntPtr DenseScores, IntPtr Softmax, IntPtr Orthonormalize,
+        IntPtr RmsNorm, IntPtr RopeQk, IntPtr[] PowerIteration, IntPtr CompressChannels, IntPtr CompressTokens)
     {
         /// <summary>The kernel instantiated for the fewest rows ≥ <paramref name="rows"/> (and <paramref name="bits"/>-bit codes).</summary>
         public IntPtr Pick(IntPtr[,] kernels, int rows, int bits) => kernels[RowBucket(rows), Array.IndexOf(CodeWidths, bits)];
@@ -131,6 +110,9 @@ internal static class CudaKernels
 
         /// <summary>The value kernel for <paramref name="rows"/> rows, <paramref name="bits"/>-bit codes and <paramref name="channels"/> channels per lane.</summary>
         public IntPtr Value(int rows, int bits, int channels) => Values[(Bucket(rows), bits, channels)];
+
+        /// <summary>The dense pages' value kernel for <paramref name="rows"/> rows.</summary>
+        public IntPtr DenseValue(int rows) => DenseValues[RowBucket(rows)];
 
         /// <summary>Rows the kernel for <paramref name="rows"/> rows is instantiated for (its register and shared-memory shape).</summary>
         public static int Bucket(int rows) => RowBuckets[RowBucket(rows)];
@@ -186,18 +168,18 @@ internal static class CudaKernels
                     return table;
                 }
                 module = new Module(
-                    Table(RowBuckets, CodeWidths, (m, b) => CudaDriver.Function(handle, $"gear_key_scores_m{m}_b{b}")),
-                    Table(RowBuckets, RankBounds, (m, r) => CudaDriver.Function(handle, $"gear_finish_m{m}_r{r}")),
+                    Table(RowBuckets, CodeWidths, (m, b) => CudaDriver.Function(handle, $"gear_paged_key_scores_m{m}_b{b}")),
+                    Table(RowBuckets, RankBounds, (m, r) => CudaDriver.Function(handle, $"gear_paged_finish_m{m}_r{r}")),
                     ValueKernels.ToDictionary(k => k, k => CudaDriver.Function(handle, ValueKernelName(k))),
+                    [.. RowBuckets.Select(m => CudaDriver.Function(handle, $"gear_paged_dense_values_m{m}"))],
+                    CudaDriver.Function(handle, "gear_paged_dense_scores"),
+                    CudaDriver.Function(handle, "gear_paged_softmax"),
                     CudaDriver.Function(handle, "gear_orthonormalize"),
-                    CudaDriver.Function(handle, "gear_dense_scores"),
-                    CudaDriver.Function(handle, "gear_softmax_rows"),
                     CudaDriver.Function(handle, "gear_rms_norm"),
                     CudaDriver.Function(handle, "gear_rope_qk"),
                     [.. RankBounds.Select(r => CudaDriver.Function(handle, $"gear_power_iteration_r{r}"))],
                     CudaDriver.Function(handle, "gear_compress_channels"),
-                    CudaDriver.Function(handle, "gear_compress_tokens"),
-                    CudaDriver.SideStream.Create());
+                    CudaDriver.Function(handle, "gear_compress_tokens"));
                 Modules[context] = module;
                 return module;
             }
@@ -228,69 +210,6 @@ internal static class CudaKernels
         args[0] = &data; args[1] = &n; args[2] = &r;
         CudaDriver.Launch(module.Orthonormalize, ((uint)batch, 1), 256, 0, args);
         return q;
-    }
-
-    /// <summary>Scores of the float16 buffer's first <paramref name="n"/> tokens into columns [offset, offset + n) (causal for Tq &gt; 1).</summary>
-    public static unsafe void DenseScores(Module module, in Queries q, IntPtr kp, long capacity, int n, int tq, IntPtr sp, int bh, int d, long ld, long offset,
-        IntPtr stream = default)
-    {
-        IntPtr qp = q.Address;
-        int type = q.Type, m = q.Rows;
-        float scale = q.Scale;
-        void** args = stackalloc void*[12];
-        args[0] = &qp; args[1] = &type; args[2] = &scale; args[3] = &kp; args[4] = &capacity; args[5] = &n; args[6] = &m; args[7] = &d;
-        args[8] = &tq; args[9] = &sp; args[10] = &ld; args[11] = &offset;
-        CudaDriver.Launch(module.DenseScores, ((uint)((n + 63) / 64), (uint)bh), 256, 0, args, stream); // 64 tokens a block
-    }
-
-    /// <summary>Softmax of each of <paramref name="rows"/> rows of <paramref name="n"/> float32 values at <paramref name="x"/>, in place.</summary>
-    public static unsafe void Softmax(Module module, IntPtr x, long rows, long n)
-    {
-        void** args = stackalloc void*[2];
-        args[0] = &x; args[1] = &n;
-        // Rows up to 8,192 (32 per thread) or 32,768 entries are held in registers between the kernel's passes.
-        CudaDriver.Launch(module.SoftmaxRows, ((uint)rows, 1), n <= 8192 ? 256u : 1024u, 0, args);
-    }
-
-    /// <summary>The queries as the kernels read them: [B·H, rows, D] in their own dtype, multiplied by <see cref="Scale"/> on load.</summary>
-    internal readonly record struct Queries(IntPtr Address, int Type, float Scale, int Rows);
-
-    /// <summary>The low-rank factors of one value store as <c>gear_finish</c> reads them (layout of the CUDA struct LowRankStore).</summary>
-    [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
-    internal struct LowRankStore
-    {
-        public IntPtr A, B, GroupBlock;
-        public int Rank, Blocks, Length, GroupSize;
-        public long Offset;
-    }
-
-    /// <summary>Stores whose low rank one <see cref="Finish"/> launch adds (more take the TorchSharp path).</summary>
-    public const int MaxLowRankStores = 2;
-
-    /// <summary>
-    /// out [B·H, M, D] (in the dtype of <paramref name="outType"/>) = Σ over slots of the partial sums [B·H, slots, M, D]
-    /// plus the low-rank part of p·V of up to two stores plus p·V of the float16 buffer's first <paramref name="buffered"/>
-    /// tokens (values [B·H, capacity, D] at <paramref name="bufferValues"/>, probabilities at columns
-    /// [<paramref name="bufferOffset"/>, + buffered)): one launch, the last of a layer's attention.
-    /// </summary>
-    public static unsafe void Finish(Module module, IntPtr partial, int slots, int bh, int m, int d, IntPtr output, int outType,
-        IntPtr probabilities, long ld, ReadOnlySpan<LowRankStore> stores, IntPtr bufferValues, long capacity, int buffered, long bufferOffset)
-    {
-        if (stores.Length > MaxLowRankStores)
-            throw new ArgumentOutOfRangeException(nameof(stores), stores.Length, $"At most {MaxLowRankStores} low-rank stores per launch.");
-        LowRankStore s0 = stores.Length > 0 ? stores[0] : default, s1 = stores.Length > 1 ? stores[1] : default;
-        int count = stores.Length;
-        void** args = stackalloc void*[15];
-        args[0] = &partial; args[1] = &slots; args[2] = &m; args[3] = &d; args[4] = &output; args[5] = &outType;
-        args[6] = &probabilities; args[7] = &ld; args[8] = &s0; args[9] = &s1; args[10] = &count;
-        args[11] = &bufferValues; args[12] = &capacity; args[13] = &buffered; args[14] = &bufferOffset;
-        // Few slices (batch 1) get big blocks, so the low-rank sums over long histories spread over more warps (up to 2
-        // rows; the kernels for more rows hold more sums per thread and are built for blocks of 256).
-        uint threads = bh < 256 && m <= 2 ? 1024u : 256u;
-        int rank = 0;
-        foreach (var store in stores)
-            rank = Math.Max(rank, store.Rank);
-        CudaDriver.Launch(module.FinishFor(m, rank), ((uint)bh, 1), threads, (uint)(sizeof(float) * Module.Bucket(m) * d), args);
     }
 
     /// <summary>
