@@ -156,5 +156,22 @@ var root = new RootCommand("Gear.AI benchmarks: the GEAR cache against FP16 and 
         CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!), DTypeNames.Parse(p.GetValue(dtype)!), Machine.Describe(p.GetValue(device)!), p.GetValue(json)));
     root.Add(command);
 }
+{
+    var model = ModelOption(); var text = TextOption(); var caches = CachesOption(); var bits = BitsOption(); var device = DeviceOption(); var json = JsonOption();
+    var sequences = new Option<int>("--sequences") { DefaultValueFactory = _ => 8 };
+    var min = new Option<int>("--min-length") { DefaultValueFactory = _ => 256 };
+    var max = new Option<int>("--max-length") { DefaultValueFactory = _ => 1984 };
+    var decode = new Option<int>("--decode-tokens") { DefaultValueFactory = _ => 64 };
+    var repeats = new Option<int>("--repeats") { DefaultValueFactory = _ => 3, Description = "Timed rounds (median kept) after one warm-up round" };
+    var command = new Command("batch-decode", "Decode tokens/s of sequences of spread lengths stepped together (a ragged batch) against the same sequences one after another")
+        { model, text, sequences, min, max, decode, repeats, caches, bits, device, json };
+    command.SetAction(p =>
+    {
+        using var runtime = Load(p.GetValue(model)!, p.GetValue(device)!);
+        BatchDecodeBench.Run(runtime, p.GetValue(text)!, p.GetValue(sequences), p.GetValue(min), p.GetValue(max), p.GetValue(decode), p.GetValue(repeats),
+            CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!), Machine.Describe(p.GetValue(device)!), p.GetValue(json));
+    });
+    root.Add(command);
+}
 
 return root.Parse(args).Invoke();

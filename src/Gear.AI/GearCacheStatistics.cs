@@ -9,5 +9,7 @@ namespace Gear.AI;
 /// <param name="Evictions">Idle conversations evicted so far to stay within budget.</param>
 /// <param name="AllocatedBytes">Bytes of every page-pool tensor allocated (pages in use, cached for prefix reuse, and free).</param>
 /// <param name="CachedPages">Pages no conversation holds that stay cached for prefix reuse until their room is wanted.</param>
+/// <param name="AttentionPaths">How attention reads each cache setting's pages (e.g. "gear 2-bit" → "fused CPU kernel …"), with the
+/// reason where it is the slower tensor path.</param>
 public sealed record GearCacheStatistics(int Sessions, long Tokens, long ResidentBytes, long FullPrecisionBytes, long BudgetBytes, long Evictions,
-    long AllocatedBytes = 0, int CachedPages = 0);
+    long AllocatedBytes = 0, int CachedPages = 0, IReadOnlyDictionary<string, string>? AttentionPaths = null);

@@ -48,7 +48,8 @@ internal sealed class SessionStore(long budgetBytes, int maxSessions) : IDisposa
                 fp16 += stats.FullPrecisionBytes;
             }
             return new GearCacheStatistics(_sessions.Count, _sessions.Sum(s => s.Sequence.Length), resident, fp16, budgetBytes, Evictions,
-                _pools.Values.Sum(p => p.AllocatedBytes), _pools.Values.Sum(p => p.CachedPages));
+                _pools.Values.Sum(p => p.AllocatedBytes), _pools.Values.Sum(p => p.CachedPages),
+                _pools.ToDictionary(p => Label(p.Key), p => p.Value.AttentionPath));
         }
     }
 
@@ -134,6 +135,28 @@ internal sealed class SessionStore(long budgetBytes, int maxSessions) : IDisposa
         oldest.Dispose();
         Evictions++;
         return true;
+    }
+
+    /// <summary>A cache setting in words: "gear 2-bit", with the settings that differ from the defaults ("…, group 32").</summary>
+    internal static string Label(GearOptions options)
+    {
+        if (!options.IsCompressed)
+            return "fp16";
+        var defaults = new GearOptions();
+        var label = new System.Text.StringBuilder($"{CacheKindNames.Name(options.Kind)} {options.Bits}-bit");
+        void Differs<T>(T value, T standard, string name) where T : IEquatable<T>
+        {
+            if (!value.Equals(standard))
+                label.Append($", {name} {value}");
+        }
+        Differs(options.GroupSize, defaults.GroupSize, "group");
+        Differs(options.BufferLength, defaults.BufferLength, "buffer");
+        Differs(options.OutlierRatio, defaults.OutlierRatio, "outliers");
+        Differs(options.PromptRank, defaults.PromptRank, "prompt rank");
+        Differs(options.DecodeRank, defaults.DecodeRank, "decode rank");
+        Differs(options.PowerIterations, defaults.PowerIterations, "power iterations");
+        Differs(options.Seed, defaults.Seed, "seed");
+        return label.ToString();
     }
 
     public static int SharedPrefix(IReadOnlyList<int> a, IReadOnlyList<int> b)

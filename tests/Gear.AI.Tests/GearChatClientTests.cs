@@ -241,6 +241,22 @@ public class GearChatClientTests
     }
 
     [Fact]
+    public async Task CacheStatistics_NameHowAttentionReadsEachSetting_AndWhyWhereItIsTheTensorPath()
+    {
+        using var client = TestClients.Create();
+        await client.GetResponseAsync(Story, new ChatOptions { Temperature = 0, MaxOutputTokens = 3 });
+        // Key groups of 512 tokens are past the fused CPU kernel's 8-bit outlier indices: the tensor path, with its reason.
+        await client.GetResponseAsync(Story, new ChatOptions
+        {
+            Temperature = 0, MaxOutputTokens = 3,
+            AdditionalProperties = new() { ["gear.group_size"] = 512, ["gear.buffer_length"] = 512, ["gear.bits"] = 2 },
+        });
+        var paths = client.CacheStatistics.AttentionPaths!;
+        Assert.StartsWith("fused CPU kernel", paths["gear 4-bit"]);
+        Assert.Equal("tensor ops (key groups of 512 tokens (the kernel reads 8-bit outlier indices))", paths["gear 2-bit, group 512, buffer 512"]);
+    }
+
+    [Fact]
     public async Task UseAfterDispose_ThrowsObjectDisposed()
     {
         var client = TestClients.Create();
