@@ -32,12 +32,13 @@ var root = new RootCommand("Gear.AI benchmarks: the GEAR cache against FP16 and 
     var context = new Option<int>("--context") { DefaultValueFactory = _ => 2048, Description = "Window length C (scored: C − 64)" };
     var windows = new Option<int>("--windows") { DefaultValueFactory = _ => 4, Description = "Windows per cache kind" };
     var prompt = new Option<int>("--prompt-tokens") { DefaultValueFactory = _ => 512, Description = "Tokens prefilled before one-at-a-time feeding" };
-    var command = new Command("quality", "Perplexity and greedy agreement per cache kind") { model, text, context, windows, prompt, caches, bits, device, json };
+    var seed = new Option<long>("--seed") { DefaultValueFactory = _ => new Gear.AI.Compression.GearOptions().Seed, Description = "Seed of the low-rank solver's random projections (its run-to-run spread)" };
+    var command = new Command("quality", "Perplexity and greedy agreement per cache kind") { model, text, context, windows, prompt, caches, bits, seed, device, json };
     command.SetAction(p =>
     {
         using var runtime = Load(p.GetValue(model)!, p.GetValue(device)!);
         QualityBench.Run(runtime, p.GetValue(text)!, p.GetValue(context), p.GetValue(windows), p.GetValue(prompt),
-            CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!), Machine.Describe(p.GetValue(device)!), p.GetValue(json));
+            [.. CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!).Select(o => o with { Seed = p.GetValue(seed) })], Machine.Describe(p.GetValue(device)!), p.GetValue(json));
     });
     root.Add(command);
 }

@@ -45,7 +45,7 @@ internal sealed unsafe class CpuPagedAttention(PagePool pool) : PagedAttention(p
     {
         using var scope = NewDisposeScope();
         var shape = Pool.Shape;
-        int hq = (int)queries.shape[1], hkv = shape.KeyValueHeads, groups = hq / hkv, d = shape.HeadDim;
+        int hq = (int)queries.size(1), hkv = shape.KeyValueHeads, groups = hq / hkv, d = shape.HeadDim;
         if (queries.dtype != ScalarType.Float32 || queries.device_type != DeviceType.CPU)
             return new TensorPagedAttention(Pool).Attend(layer, batch, queries, recent).MoveToOuterDisposeScope();
         var q = queries.contiguous();

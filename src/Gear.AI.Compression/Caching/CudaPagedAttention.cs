@@ -69,7 +69,7 @@ internal sealed unsafe class CudaPagedAttention : PagedAttention
     {
         using var scope = NewDisposeScope();
         var shape = Pool.Shape;
-        int hq = (int)queries.shape[1], hkv = shape.KeyValueHeads, groups = hq / hkv, d = shape.HeadDim;
+        int hq = (int)queries.size(1), hkv = shape.KeyValueHeads, groups = hq / hkv, d = shape.HeadDim;
         if (!ReferenceEquals(batch, _tableBatch))
             Upload(batch, recent, groups);
         var output = _fused.Length == batch.Count ? null : empty(queries.shape, queries.dtype, queries.device);   // [N, Hq, D]

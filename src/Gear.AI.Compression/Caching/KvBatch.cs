@@ -240,7 +240,8 @@ public sealed class KvBatch : IDisposable
     {
         ArgumentNullException.ThrowIfNull(x, name);
         var s = Pool.Shape;
-        if (x.dim() != 3 || x.shape[0] != TokenCount || x.shape[2] != s.HeadDim || (heads is { } h && x.shape[1] != h) || x.shape[1] % s.KeyValueHeads != 0)
+        // size(i), not shape: shape marshals a new array (a microsecond each), and this runs three times per layer per step.
+        if (x.dim() != 3 || x.size(0) != TokenCount || x.size(2) != s.HeadDim || (heads is { } h && x.size(1) != h) || x.size(1) % s.KeyValueHeads != 0)
             throw new ArgumentException($"{name} must be [{TokenCount}, {(heads is { } hh ? hh.ToString() : "k·" + s.KeyValueHeads)}, {s.HeadDim}], got [{string.Join(", ", x.shape)}].", name);
     }
 

@@ -349,14 +349,14 @@ internal static class CudaKernels
     public static unsafe Tensor? RmsNorm(Tensor x, Tensor weight, double eps)
     {
         int type = TypeCode(x.dtype);
-        long h = x.shape[^1];
+        long h = x.size(-1);
         if (x.device_type != DeviceType.CUDA || type < 0 || weight.dtype != x.dtype || weight.numel() != h || h > int.MaxValue
             || For(x.device) is not { } module)
             return null;
         long rows = x.numel() / Math.Max(1, h);
         var input = Contiguous(x);
         var w = Contiguous(weight);
-        var output = empty(x.shape, x.dtype, x.device);
+        var output = empty_like(input);
         if (rows > 0)
         {
             IntPtr xp = Caching.TensorMemory.DeviceAddress(input, contiguous: true), wp = Caching.TensorMemory.DeviceAddress(w, contiguous: true);
@@ -380,10 +380,10 @@ internal static class CudaKernels
     {
         int type = TypeCode(qkv.dtype);
         if (qkv.device_type != DeviceType.CUDA || type < 0 || qkv.dim() != 3 || d % 2 != 0 || d > 2048
-            || qkv.shape[2] != (long)(hq + 2 * hkv) * d || cos.dtype != qkv.dtype || sin.dtype != qkv.dtype
+            || qkv.size(2) != (long)(hq + 2 * hkv) * d || cos.dtype != qkv.dtype || sin.dtype != qkv.dtype
             || !qkv.is_contiguous() || !cos.is_contiguous() || !sin.is_contiguous() || For(qkv.device) is not { } module)
             return null;
-        long b = qkv.shape[0], t = qkv.shape[1];
+        long b = qkv.size(0), t = qkv.size(1);
         var q = empty([b, hq, t, d], qkv.dtype, qkv.device);
         var k = empty([b, hkv, t, d], qkv.dtype, qkv.device);
         if (b * t > 0)

@@ -196,7 +196,7 @@ public sealed class LlamaModel : IDisposable
         var c = Config;
         if (UseCudaKernels && AI.Compression.Cuda.CudaKernels.RopeQk(qkv, cos, sin, c.NumHeads, c.NumKeyValueHeads, c.HeadDim) is { } fused)
             return fused;
-        long b = qkv.shape[0], t = qkv.shape[1], qDim = (long)c.NumHeads * c.HeadDim, kvDim = c.KeyValueDim;
+        long b = qkv.size(0), t = qkv.size(1), qDim = (long)c.NumHeads * c.HeadDim, kvDim = c.KeyValueDim;
         var q = qkv.narrow(-1, 0, qDim).view(b, t, c.NumHeads, c.HeadDim).transpose(1, 2);           // [B, Hq, T, D]
         var k = qkv.narrow(-1, qDim, kvDim).view(b, t, c.NumKeyValueHeads, c.HeadDim).transpose(1, 2); // [B, Hkv, T, D]
         return (RotaryEmbedding.Apply(q, cos, sin), RotaryEmbedding.Apply(k, cos, sin));

@@ -48,7 +48,7 @@ internal sealed class RotaryEmbedding : IDisposable
     public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
     {
         using var scope = NewDisposeScope();
-        long half = x.shape[^1] / 2;
+        long half = x.size(-1) / 2;
         var x1 = x.narrow(-1, 0, half);
         var x2 = x.narrow(-1, half, half);
         var rotated = cat([x2.neg(), x1], -1);                                              // [B, H, T, D]
