@@ -2,8 +2,8 @@ using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Json;
-using System.Threading.Channels;
 using Gear.AI.Compression;
+using Gear.AI.Engine;
 using Gear.AI.Llama;
 using Gear.AI.Llama.Chat;
 using Gear.AI.Llama.Generation;
@@ -16,9 +16,10 @@ using AIChatRole = Microsoft.Extensions.AI.ChatRole;
 namespace Gear.AI;
 
 /// <summary>
-/// An <see cref="IChatClient"/> over a local Llama model whose KV cache is GEAR-compressed. Requests
-/// queue and run one at a time on a worker thread; conversations keep their compressed caches under a
-/// byte budget, so a request that continues one prefills only its new tokens.
+/// An <see cref="IChatClient"/> over a local Llama model whose KV cache is GEAR-compressed. Concurrent requests decode
+/// together: every client over the same model shares one engine, whose thread runs each step over all admitted requests
+/// as one ragged batch. Conversations keep their compressed pages under a byte budget, so a request that continues one
+/// prefills only its new tokens.
 /// </summary>
 public sealed class GearChatClient : IChatClient
 {
@@ -28,16 +29,16 @@ public sealed class GearChatClient : IChatClient
     private readonly GearChatClientOptions _options;
     private readonly GearOptions _cacheOptions;
     private readonly ILogger _logger;
-    private readonly TorchWorker _worker = new("Gear.AI worker");
     private readonly CancellationTokenSource _disposing = new();
     private readonly SessionStore _sessions;
+    private readonly object _stateLock = new();                  // guards the transcripts, conversations and logged paths
     private readonly TranscriptMemory _transcripts = new();
     private readonly HashSet<GearOptions> _loggedPaths = [];
     private readonly Dictionary<string, List<ChatTurn>> _conversations = [];
     private readonly LinkedList<string> _conversationOrder = new();
-    private readonly object _loadLock = new();
-    private readonly bool _ownsRuntime;
-    private LlamaRuntime? _runtime;
+    private readonly object _engineLock = new();
+    private readonly LlamaRuntime? _givenRuntime;
+    private GearEngine? _engine;
     private ChatClientMetadata? _metadata;
     private int _disposed;
 
@@ -49,16 +50,14 @@ public sealed class GearChatClient : IChatClient
         _options = options.Clone().Validate();
         _cacheOptions = _options.ToCacheOptions();
         _logger = logger ?? (ILogger)NullLogger.Instance;
-        _sessions = new SessionStore(_options.CacheBudgetBytes, _options.MaxSessions);
-        _ownsRuntime = true;
+        _sessions = new SessionStore(_options.CacheBudgetBytes, _options.MaxSessions, _options.MaxConcurrentSequences, _options.MaxQueuedRequests);
     }
 
     /// <summary>Creates a client over an already loaded runtime (shared; not disposed by this client).</summary>
     public GearChatClient(LlamaRuntime runtime, GearChatClientOptions? options = null, ILogger<GearChatClient>? logger = null)
         : this(options ?? new GearChatClientOptions { Model = runtime?.Directory ?? "" }, logger)
     {
-        _runtime = runtime ?? throw new ArgumentNullException(nameof(runtime));
-        _ownsRuntime = false;
+        _givenRuntime = runtime ?? throw new ArgumentNullException(nameof(runtime));
     }
 
     /// <summary>The options in force (a copy).</summary>
@@ -68,35 +67,52 @@ public sealed class GearChatClient : IChatClient
     public Task LoadAsync(CancellationToken cancellationToken = default)
     {
         ThrowIfDisposed();
-        return _worker.Run(() => Runtime, cancellationToken);
+        return Engine.LoadAsync(cancellationToken);
     }
 
     /// <summary>Whether the model is loaded.</summary>
-    public bool IsLoaded => Volatile.Read(ref _runtime) is not null;
+    public bool IsLoaded => _givenRuntime is not null || Volatile.Read(ref _engine)?.Loaded is not null;
 
-    private LlamaRuntime Runtime
+    private LlamaRuntime Runtime => _givenRuntime ?? Engine.LoadAsync().GetAwaiter().GetResult();
+
+    /// <summary>
+    /// The engine of this client's model, shared with every other client over the same model directory, device and chat
+    /// template (or the same runtime instance).
+    /// </summary>
+    private GearEngine Engine
     {
         get
         {
-            var runtime = Volatile.Read(ref _runtime);
-            if (runtime is not null)
-                return runtime;
-            lock (_loadLock)
+            if (Volatile.Read(ref _engine) is { } engine)
+                return engine;
+            lock (_engineLock)
             {
-                if (_runtime is not null)
-                    return _runtime;
-                using var activity = GearTelemetry.ActivitySource.StartActivity("gear.load");
-                var clock = Stopwatch.StartNew();
-                string directory = ModelLocator.Resolve(_options.Model);
-                var loaded = LlamaRuntime.Load(directory, new ModelLoadOptions { Device = _options.Device }, _options.ChatTemplate);
-                GearTelemetry.LoadSeconds.Record(clock.Elapsed.TotalSeconds);
-                activity?.SetTag("gear.model", loaded.ModelId);
-                _logger.LogInformation("Loaded model {Model} on {Device} in {Seconds:F2} s ({Bytes:N0} bytes of weights)",
-                    loaded.ModelId, _options.Device, clock.Elapsed.TotalSeconds, loaded.Model.Weights.Bytes);
-                Volatile.Write(ref _runtime, loaded);
-                return loaded;
+                ThrowIfDisposed();
+                if (_engine is not null)
+                    return _engine;
+                if (_givenRuntime is { } runtime)
+                {
+                    _engine = EngineRegistry.Acquire(runtime, () => new GearEngine(() => runtime, "Gear.AI engine " + runtime.ModelId, runtime));
+                    return _engine;
+                }
+                string directory = Path.GetFullPath(ModelLocator.Resolve(_options.Model));
+                var key = (directory, _options.Device.Trim().ToLowerInvariant(), _options.ChatTemplate);
+                _engine = EngineRegistry.Acquire(key, () => new GearEngine(() => Load(directory), "Gear.AI engine " + Path.GetFileName(directory)));
+                return _engine;
             }
         }
+    }
+
+    private LlamaRuntime Load(string directory)
+    {
+        using var activity = GearTelemetry.ActivitySource.StartActivity("gear.load");
+        var clock = Stopwatch.StartNew();
+        var loaded = LlamaRuntime.Load(directory, new ModelLoadOptions { Device = _options.Device }, _options.ChatTemplate);
+        GearTelemetry.LoadSeconds.Record(clock.Elapsed.TotalSeconds);
+        activity?.SetTag("gear.model", loaded.ModelId);
+        _logger.LogInformation("Loaded model {Model} on {Device} in {Seconds:F2} s ({Bytes:N0} bytes of weights)",
+            loaded.ModelId, _options.Device, clock.Elapsed.TotalSeconds, loaded.Model.Weights.Bytes);
+        return loaded;
     }
 
     /// <inheritdoc />
@@ -111,25 +127,33 @@ public sealed class GearChatClient : IChatClient
         ThrowIfDisposed();
         var request = Prepare(messages.ToList(), options);
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _disposing.Token);
-        var channel = Channel.CreateUnbounded<ChatResponseUpdate>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        // Run completes the channel however it ends (even cancelled before it starts), so reading cannot hang.
-        var work = _worker.Run(() => Run(request, channel.Writer, cts.Token));
-        _ = work.ContinueWith(t => channel.Writer.TryComplete(t.Exception?.InnerException), CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+        var engine = Engine;
+        var runtime = _givenRuntime ?? await engine.LoadAsync(cts.Token).ConfigureAwait(false);
+        var plan = Plan(request, runtime);
+        var job = new GenerationJob(_sessions, plan.Ids, plan.Sampling, request.Cache, plan.ConversationId, runtime.Template.StopTokenIds(runtime.Tokenizer),
+            _options.PrefillChunkTokens, cts.Token)
+        {
+            Started = pool => LogAttentionPath(pool, request.Cache),
+        };
+        using var activity = GearTelemetry.ActivitySource.StartActivity("gear.chat");
+        engine.Submit(job);
         try
         {
-            // The caller's token is checked before each update too: the worker may have written the rest of the answer
-            // (or all of it) before the caller cancelled, and a cancelled stream ends with OperationCanceledException,
-            // not with the updates already buffered.
-            await foreach (var update in channel.Reader.ReadAllAsync(CancellationToken.None).ConfigureAwait(false))
+            await foreach (var update in Respond(request, plan, job, runtime, activity).ConfigureAwait(false))
             {
+                // The caller's token is checked before each update too: the engine may have written the rest of the answer
+                // (or all of it) before the caller cancelled, and a cancelled stream ends with OperationCanceledException,
+                // not with the updates already buffered.
                 cancellationToken.ThrowIfCancellationRequested();
                 yield return update;
             }
         }
         finally
         {
+            // A reader that stops early (or is cancelled) takes the request out of the batch; wait until the engine has
+            // let go of its sequence, so the caller sees the memory as it will stay.
             cts.Cancel();
-            await work.ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default).ConfigureAwait(false);
+            await job.Done.ConfigureAwait(false);
         }
     }
 
@@ -208,32 +232,23 @@ public sealed class GearChatClient : IChatClient
         _ => throw new ArgumentException($"{key} must be a number.", key),
     };
 
-    /// <summary>The whole request, on the worker thread: render, reuse a cache, generate, stream, keep the cache.</summary>
-    private bool Run(Request request, ChannelWriter<ChatResponseUpdate> writer, CancellationToken ct)
-    {
-        try
-        {
-            ct.ThrowIfCancellationRequested();
-            RunCore(request, writer, ct);
-            writer.Complete();
-            return true;
-        }
-        catch (Exception e)
-        {
-            writer.Complete(e);
-            throw;
-        }
-    }
+    /// <summary>What a request will feed the engine, and what the client remembers of it afterwards.</summary>
+    private sealed record RequestPlan(IReadOnlyList<int> Ids, SamplingOptions Sampling, string? ConversationId, List<ChatTurn> Turns, List<ChatTurn> MessageTurns, bool Raw);
 
-    private void RunCore(Request request, ChannelWriter<ChatResponseUpdate> writer, CancellationToken ct)
+    /// <summary>
+    /// Renders the request's prompt (a continued answer of ours keeps its exact ids), applies the context policy and the
+    /// token budget, and checks the cache budget: everything that can fail before the request queues.
+    /// </summary>
+    private RequestPlan Plan(Request request, LlamaRuntime runtime)
     {
-        var runtime = Runtime;
         var options = request.Options;
         if (options?.ModelId is { } modelId && !string.Equals(modelId, runtime.ModelId, StringComparison.OrdinalIgnoreCase))
             throw new ArgumentException($"ChatOptions.ModelId '{modelId}' does not match the loaded model '{runtime.ModelId}'.", nameof(options));
 
         string? conversationId = _options.StatefulConversations ? request.ConversationId ?? "gear_" + Guid.NewGuid().ToString("N") : null;
-        var history = conversationId is not null && _conversations.TryGetValue(conversationId, out var h) ? new List<ChatTurn>(h) : [];
+        List<ChatTurn> history;
+        lock (_stateLock)
+            history = conversationId is not null && _conversations.TryGetValue(conversationId, out var h) ? [.. h] : [];
         var newTurns = PromptRenderer.Turns(request.Messages, options);
         int preamble = newTurns.Count - request.Messages.Count; // instructions and tool descriptions come first
         var messageTurns = history.Concat(newTurns.Skip(preamble)).ToList();
@@ -248,8 +263,11 @@ public sealed class GearChatClient : IChatClient
             if (raw)
                 return runtime.EncodeRaw(string.Join("\n\n", turns.Select(t => t.Content)));
             // A conversation that continues an answer of ours keeps that exchange's exact ids (its cache is their prefix).
-            if (_transcripts.Find(turns) is { } known)
-                return [.. known.Ids, .. runtime.Template.RenderContinuation(turns[known.Turns..], runtime.Tokenizer)];
+            (int[] Ids, int Turns)? known;
+            lock (_stateLock)
+                known = _transcripts.Find(turns);
+            if (known is { } k)
+                return [.. k.Ids, .. runtime.Template.RenderContinuation(turns[k.Turns..], runtime.Tokenizer)];
             return runtime.Template.Render(turns, runtime.Tokenizer);
         }
         List<ChatTurn> turns = [.. preambleTurns, .. messageTurns];
@@ -264,88 +282,82 @@ public sealed class GearChatClient : IChatClient
         int maxNew = options?.MaxOutputTokens ?? Math.Min(_options.DefaultMaxOutputTokens, context - ids.Count);
         if (maxNew < 1 || ids.Count + maxNew > context)
             throw new ContextLengthExceededException(ids.Count, Math.Max(1, maxNew), context);
-        sampling = sampling with { MaxNewTokens = maxNew };
         CheckBudget(runtime, request.Cache, ids.Count);
+        return new RequestPlan(ids, sampling with { MaxNewTokens = maxNew }, conversationId, turns, messageTurns, raw);
+    }
 
-        using var activity = GearTelemetry.ActivitySource.StartActivity("gear.chat");
-        var sequence = _sessions.Start(runtime.Model, ids, request.Cache, conversationId);
-        LogAttentionPath(sequence.Pool, request.Cache);
-        try
+    /// <summary>The engine's updates as chat updates: text as it comes (held back while it may be a tool call), then usage.</summary>
+    private async IAsyncEnumerable<ChatResponseUpdate> Respond(Request request, RequestPlan plan, GenerationJob job, LlamaRuntime runtime, Activity? activity)
+    {
+        string responseId = "gear-" + Guid.NewGuid().ToString("N");
+        string messageId = "msg-" + Guid.NewGuid().ToString("N");
+        var created = DateTimeOffset.UtcNow;
+        ChatResponseUpdate Update(IList<AIContent> contents) => new(AIChatRole.Assistant, contents)
         {
-            string responseId = "gear-" + Guid.NewGuid().ToString("N");
-            string messageId = "msg-" + Guid.NewGuid().ToString("N");
-            var created = DateTimeOffset.UtcNow;
-            ChatResponseUpdate Update(IList<AIContent> contents) => new(AIChatRole.Assistant, contents)
-            {
-                ResponseId = responseId,
-                MessageId = messageId,
-                ConversationId = conversationId,
-                CreatedAt = created,
-                ModelId = runtime.ModelId,
-            };
+            ResponseId = responseId,
+            MessageId = messageId,
+            ConversationId = plan.ConversationId,
+            CreatedAt = created,
+            ModelId = runtime.ModelId,
+        };
 
-            var text = new StringBuilder();
-            var generated = new List<int>();
-            bool holding = request.Tools.Count > 0;
-            GenerationSummary? summary = null;
-            var stops = runtime.Template.StopTokenIds(runtime.Tokenizer);
-            foreach (var step in runtime.Generator.Generate(ids, sequence, sampling, stops, ct))
-            {
-                if (step.TokenId is int id)
-                    generated.Add(id);
-                summary ??= step.Summary;
-                if (step.Text.Length == 0)
-                    continue;
-                text.Append(step.Text);
-                if (holding && ToolCalling.MayBeCall(text.ToString()))
-                    continue;
-                string piece = holding ? text.ToString() : step.Text;
-                holding = false;
-                writer.TryWrite(Update([new TextContent(piece)]));
-            }
-
-            string reply = text.ToString();
-            var calls = request.Tools.Count > 0 ? ToolCalling.Parse(reply, request.Tools.Select(t => t.Name).ToHashSet()) : null;
-            if (calls is not null)
-                writer.TryWrite(Update([.. calls]));
-            else if (holding && reply.Length > 0)
-                writer.TryWrite(Update([new TextContent(reply)]));
-
-            var usage = Usage(summary!, sequence);
-            var finish = calls is not null ? ChatFinishReason.ToolCalls
-                : summary!.Reason == StopReason.MaxTokens ? ChatFinishReason.Length : ChatFinishReason.Stop;
-            var last = Update([new UsageContent(usage)]);
-            last.FinishReason = finish;
-            last.AdditionalProperties = new AdditionalPropertiesDictionary
-            {
-                ["gear.kv.compression_ratio"] = sequence.FullPrecisionBytes == 0 ? 0.0 : (double)sequence.ResidentBytes / sequence.FullPrecisionBytes,
-                ["gear.cache"] = CacheKindNames.Name(request.Cache.Kind),
-            };
-            writer.TryWrite(last);
-
-            if (_options.LogContent)
-                _logger.LogDebug("Prompt: {Prompt}\nResponse: {Response}", runtime.Tokenizer.Decode(ids), reply);
-            string remembered = calls is not null ? string.Join("\n", calls.Select(ToolCalling.RenderCall)) : reply;
-            if (!raw && summary!.Reason != StopReason.StopSequence)
-                _transcripts.Remember(turns, remembered, [.. ids, .. generated]);
-            if (conversationId is not null)
-                Remember(conversationId, messageTurns, remembered);
-            Record(activity, summary!, runtime, request.Cache);
-            _sessions.Keep(sequence, conversationId);
-        }
-        catch
+        var text = new StringBuilder();
+        var generated = new List<int>();
+        bool holding = request.Tools.Count > 0;
+        GenerationSummary? summary = null;
+        await foreach (var step in job.Updates.ReadAllAsync(CancellationToken.None).ConfigureAwait(false))
         {
-            // Cancelled or failed: the request's own sequence goes; what it started from (an idle conversation, cached
-            // pages) was shared, not changed, so nothing else is lost.
-            sequence.Dispose();
-            throw;
+            if (step.TokenId is int id)
+                generated.Add(id);
+            summary ??= step.Summary;
+            if (step.Text.Length == 0)
+                continue;
+            text.Append(step.Text);
+            if (holding && ToolCalling.MayBeCall(text.ToString()))
+                continue;
+            string piece = holding ? text.ToString() : step.Text;
+            holding = false;
+            yield return Update([new TextContent(piece)]);
         }
+
+        string reply = text.ToString();
+        var calls = request.Tools.Count > 0 ? ToolCalling.Parse(reply, request.Tools.Select(t => t.Name).ToHashSet()) : null;
+        if (calls is not null)
+            yield return Update([.. calls]);
+        else if (holding && reply.Length > 0)
+            yield return Update([new TextContent(reply)]);
+
+        var kv = job.Kv!;
+        var last = Update([new UsageContent(Usage(summary!, kv))]);
+        last.FinishReason = calls is not null ? ChatFinishReason.ToolCalls
+            : summary!.Reason == StopReason.MaxTokens ? ChatFinishReason.Length : ChatFinishReason.Stop;
+        last.AdditionalProperties = new AdditionalPropertiesDictionary
+        {
+            ["gear.kv.compression_ratio"] = kv.FullPrecisionBytes == 0 ? 0.0 : (double)kv.ResidentBytes / kv.FullPrecisionBytes,
+            ["gear.cache"] = CacheKindNames.Name(request.Cache.Kind),
+        };
+
+        if (_options.LogContent)
+            _logger.LogDebug("Prompt: {Prompt}\nResponse: {Response}", runtime.Tokenizer.Decode(plan.Ids), reply);
+        string remembered = calls is not null ? string.Join("\n", calls.Select(ToolCalling.RenderCall)) : reply;
+        lock (_stateLock)
+        {
+            if (!plan.Raw && summary!.Reason != StopReason.StopSequence)
+                _transcripts.Remember(plan.Turns, remembered, [.. plan.Ids, .. generated]);
+            if (plan.ConversationId is not null)
+                Remember(plan.ConversationId, plan.MessageTurns, remembered);
+        }
+        Record(activity, summary!, runtime, request.Cache);
+        yield return last;
     }
 
     /// <summary>Logs once per cache setting how attention reads its pages (a slow path says why).</summary>
     private void LogAttentionPath(Compression.Caching.PagePool pool, GearOptions cache)
     {
-        if (_loggedPaths.Add(cache))
+        bool first;
+        lock (_stateLock)
+            first = _loggedPaths.Add(cache);
+        if (first)
             _logger.LogInformation("KV cache {Cache} {Bits}-bit on {Device}: attention by {Path}", CacheKindNames.Name(cache.Kind), cache.Bits, pool.Shape.Device, pool.AttentionPath);
     }
 
@@ -382,7 +394,7 @@ public sealed class GearChatClient : IChatClient
             throw new CacheBudgetExceededException(lowerBound, _options.CacheBudgetBytes);
     }
 
-    private static UsageDetails Usage(GenerationSummary s, Compression.Caching.KvSequence sequence) => new()
+    private static UsageDetails Usage(GenerationSummary s, KvFigures kv) => new()
     {
         InputTokenCount = s.PromptTokens,
         OutputTokenCount = s.GeneratedTokens,
@@ -390,9 +402,9 @@ public sealed class GearChatClient : IChatClient
         CachedInputTokenCount = s.CachedPromptTokens,
         AdditionalCounts = new AdditionalPropertiesDictionary<long>
         {
-            ["gear.kv.resident_bytes"] = sequence.ResidentBytes,
-            ["gear.kv.fp16_bytes"] = sequence.FullPrecisionBytes,
-            ["gear.kv.tokens"] = sequence.Length,
+            ["gear.kv.resident_bytes"] = kv.ResidentBytes,
+            ["gear.kv.fp16_bytes"] = kv.FullPrecisionBytes,
+            ["gear.kv.tokens"] = kv.Tokens,
         },
     };
 
@@ -430,7 +442,7 @@ public sealed class GearChatClient : IChatClient
         get
         {
             ThrowIfDisposed();
-            return _worker.Run(() => _sessions.Statistics).GetAwaiter().GetResult();
+            return Engine.Run(() => _sessions.Statistics).GetAwaiter().GetResult();
         }
     }
 
@@ -455,8 +467,11 @@ public sealed class GearChatClient : IChatClient
         return null;
     }
 
-    /// <summary>Tensors alive on the worker thread: flat across requests when nothing leaks.</summary>
-    internal long LiveTensors => _worker.LiveTensors;
+    /// <summary>Tensors alive on the engine thread: flat across requests when nothing leaks.</summary>
+    internal long LiveTensors => Engine.LiveTensors;
+
+    /// <summary>The engine this client runs on (tests: clients over one model share it).</summary>
+    internal object EngineIdentity => Engine;
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
 
@@ -466,14 +481,20 @@ public sealed class GearChatClient : IChatClient
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
             return;
         _disposing.Cancel();
-        _worker.Run(() =>
+        GearEngine? engine;
+        lock (_engineLock)
+            engine = _engine;
+        if (engine is not null)
         {
-            _sessions.Dispose();
-            if (_ownsRuntime)
-                _runtime?.Dispose();
-            return true;
-        }).GetAwaiter().GetResult();
-        _worker.Dispose();
+            // This client's requests leave the batch and its pages go; the engine stops when no client is left.
+            engine.Run(() =>
+            {
+                engine.Drop(_sessions);
+                _sessions.Dispose();
+                return true;
+            }).GetAwaiter().GetResult();
+            EngineRegistry.Release(engine);
+        }
         _disposing.Dispose();
     }
 }

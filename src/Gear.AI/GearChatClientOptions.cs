@@ -48,6 +48,18 @@ public sealed class GearChatClientOptions
     /// <summary>Most conversations kept resident (default 16).</summary>
     public int MaxSessions { get; set; } = 16;
 
+    /// <summary>Requests of this client decoding together at most; more wait, in arrival order (default 32).</summary>
+    public int MaxConcurrentSequences { get; set; } = 32;
+
+    /// <summary>Requests of this client waiting at most; one more fails at once with <see cref="GearBusyException"/> (default 1,024).</summary>
+    public int MaxQueuedRequests { get; set; } = 1024;
+
+    /// <summary>
+    /// Prompt tokens a request feeds per step at most (default 256): a long prompt is prefilled in chunks between the other
+    /// requests' decode steps, so it does not stall their streams.
+    /// </summary>
+    public int PrefillChunkTokens { get; set; } = 256;
+
     /// <summary>When true, responses carry a ConversationId and requests that pass it send only new messages (default false: stateless, prefix reuse).</summary>
     public bool StatefulConversations { get; set; }
 
@@ -98,6 +110,12 @@ public sealed class GearChatClientOptions
             problems.Add("CacheBudgetBytes must be positive.");
         if (MaxSessions < 1)
             problems.Add("MaxSessions must be at least 1.");
+        if (MaxConcurrentSequences < 1)
+            problems.Add("MaxConcurrentSequences must be at least 1.");
+        if (MaxQueuedRequests < 0)
+            problems.Add("MaxQueuedRequests must be 0 or more.");
+        if (PrefillChunkTokens < 1)
+            problems.Add("PrefillChunkTokens must be at least 1.");
         if (DefaultMaxOutputTokens < 1)
             problems.Add("DefaultMaxOutputTokens must be at least 1.");
         if (!(DefaultTemperature >= 0))

@@ -21,10 +21,27 @@ internal sealed class Session(KvSequence sequence, string? conversationId) : IDi
 /// through the pool's prefix index), the idle conversations' sequences, and the budget over all of it. A request starts
 /// from the longest prefix of its prompt held anywhere: an idle conversation's sequence (tokens in its buffer included,
 /// forked, so the idle one stays intact) or cached pages. When a pool needs room it evicts cached pages, then idle
-/// conversations, least recently used first. Not thread-safe: the client runs one request at a time.
+/// conversations, least recently used first. It also holds what the engine's admission needs of its client: how many of
+/// its requests run and wait, and the bytes the running ones may still take. Used on the engine thread only (but
+/// <see cref="Waiting"/>, counted when a request is submitted).
 /// </summary>
-internal sealed class SessionStore(long budgetBytes, int maxSessions) : IDisposable
+internal sealed class SessionStore(long budgetBytes, int maxSessions, int maxConcurrent = int.MaxValue, int maxQueued = int.MaxValue) : IDisposable
 {
+    /// <summary>Requests submitted and not yet admitted (changed with <see cref="Interlocked"/>).</summary>
+    public int Waiting;
+
+    /// <summary>Most requests running at once.</summary>
+    public int MaxConcurrent => maxConcurrent;
+
+    /// <summary>Most requests waiting at once.</summary>
+    public int MaxQueued => maxQueued;
+
+    /// <summary>Requests running (admitted and not yet finished).</summary>
+    public int Running { get; set; }
+
+    /// <summary>What the running requests may take at most, together (<see cref="PagePool.BytesFor"/> of prompt and output).</summary>
+    public long ReservedBytes { get; set; }
+
     private readonly Dictionary<GearOptions, PagePool> _pools = [];
     private readonly List<Session> _sessions = [];
     private long _clock;

@@ -154,6 +154,19 @@ public sealed class PagePool : IDisposable
             ArenaFor(key).Reserve(copies * arena.UsedPages, copies * arena.UsedBlocks);
     }
 
+    /// <summary>
+    /// At most the bytes a sequence of <paramref name="tokens"/> tokens takes in this pool: each of its pages at the largest
+    /// page size with a low-rank block of its own, and a buffer page. What a scheduler sets aside before admitting a request.
+    /// </summary>
+    public long BytesFor(long tokens)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(tokens);
+        long pages = (tokens + PageTokens - 1) / PageTokens;
+        int[] ranks = Options.UsesLowRank ? [Options.PromptRank, Options.DecodeRank] : [0];
+        long perPage = ranks.Max(r => ArenaFor(r).PageBytes + ArenaFor(r).BlockBytes);
+        return pages * perPage + ArenaFor(BufferArenaKey).PageBytes;
+    }
+
     /// <summary>Bytes of the pages, blocks and buffers of <paramref name="sequences"/>, each shared page and block counted once.</summary>
     public KvCacheStatistics StatisticsOf(IEnumerable<KvSequence> sequences)
     {

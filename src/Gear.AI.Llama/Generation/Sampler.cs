@@ -34,6 +34,18 @@ public sealed class Sampler : IDisposable
             _counts = zeros(vocabSize, ScalarType.Float32, device).DetachFromDisposeScope();
     }
 
+    /// <summary>Whether the choice is the plain argmax (greedy, no penalties): rows of such samplers can share one argmax (<see cref="Greedy"/>).</summary>
+    public bool IsPlainGreedy => _options.Temperature == 0 && _seen is null && _counts is null;
+
+    /// <summary>The argmax of every row of <paramref name="logits"/> [S, V], read back in one transfer.</summary>
+    public static int[] Greedy(Tensor logits)
+    {
+        ArgumentNullException.ThrowIfNull(logits);
+        using var scope = NewDisposeScope();
+        var ids = logits.argmax(-1).to(ScalarType.Int32).cpu();                                // [S]
+        return ids.data<int>().ToArray();
+    }
+
     /// <summary>Chooses a token from <paramref name="logits"/> [V] (float32) and records it.</summary>
     public int Next(Tensor logits)
     {

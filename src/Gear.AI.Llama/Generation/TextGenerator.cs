@@ -51,11 +51,7 @@ public sealed class TextGenerator
 
     private IEnumerable<GenerationUpdate> Run(IReadOnlyList<int> promptIds, int cached, KvSequence sequence, SamplingOptions options, IReadOnlyList<int> extraStops, CancellationToken ct)
     {
-        var stops = new HashSet<int>(options.StopTokenIds.Concat(extraStops));
-        if (_tokenizer.EosId is int eos)
-            stops.Add(eos);
-        var detokenizer = new StreamingDetokenizer(_tokenizer, promptIds[^1]);
-        var filter = new StopSequenceFilter(options.StopSequences);
+        var stream = new TokenStream(_tokenizer, promptIds[^1], options, extraStops);
         using var sampler = new Sampler(options, _model.Config.VocabSize, _model.Device, promptIds);
 
         ct.ThrowIfCancellationRequested();
@@ -63,33 +59,16 @@ public sealed class TextGenerator
         int next = Step(promptIds.Skip(cached).ToArray(), sequence, sampler);
         var prefill = clock.Elapsed;
         clock.Restart();
-
-        int generated = 0;
-        StopReason reason = StopReason.MaxTokens;
         while (true)
         {
-            generated++;
-            if (stops.Contains(next))
-            {
-                reason = StopReason.EndOfSequence;
-                break;
-            }
-            string text = filter.Push(detokenizer.Push(next));
-            if (filter.Stopped)
-            {
-                reason = StopReason.StopSequence;
-                yield return new GenerationUpdate(text, next);
-                break;
-            }
-            yield return new GenerationUpdate(text, next);
-            if (generated >= options.MaxNewTokens)
+            if (stream.Accept(next) is { } update)
+                yield return update;
+            if (stream.Reason is not null)
                 break;
             ct.ThrowIfCancellationRequested();
             next = Step([next], sequence, sampler);
         }
-        string tail = reason == StopReason.StopSequence ? string.Empty : filter.Push(detokenizer.Flush()) + filter.Flush();
-        var summary = new GenerationSummary(reason, promptIds.Count, cached, generated, prefill, clock.Elapsed);
-        yield return new GenerationUpdate(tail, null, summary);
+        yield return stream.Finish(promptIds.Count, cached, prefill, clock.Elapsed);
     }
 
     /// <summary>One forward over <paramref name="ids"/> and one sampled token: one dispose scope.</summary>
