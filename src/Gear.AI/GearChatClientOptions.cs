@@ -112,8 +112,8 @@ public sealed class GearChatClientOptions
             problems.Add("MaxSessions must be at least 1.");
         if (MaxConcurrentSequences < 1)
             problems.Add("MaxConcurrentSequences must be at least 1.");
-        if (MaxQueuedRequests < 0)
-            problems.Add("MaxQueuedRequests must be 0 or more.");
+        if (MaxQueuedRequests < 1)
+            problems.Add("MaxQueuedRequests must be at least 1 (a request waits in the queue until its step begins).");
         if (PrefillChunkTokens < 1)
             problems.Add("PrefillChunkTokens must be at least 1.");
         if (DefaultMaxOutputTokens < 1)

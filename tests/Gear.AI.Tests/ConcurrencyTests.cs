@@ -1,0 +1,254 @@
+using System.Diagnostics;
+using Gear.AI.Compression;
+using Gear.AI.Engine;
+using Gear.AI.Llama;
+using Microsoft.Extensions.AI;
+using Xunit.Abstractions;
+
+namespace Gear.AI.Tests;
+
+/// <summary>Concurrent requests decode together and each answers exactly as it would alone.</summary>
+public class ConcurrencyTests(ITestOutputHelper output)
+{
+    private static GearChatClient GearTiny(Action<GearChatClientOptions>? configure = null)
+    {
+        var options = new GearChatClientOptions { Model = TestClients.GearTiny.Directory, Cache = CacheKind.Gear, Bits = 2, DefaultTemperature = 0 };
+        configure?.Invoke(options);
+        return new GearChatClient(TestClients.GearTiny, options);
+    }
+
+    private static readonly string[] Subjects =
+    [
+        "a lighthouse keeper", "the moors at night", "a missing letter", "a dog on the heath", "the old manor",
+        "a train to London", "a locked study", "a stranger's boots", "the butler's diary", "a candle in the window",
+        "fog on the river", "a hidden staircase", "a broken watch", "the village doctor", "a telegram", "the last witness",
+    ];
+
+    /// <summary>Sixteen requests that differ in sampling, length, stops and cache setting.</summary>
+    private static (ChatMessage[] Messages, ChatOptions Options)[] SixteenRequests() =>
+        [.. Subjects.Select((subject, i) =>
+        {
+            var options = new ChatOptions { MaxOutputTokens = 12 + 3 * (i % 5) };
+            if (i % 2 == 1)
+            {
+                options.Temperature = 0.9f;
+                options.TopP = 0.95f;
+                options.Seed = 100 + i;
+            }
+            else
+            {
+                options.Temperature = 0;
+            }
+            if (i % 4 == 2)
+                options.StopSequences = ["."];
+            if (i % 8 == 3)
+                options.FrequencyPenalty = 0.5f;
+            if (i % 3 == 0)
+                options.AdditionalProperties = new() { ["gear.cache"] = i % 2 == 0 ? "fp16" : "kivi", ["gear.bits"] = 4 };
+            return (new[] { new ChatMessage(ChatRole.User, $"Tell me about {subject}.") }, options);
+        })];
+
+    [Fact]
+    public async Task SixteenConcurrentRequests_EachEqualsItselfAlone()
+    {
+        var requests = SixteenRequests();
+        var alone = new List<ChatResponse>();
+        foreach (var (messages, options) in requests)
+        {
+            using var fresh = GearTiny();
+            alone.Add(await fresh.GetResponseAsync(messages, options.Clone()));
+        }
+
+        using var client = GearTiny();
+        long budget = client.Options.CacheBudgetBytes, maxAllocated = 0;
+        using var sampling = new CancellationTokenSource();
+        var watcher = Task.Run(async () =>
+        {
+            while (!sampling.IsCancellationRequested)
+            {
+                maxAllocated = Math.Max(maxAllocated, client.CacheStatistics.AllocatedBytes);
+                await Task.Delay(5);
+            }
+        });
+        var together = await Task.WhenAll(requests.Select(r => client.GetResponseAsync(r.Messages, r.Options.Clone())));
+        sampling.Cancel();
+        await watcher;
+
+        for (int i = 0; i < requests.Length; i++)
+        {
+            Assert.Equal(alone[i].Text, together[i].Text);
+            Assert.Equal(alone[i].FinishReason, together[i].FinishReason);
+            Assert.Equal(alone[i].Usage!.InputTokenCount, together[i].Usage!.InputTokenCount);
+            Assert.Equal(alone[i].Usage!.OutputTokenCount, together[i].Usage!.OutputTokenCount);
+            Assert.True(together[i].Usage!.OutputTokenCount <= requests[i].Options.MaxOutputTokens);
+        }
+        Assert.Contains(together, r => r.FinishReason == ChatFinishReason.Length);
+        Assert.Contains(together, r => r.FinishReason == ChatFinishReason.Stop);
+        Assert.True(maxAllocated <= budget, $"pools held {maxAllocated:N0} bytes, budget {budget:N0}");
+        output.WriteLine($"16 requests together; pools held at most {maxAllocated:N0} bytes");
+    }
+
+    [Fact]
+    public async Task EightConcurrentGreedyRequests_EqualTheSameInARow()
+    {
+        var prompts = Subjects.Take(8).Select(s => new[] { new ChatMessage(ChatRole.User, $"Tell me about {s}.") }).ToArray();
+        var greedy = new ChatOptions { Temperature = 0, MaxOutputTokens = 32 };
+        var one = new List<string>();
+        using (var serial = GearTiny())
+        {
+            foreach (var p in prompts)
+                one.Add((await serial.GetResponseAsync(p, greedy.Clone())).Text);
+        }
+        using var client = GearTiny();
+        var all = await Task.WhenAll(prompts.Select(p => client.GetResponseAsync(p, greedy.Clone())));
+        Assert.Equal(one, all.Select(r => r.Text));
+    }
+
+    [Fact]
+    public async Task CancelOneThirdOf300_RestCorrect_NothingLeaks()
+    {
+        var prompts = Subjects.Take(6).Select(s => new[] { new ChatMessage(ChatRole.User, $"Tell me about {s}.") }).ToArray();
+        var greedy = new ChatOptions { Temperature = 0, MaxOutputTokens = 10 };
+        var expected = new List<string>();
+        foreach (var p in prompts)
+        {
+            using var fresh = GearTiny();
+            expected.Add((await fresh.GetResponseAsync(p, greedy.Clone())).Text);
+        }
+
+        using var client = GearTiny(o => o.MaxSessions = 4);
+        await client.GetResponseAsync(prompts[0], greedy.Clone());
+        long baseline = client.LiveTensors, baselineAllocated = client.CacheStatistics.AllocatedBytes;
+        var rng = new Random(7);
+        var runs = Enumerable.Range(0, 300).Select(async i =>
+        {
+            var cts = new CancellationTokenSource();
+            bool cancel = i % 3 == 0;
+            if (cancel)
+                cts.CancelAfter(rng.Next(0, 40));
+            try
+            {
+                var text = new System.Text.StringBuilder();
+                await foreach (var update in client.GetStreamingResponseAsync(prompts[i % prompts.Length], greedy.Clone(), cts.Token))
+                    text.Append(update.Text);
+                return (i, Text: text.ToString(), Cancelled: false);
+            }
+            catch (OperationCanceledException) when (cancel)
+            {
+                return (i, Text: "", Cancelled: true);
+            }
+            finally
+            {
+                cts.Dispose();
+            }
+        }).ToArray();
+        var results = await Task.WhenAll(runs);
+        foreach (var (i, text, cancelled) in results.Where(r => !r.Cancelled))
+            Assert.Equal(expected[i % prompts.Length], text);
+        int cancelledCount = results.Count(r => r.Cancelled);
+        Assert.True(cancelledCount > 30, $"only {cancelledCount} requests were cancelled in flight");
+
+        var stats = client.CacheStatistics;
+        Assert.True(stats.Sessions <= 4);
+        // What is alive is what the idle sessions and cached pages hold: no running or cancelled request left anything.
+        Assert.Equal(expected[0], (await client.GetResponseAsync(prompts[0], greedy.Clone())).Text);
+        output.WriteLine($"{cancelledCount} cancelled, {300 - cancelledCount} completed; live tensors {client.LiveTensors} (baseline {baseline}); " +
+                         $"allocated {client.CacheStatistics.AllocatedBytes:N0} (baseline {baselineAllocated:N0})");
+        Assert.Equal(baseline, client.LiveTensors);
+    }
+
+    [Fact]
+    public async Task TwoClientsOverOneModel_ShareOneEngine_TwoModelsEachWork()
+    {
+        using var a = GearTiny();
+        using var b = GearTiny(o => o.Cache = CacheKind.Fp16);
+        using var stories = TestClients.Create();
+        Assert.Same(a.EngineIdentity, b.EngineIdentity);
+        Assert.NotSame(a.EngineIdentity, stories.EngineIdentity);
+
+        var greedy = new ChatOptions { Temperature = 0, MaxOutputTokens = 16 };
+        var question = new[] { new ChatMessage(ChatRole.User, "Tell me about the moors at night.") };
+        string aAlone = (await a.GetResponseAsync(question, greedy.Clone())).Text;
+        string bAlone = (await b.GetResponseAsync(question, greedy.Clone())).Text;
+        string storyAlone = (await stories.GetResponseAsync([new ChatMessage(ChatRole.User, "Once upon a time")], greedy.Clone())).Text;
+        var all = await Task.WhenAll(Enumerable.Range(0, 12).Select(i => (i % 3) switch
+        {
+            0 => a.GetResponseAsync(question, greedy.Clone()),
+            1 => b.GetResponseAsync(question, greedy.Clone()),
+            _ => stories.GetResponseAsync([new ChatMessage(ChatRole.User, "Once upon a time")], greedy.Clone()),
+        }));
+        for (int i = 0; i < all.Length; i++)
+            Assert.Equal((i % 3) switch { 0 => aAlone, 1 => bAlone, _ => storyAlone }, all[i].Text);
+    }
+
+    [Fact]
+    public async Task OptionsClients_OverTheSameModel_ShareOneEngine_LastOneStopsIt()
+    {
+        int before = EngineRegistry.Count;
+        var options = new GearChatClientOptions { Model = "stories260K", DefaultTemperature = 0 };
+        using (var a = new GearChatClient(options))
+        using (var b = new GearChatClient(options))
+        {
+            Assert.Same(a.EngineIdentity, b.EngineIdentity);
+            Assert.Equal(before + 1, EngineRegistry.Count);
+            var r = await Task.WhenAll(a.GetResponseAsync("Once upon a time"), b.GetResponseAsync("Once upon a time"));
+            Assert.Equal(r[0].Text, r[1].Text);
+        }
+        Assert.Equal(before, EngineRegistry.Count);
+    }
+
+    [Fact]
+    public async Task FullQueue_FailsWithBusy_OthersComplete()
+    {
+        using var client = GearTiny(o => { o.MaxConcurrentSequences = 1; o.MaxQueuedRequests = 1; });
+        var greedy = new ChatOptions { Temperature = 0, MaxOutputTokens = 24 };
+        var question = new[] { new ChatMessage(ChatRole.User, "Tell me about a telegram.") };
+        var first = client.GetResponseAsync(question, greedy.Clone());
+        // The first runs (or waits for its place): fill the one waiting place, then one more is refused.
+        var tasks = new List<Task<ChatResponse>> { first };
+        GearBusyException? busy = null;
+        for (int i = 0; i < 4 && busy is null; i++)
+        {
+            var t = client.GetResponseAsync(question, greedy.Clone());
+            await Task.WhenAny(t, Task.Delay(20));
+            if (t.IsFaulted && t.Exception!.InnerException is GearBusyException e)
+                busy = e;
+            else
+                tasks.Add(t);
+        }
+        Assert.NotNull(busy);
+        Assert.Contains("MaxQueuedRequests", busy!.Message);
+        var done = await Task.WhenAll(tasks);
+        Assert.All(done, r => Assert.Equal(done[0].Text, r.Text));
+    }
+
+    [Fact]
+    public async Task LongPrompt_PrefilledInChunks_DoesNotStallAnotherStream()
+    {
+        using var client = GearTiny(o => o.PrefillChunkTokens = 128);
+        var document = string.Join(" ", Enumerable.Repeat("The hound was seen again on the moor that night, and the fog lay thick.", 80));
+        var longRequest = new[] { new ChatMessage(ChatRole.User, document + "\n\nWhat was seen?") };
+        var shortRequest = new[] { new ChatMessage(ChatRole.User, "Tell me about a broken watch.") };
+        var greedy = new ChatOptions { Temperature = 0, MaxOutputTokens = 8 };
+        await client.GetResponseAsync(shortRequest, greedy.Clone());                      // warm up
+
+        var clock = Stopwatch.StartNew();
+        double longFirst = 0, shortFirst = 0;
+        async Task FirstToken(ChatMessage[] messages, Action<double> seen)
+        {
+            await foreach (var update in client.GetStreamingResponseAsync(messages, greedy.Clone()))
+            {
+                if (update.Text.Length > 0)
+                {
+                    seen(clock.Elapsed.TotalMilliseconds);
+                    break;
+                }
+            }
+        }
+        var longTask = FirstToken(longRequest, t => longFirst = t);
+        var shortTask = FirstToken(shortRequest, t => shortFirst = t);
+        await Task.WhenAll(longTask, shortTask);
+        output.WriteLine($"first text: short request {shortFirst:F0} ms, long request {longFirst:F0} ms");
+        Assert.True(shortFirst < longFirst, $"the short request's first text came at {shortFirst:F0} ms, after the long prompt's ({longFirst:F0} ms)");
+    }
+}
