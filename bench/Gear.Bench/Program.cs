@@ -175,4 +175,22 @@ var root = new RootCommand("Gear.AI benchmarks: the GEAR cache against FP16 and 
     root.Add(command);
 }
 
+{
+    var model = ModelOption(); var text = TextOption(); var caches = CachesOption(); var bits = BitsOption(); var device = DeviceOption(); var json = JsonOption();
+    var clients = new Option<int>("--clients") { DefaultValueFactory = _ => 8, Description = "Concurrent requests (and the same requests one after another)" };
+    var mix = new Option<string>("--prompt-tokens") { DefaultValueFactory = _ => "64,256,1024", Description = "Prompt lengths in tokens, given to the requests in turn" };
+    var maxTokens = new Option<int>("--max-tokens") { DefaultValueFactory = _ => 128 };
+    var budget = new Option<long>("--budget-mib") { DefaultValueFactory = _ => 1024, Description = "CacheBudgetBytes of every client, in MiB (the same for every cache kind)" };
+    var url = new Option<string?>("--url") { Description = "A running Gear.Server (e.g. http://127.0.0.1:5180): requests go over HTTP to the cache kind it runs" };
+    var command = new Command("serve", "Concurrent streaming requests through GearChatClient (or Gear.Server) against the same requests one after another: tokens/s, time to first token, inter-token latency")
+        { model, text, clients, mix, maxTokens, budget, caches, bits, url, device, json };
+    command.SetAction(p =>
+    {
+        using var runtime = Load(p.GetValue(model)!, p.GetValue(device)!);
+        ServeBench.Run(runtime, p.GetValue(text)!, p.GetValue(clients), [.. p.GetValue(mix)!.Split(',').Select(int.Parse)], p.GetValue(maxTokens),
+            p.GetValue(budget) << 20, CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!), p.GetValue(url), Machine.Describe(p.GetValue(device)!), p.GetValue(json));
+    });
+    root.Add(command);
+}
+
 return root.Parse(args).Invoke();

@@ -119,4 +119,26 @@ public class SampleSmokeTests
         Assert.Contains("did not initialise", stderr);                 // the child got past its arguments to the device
         Assert.Contains("The fp16 throughput run failed", stderr);
     }
+
+    [Fact]
+    public void Bench_Serve_ConcurrentRequestsThroughTheClient_WritesRows()
+    {
+        string json = Path.Combine(Path.GetTempPath(), $"gear-serve-{Guid.NewGuid():N}.json");
+        var (code, stdout, stderr) = SampleRunner.Run("bench", "Gear.Bench", "", "serve", "--model", "stories260K", "--clients", "3",
+            "--prompt-tokens", "16,40", "--max-tokens", "12", "--caches", "kivi", "--bits", "4", "--json", json);
+        Assert.True(code == 0, stderr);
+        using var doc = JsonDocument.Parse(File.ReadAllText(json));
+        File.Delete(json);
+        var rows = doc.RootElement.GetProperty("rows").EnumerateArray().ToArray();
+        Assert.Equal(["fp16", "kivi"], rows.Select(r => r.GetProperty("cache").GetString()));
+        Assert.All(rows, r =>
+        {
+            Assert.Equal("client", r.GetProperty("via").GetString());
+            Assert.True(r.GetProperty("generated_tokens").GetInt64() > 0);
+            Assert.True(r.GetProperty("concurrent_tokens_per_s").GetDouble() > 0);
+            Assert.True(r.GetProperty("ttft_p50_ms").GetDouble() > 0);
+        });
+        Assert.True(rows[0].GetProperty("greedy_equal").GetBoolean());                     // FP16: the same answers either way
+        Assert.Contains("| cache", stdout);
+    }
 }

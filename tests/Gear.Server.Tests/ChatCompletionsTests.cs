@@ -10,12 +10,15 @@ using MEAI = Microsoft.Extensions.AI;
 
 namespace Gear.Server.Tests;
 
-/// <summary>One server on loopback (gear-tiny, Gear 2-bit, greedy by default) for the class.</summary>
+/// <summary>
+/// One server on loopback (gear-tiny, FP16 cache — whose greedy answers do not depend on what else runs, see
+/// ConcurrencyTests — greedy by default) for the class.
+/// </summary>
 public sealed class GearTinyServer : IAsyncLifetime
 {
     public static readonly string[] Args =
     [
-        "--Gear:Model=gear-tiny", "--Gear:Cache=Gear", "--Gear:Bits=2", "--Gear:DefaultTemperature=0", "--Gear:MaxConcurrentSequences=32",
+        "--Gear:Model=gear-tiny", "--Gear:Cache=Fp16", "--Gear:DefaultTemperature=0", "--Gear:MaxConcurrentSequences=32",
     ];
 
     public LoopbackServer Server { get; private set; } = null!;
@@ -27,7 +30,7 @@ public sealed class GearTinyServer : IAsyncLifetime
     /// <summary>The same settings as the server's client, for answers "alone".</summary>
     public static GearChatClient DirectClient() => new(new GearChatClientOptions
     {
-        Model = "gear-tiny", Cache = CacheKind.Gear, Bits = 2, DefaultTemperature = 0,
+        Model = "gear-tiny", Cache = CacheKind.Fp16, DefaultTemperature = 0,
     });
 }
 
