@@ -177,18 +177,33 @@ var root = new RootCommand("Gear.AI benchmarks: the GEAR cache against FP16 and 
 
 {
     var model = ModelOption(); var text = TextOption(); var caches = CachesOption(); var bits = BitsOption(); var device = DeviceOption(); var json = JsonOption();
-    var clients = new Option<int>("--clients") { DefaultValueFactory = _ => 8, Description = "Concurrent requests (and the same requests one after another)" };
-    var mix = new Option<string>("--prompt-tokens") { DefaultValueFactory = _ => "64,256,1024", Description = "Prompt lengths in tokens, given to the requests in turn" };
+    var clients = new Option<int>("--clients") { DefaultValueFactory = _ => 8, Description = "Concurrent requests (and the same requests one after another); 0: as many as the engine admits at once within the budget" };
+    var mix = new Option<string>("--prompt-tokens") { DefaultValueFactory = _ => "64,256,1024", Description = "Prompt lengths in tokens (template included), given to the requests in turn" };
     var maxTokens = new Option<int>("--max-tokens") { DefaultValueFactory = _ => 128 };
     var budget = new Option<long>("--budget-mib") { DefaultValueFactory = _ => 1024, Description = "CacheBudgetBytes of every client, in MiB (the same for every cache kind)" };
     var url = new Option<string?>("--url") { Description = "A running Gear.Server (e.g. http://127.0.0.1:5180): requests go over HTTP to the cache kind it runs" };
+    var shape = new Option<string?>("--shape") { Description = "config.json of a model shape: random weights on --device instead of --model, EOS ignored (fixed lengths), no serial phase" };
+    var deviceBudget = new Option<double?>("--device-budget-gib")
+    {
+        Description = "Shape mode: GPU memory for weights, caches and activations, as gpu-throughput sizes it (the caches get three quarters of what the weights leave); overrides --budget-mib",
+    };
+    var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "fp16", Description = "Compute dtype of the shape's random weights" };
+    var noSerial = new Option<bool>("--no-serial") { Description = "Skip the one-after-another phase (always skipped in shape mode)" };
     var command = new Command("serve", "Concurrent streaming requests through GearChatClient (or Gear.Server) against the same requests one after another: tokens/s, time to first token, inter-token latency")
-        { model, text, clients, mix, maxTokens, budget, caches, bits, url, device, json };
+        { model, text, clients, mix, maxTokens, budget, caches, bits, url, shape, deviceBudget, dtype, noSerial, device, json };
     command.SetAction(p =>
     {
-        using var runtime = Load(p.GetValue(model)!, p.GetValue(device)!);
-        ServeBench.Run(runtime, p.GetValue(text)!, p.GetValue(clients), [.. p.GetValue(mix)!.Split(',').Select(int.Parse)], p.GetValue(maxTokens),
-            p.GetValue(budget) << 20, CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!), p.GetValue(url), Machine.Describe(p.GetValue(device)!), p.GetValue(json));
+        int[] prompts = [.. p.GetValue(mix)!.Split(',').Select(int.Parse)];
+        string? shapeFile = p.GetValue(shape);
+        using var runtime = shapeFile is null
+            ? Load(p.GetValue(model)!, p.GetValue(device)!)
+            : ShapeRuntime.Load(shapeFile, prompts.Max() + p.GetValue(maxTokens), p.GetValue(device)!, DTypeNames.Parse(p.GetValue(dtype)!));
+        long budgetBytes = p.GetValue(budget) << 20;
+        if (shapeFile is not null && p.GetValue(deviceBudget) is { } gib)
+            budgetBytes = (long)((gib * (1L << 30) - runtime.Model.Weights.Bytes) * 0.75);
+        var settings = new ServeBench.Settings(p.GetValue(clients), prompts, p.GetValue(maxTokens), budgetBytes, Serial: shapeFile is null && !p.GetValue(noSerial), IgnoreEos: shapeFile is not null);
+        ServeBench.Run(runtime, p.GetValue(text)!, settings, CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!, withFp16: shapeFile is null),
+            p.GetValue(url), Machine.Describe(p.GetValue(device)!), p.GetValue(json));
     });
     root.Add(command);
 }

@@ -56,6 +56,13 @@ internal sealed record ChatCompletionRequest(string? Model, List<ChatMessage> Me
                 throw new RequestError(400, "seed must be an integer.", "seed");
             options.Seed = (long)seed;
         }
+        // vLLM's extension for fixed-length load tests: EOS and end of turn do not end the answer.
+        if (root.TryGetProperty("ignore_eos", out var ignoreEos) && ignoreEos.ValueKind != JsonValueKind.Null)
+        {
+            if (ignoreEos.ValueKind is not (JsonValueKind.True or JsonValueKind.False))
+                throw new RequestError(400, "ignore_eos must be a boolean.", "ignore_eos");
+            (options.AdditionalProperties ??= [])["gear.ignore_eos"] = ignoreEos.GetBoolean();
+        }
         if (Number(root, "n") is { } n && n != 1)
             throw new RequestError(400, $"n must be 1 (this server returns one choice), got {n}.", "n");
         if (Stops(root) is { } stops)

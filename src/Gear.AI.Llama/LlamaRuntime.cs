@@ -53,6 +53,23 @@ public sealed class LlamaRuntime : IDisposable
         return new LlamaRuntime(Path.GetFullPath(directory), model, tokenizer, ChatTemplate.Create(template ?? ChatTemplate.Detect(tokenizer)));
     }
 
+    /// <summary>
+    /// A runtime over a network already built (for instance from weights held in memory, or a model shape with random
+    /// weights for load tests) with the tokenizer and template given. The runtime owns <paramref name="model"/>.
+    /// </summary>
+    /// <param name="directory">What identifies the model (its name is <see cref="ModelId"/>).</param>
+    /// <param name="model">The network.</param>
+    /// <param name="tokenizer">Its tokenizer.</param>
+    /// <param name="template">Its prompt format.</param>
+    public static LlamaRuntime Create(string directory, LlamaModel model, LlamaTextTokenizer tokenizer, ChatTemplate template)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        ArgumentNullException.ThrowIfNull(template);
+        return new LlamaRuntime(Path.GetFullPath(directory), model, tokenizer, template);
+    }
+
     /// <summary>BOS followed by the encoded text (the raw, template-free prompt).</summary>
     public IReadOnlyList<int> EncodeRaw(string text)
     {

@@ -192,7 +192,7 @@ public sealed class GearChatClient : IChatClient
                 "gear.prompt_rank" => o with { PromptRank = AsInt(key, value) },
                 "gear.decode_rank" => o with { DecodeRank = AsInt(key, value) },
                 "gear.buffer_length" => o with { BufferLength = AsInt(key, value) },
-                "gear.repetition_penalty" or "gear.raw" => o,
+                "gear.repetition_penalty" or "gear.raw" or "gear.ignore_eos" => o,
                 _ => throw new ArgumentException($"Unknown additional property '{key}'; Gear reads gear.cache, gear.bits, gear.group_size, gear.outlier_ratio, gear.prompt_rank, gear.decode_rank, gear.buffer_length, gear.repetition_penalty, gear.raw.", nameof(options)),
             };
         }
@@ -232,6 +232,14 @@ public sealed class GearChatClient : IChatClient
         _ => throw new ArgumentException($"{key} must be a number.", key),
     };
 
+    private static bool AsBool(string key, object? value) => value switch
+    {
+        bool b => b,
+        string s when bool.TryParse(s, out bool p) => p,
+        JsonElement { ValueKind: JsonValueKind.True or JsonValueKind.False } e => e.GetBoolean(),
+        _ => throw new ArgumentException($"{key} must be true or false.", key),
+    };
+
     /// <summary>What a request will feed the engine, and what the client remembers of it afterwards.</summary>
     private sealed record RequestPlan(IReadOnlyList<int> Ids, SamplingOptions Sampling, string? ConversationId, List<ChatTurn> Turns, List<ChatTurn> MessageTurns, bool Raw);
 
@@ -257,7 +265,7 @@ public sealed class GearChatClient : IChatClient
         var sampling = Sampling(options);
         int context = runtime.Model.Config.MaxPositionEmbeddings;
         // "gear.raw": no chat template, just BOS and the messages' text (base-model continuation).
-        bool raw = options?.AdditionalProperties?.TryGetValue("gear.raw", out var rawValue) == true && rawValue is true or "true";
+        bool raw = options?.AdditionalProperties?.TryGetValue("gear.raw", out var rawValue) == true && AsBool("gear.raw", rawValue);
         IReadOnlyList<int> Render(List<ChatTurn> turns)
         {
             if (raw)
@@ -375,6 +383,7 @@ public sealed class GearChatClient : IChatClient
                 PresencePenalty = o?.PresencePenalty ?? 0,
                 RepetitionPenalty = o?.AdditionalProperties?.TryGetValue("gear.repetition_penalty", out var rp) == true ? AsDouble("gear.repetition_penalty", rp) : 1.0,
                 StopSequences = o?.StopSequences?.ToArray() ?? [],
+                IgnoreEndOfSequence = o?.AdditionalProperties?.TryGetValue("gear.ignore_eos", out var ignore) == true && AsBool("gear.ignore_eos", ignore),
                 MaxNewTokens = Math.Max(1, o?.MaxOutputTokens ?? 1),
             }.Validate();
         }

@@ -39,7 +39,7 @@ internal sealed class SessionStore(long budgetBytes, int maxSessions, int maxCon
     /// <summary>Requests running (admitted and not yet finished).</summary>
     public int Running { get; set; }
 
-    /// <summary>What the running requests may take at most, together (<see cref="PagePool.BytesFor"/> of prompt and output).</summary>
+    /// <summary>What the running requests may take at most, together (<see cref="PagePool.PlanFor"/> of prompt and output).</summary>
     public long ReservedBytes { get; set; }
 
     private readonly Dictionary<GearOptions, PagePool> _pools = [];

@@ -117,6 +117,58 @@ public class PagedKvCacheTests
         return sequence.Statistics;
     }
 
+    [Theory]
+    [InlineData(CacheKind.Fp16, 300, 128, 100)]
+    [InlineData(CacheKind.Kivi, 300, 128, 100)]
+    [InlineData(CacheKind.GearL, 4096 / 16, 64, 70)]
+    [InlineData(CacheKind.Gear, 300, 128, 100)]
+    [InlineData(CacheKind.Gear, 256, 256, 64)]
+    [InlineData(CacheKind.Gear, 70, 30, 5)]        // pieces that overflow a partly filled buffer page
+    [InlineData(CacheKind.Gear, 1, 256, 1)]
+    public void PlanFor_IsThePeakOfWhatTheSequenceHolds(CacheKind kind, int prompt, int chunk, int generated)
+    {
+        var shape = new KvShape(2, 2, 64, ScalarType.Float32, CPU);
+        using var pool = new PagePool(shape, new GearOptions { Kind = kind, Bits = 2 });
+        var plan = pool.PlanFor(prompt, chunk, generated);
+        using var sequence = pool.CreateSequence();
+        long peak = 0;
+        void Append(int n)
+        {
+            using var k = randn(2, n, 64);
+            using var packed = k.transpose(0, 1);
+            using var step = KvBatch.Begin([new KvBatchItem(sequence, n)]);
+            peak = Math.Max(peak, pool.UsedBytes);                                        // the step's pages are taken at its start
+            for (int layer = 0; layer < shape.Layers; layer++)
+                step.Store(layer, packed, packed);
+            step.Complete();
+            peak = Math.Max(peak, pool.UsedBytes);
+        }
+        for (int at = 0; at < prompt; at += chunk)
+            Append(Math.Min(chunk, prompt - at));
+        for (int i = 0; i < generated; i++)
+            Append(1);
+        long bufferPage = pool.PlanFor(0, 1, 0).Bytes;                                      // no tokens: a buffer page alone
+        Assert.InRange(plan.Bytes, peak, peak + bufferPage);                               // exact but for a buffer page held at the peak or not
+    }
+
+    [Fact]
+    public void Reserve_GrowsOnceToThePlans_WithinTheBudget()
+    {
+        var shape = new KvShape(2, 2, 64, ScalarType.Float32, CPU);
+        using var pool = new PagePool(shape, new GearOptions { Kind = CacheKind.Gear, Bits = 2 });
+        var plans = Enumerable.Range(0, 5).Select(_ => pool.PlanFor(1024, 256, 128)).ToArray();
+        pool.Reserve(plans);
+        long reserved = pool.AllocatedBytes;
+        Assert.Equal(plans.Sum(p => p.Bytes), reserved);
+        pool.Reserve(plans);                                                               // already there: nothing more
+        Assert.Equal(reserved, pool.AllocatedBytes);
+
+        using var small = new PagePool(shape, new GearOptions { Kind = CacheKind.Gear, Bits = 2 }, maxBytes: plans[0].Bytes * 2);
+        small.Reserve([.. Enumerable.Range(0, 5).Select(_ => small.PlanFor(1024, 256, 128))]);
+        Assert.Equal(0, small.AllocatedBytes);                                             // past the budget: left to growth as pages come
+        Assert.Throws<ArgumentException>(() => small.Reserve(plans));                      // another pool's plans
+    }
+
     [Fact]
     public void ResidentBytes_EqualFormula_At2048TokensHeadDim64_AtMost027OfFp16()
     {

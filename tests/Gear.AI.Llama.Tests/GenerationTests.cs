@@ -60,6 +60,28 @@ public class GenerationTests
     }
 
     [Fact]
+    public void TokenStream_IgnoreEndOfSequence_PassesEosAndEndOfTurn_KeepsExplicitStopTokens()
+    {
+        int eos = Tokenizer.EosId!.Value, endOfTurn = 13, stop = 29;
+        var plain = new TokenStream(Tokenizer, Prompt[^1], SamplingOptions.Greedy with { MaxNewTokens = 5 }, [endOfTurn]);
+        Assert.Null(plain.Accept(eos));
+        Assert.Equal(StopReason.EndOfSequence, plain.Reason);
+
+        var options = SamplingOptions.Greedy with { MaxNewTokens = 5, IgnoreEndOfSequence = true, StopTokenIds = [stop] };
+        var fixedLength = new TokenStream(Tokenizer, Prompt[^1], options, [endOfTurn]);
+        Assert.Equal(eos, fixedLength.Accept(eos)!.TokenId);
+        Assert.Equal(endOfTurn, fixedLength.Accept(endOfTurn)!.TokenId);
+        Assert.Null(fixedLength.Reason);
+        Assert.Null(fixedLength.Accept(stop));
+        Assert.Equal(StopReason.EndOfSequence, fixedLength.Reason);
+
+        var full = new TokenStream(Tokenizer, Prompt[^1], SamplingOptions.Greedy with { MaxNewTokens = 3, IgnoreEndOfSequence = true });
+        for (int i = 0; i < 3; i++)
+            full.Accept(eos);
+        Assert.Equal(StopReason.MaxTokens, full.Reason);
+    }
+
+    [Fact]
     public void Generate_TopK1_EqualsGreedy()
     {
         var greedy = Run(SamplingOptions.Greedy with { MaxNewTokens = 20 }).Ids;

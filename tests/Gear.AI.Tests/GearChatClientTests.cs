@@ -40,6 +40,25 @@ public class GearChatClientTests
     }
 
     [Fact]
+    public async Task IgnoreEos_IsParsed_AndStopSequencesStillStop()
+    {
+        using var client = TestClients.Create(o => o.Cache = CacheKind.Fp16);
+        var fixedLength = new ChatOptions { Temperature = 0, MaxOutputTokens = 40, AdditionalProperties = new() { ["gear.ignore_eos"] = true } };
+        var full = await client.GetResponseAsync(Story, fixedLength);
+        Assert.Equal(ChatFinishReason.Length, full.FinishReason);
+        Assert.Equal(40, full.Usage!.OutputTokenCount);
+
+        fixedLength.StopSequences = ["Lily"];
+        var cut = await client.GetResponseAsync(Story, fixedLength);
+        Assert.Equal(ChatFinishReason.Stop, cut.FinishReason);
+        Assert.Equal(full.Text[..full.Text.IndexOf("Lily", StringComparison.Ordinal)], cut.Text);
+
+        fixedLength.AdditionalProperties["gear.ignore_eos"] = "yes";
+        var e = await Assert.ThrowsAsync<ArgumentException>(() => client.GetResponseAsync(Story, fixedLength));
+        Assert.Contains("gear.ignore_eos must be true or false", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task StopSequences_CutExactly_StopFinish()
     {
         using var client = TestClients.Create(o => o.Cache = CacheKind.Fp16);

@@ -139,6 +139,18 @@ public class ChatCompletionsTests(GearTinyServer fixture, ITestOutputHelper outp
         Assert.Equal(HttpStatusCode.BadRequest, status);
         Assert.Equal("temperature", error.GetProperty("param").GetString());
 
+        (status, error) = await Post("""{"model": "gear-tiny", "messages": [{"role": "user", "content": "hi"}], "ignore_eos": "yes"}""");
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Equal("ignore_eos", error.GetProperty("param").GetString());
+
+        using (var fixedLength = await http.PostAsync("/v1/chat/completions", new StringContent(
+                   """{"model": "gear-tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "ignore_eos": true}""", Encoding.UTF8, "application/json")))
+        {
+            var body = JsonDocument.Parse(await fixedLength.Content.ReadAsStringAsync()).RootElement;
+            Assert.Equal(5, body.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+            Assert.Equal("length", body.GetProperty("choices")[0].GetProperty("finish_reason").GetString());
+        }
+
         var unknown = await Assert.ThrowsAsync<ClientResultException>(() => Server.OpenAI("gpt-4o").CompleteChatAsync([new UserChatMessage("hi")]));
         Assert.Equal(404, unknown.Status);
         Assert.Contains("model_not_found", unknown.Message);

@@ -155,16 +155,72 @@ public sealed class PagePool : IDisposable
     }
 
     /// <summary>
-    /// At most the bytes a sequence of <paramref name="tokens"/> tokens takes in this pool: each of its pages at the largest
-    /// page size with a low-rank block of its own, and a buffer page. What a scheduler sets aside before admitting a request.
+    /// The pages and low-rank blocks, by arena, that a new sequence holds at most once its prompt was appended
+    /// <paramref name="prefillChunk"/> tokens at a time and <paramref name="generatedTokens"/> more were appended one by
+    /// one (each appended piece that completes pages is one block, as <see cref="KvBatch.Begin"/> lays them out), and its
+    /// buffer page. What a scheduler sets aside before admitting a request (a cached prefix only lowers it).
     /// </summary>
-    public long BytesFor(long tokens)
+    public PagePlan PlanFor(int promptTokens, int prefillChunk, int generatedTokens)
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(tokens);
-        long pages = (tokens + PageTokens - 1) / PageTokens;
-        int[] ranks = Options.UsesLowRank ? [Options.PromptRank, Options.DecodeRank] : [0];
-        long perPage = ranks.Max(r => ArenaFor(r).PageBytes + ArenaFor(r).BlockBytes);
-        return pages * perPage + ArenaFor(BufferArenaKey).PageBytes;
+        ArgumentOutOfRangeException.ThrowIfNegative(promptTokens);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(prefillChunk);
+        ArgumentOutOfRangeException.ThrowIfNegative(generatedTokens);
+        var counts = new Dictionary<int, (long Pages, long Blocks)>();
+        int nb = PageTokens, buffered = 0, bufferPages = 1;
+        void Add(int key, long pages, long blocks)
+        {
+            var (p, b) = counts.GetValueOrDefault(key);
+            counts[key] = (p + pages, b + blocks);
+        }
+        for (int at = 0; at < promptTokens; at += prefillChunk)
+        {
+            int n = Math.Min(prefillChunk, promptTokens - at), flushed = (buffered + n) / nb * nb, remainder = buffered + n - flushed;
+            // A piece that overflows a partly filled buffer page starts the next one before the old one is given back.
+            if (buffered > 0 && buffered + n > nb && remainder > 0)
+                bufferPages = 2;
+            buffered = remainder;
+            if (flushed == 0)
+                continue;
+            int rank = !Options.UsesLowRank ? 0 : Math.Min(n > 1 ? Options.PromptRank : Options.DecodeRank, Math.Min(flushed, Shape.HeadDim));
+            Add(rank, flushed / nb, rank > 0 ? 1 : 0);
+        }
+        // Decode appends one token at a time: a whole page, a block of its own, every n_b tokens.
+        int decodePages = (buffered + generatedTokens) / nb;
+        if (decodePages > 0)
+        {
+            int rank = !Options.UsesLowRank ? 0 : Math.Min(Options.DecodeRank, Math.Min(nb, Shape.HeadDim));
+            Add(rank, decodePages, rank > 0 ? decodePages : 0);
+        }
+        Add(Options.IsCompressed ? BufferArenaKey : 0, bufferPages, 0);
+        long bytes = counts.Sum(c => c.Value.Pages * ArenaFor(c.Key).PageBytes + c.Value.Blocks * ArenaFor(c.Key).BlockBytes);
+        return new PagePlan(this, counts, bytes);
+    }
+
+    /// <summary>
+    /// Grows storage up front so that every arena holds at least the pages and blocks of <paramref name="plans"/> (the
+    /// plans of every running request), within <see cref="MaxBytes"/>: one reallocation for a wave of admitted requests
+    /// instead of many as their pages arrive.
+    /// </summary>
+    public void Reserve(IEnumerable<PagePlan> plans)
+    {
+        ArgumentNullException.ThrowIfNull(plans);
+        var totals = new Dictionary<int, (long Pages, long Blocks)>();
+        foreach (var plan in plans)
+        {
+            if (plan.Pool != this)
+                throw new ArgumentException("A plan belongs to another pool.", nameof(plans));
+            foreach (var (key, (pages, blocks)) in plan.Counts)
+            {
+                var (p, b) = totals.GetValueOrDefault(key);
+                totals[key] = (p + pages, b + blocks);
+            }
+        }
+        long extra = totals.Sum(t => Math.Max(0, t.Value.Pages - ArenaFor(t.Key).Capacity) * ArenaFor(t.Key).PageBytes
+                                     + Math.Max(0, t.Value.Blocks - ArenaFor(t.Key).BlockCapacity) * ArenaFor(t.Key).BlockBytes);
+        if (extra == 0 || AllocatedBytes + extra > MaxBytes)
+            return;
+        foreach (var (key, (pages, blocks)) in totals)
+            ArenaFor(key).Reserve((int)Math.Min(int.MaxValue, pages), (int)Math.Min(int.MaxValue, blocks));
     }
 
     /// <summary>Bytes of the pages, blocks and buffers of <paramref name="sequences"/>, each shared page and block counted once.</summary>
@@ -366,4 +422,28 @@ public sealed class PagePool : IDisposable
         _arenas.Clear();
         _byRank.Clear();
     }
+}
+
+/// <summary>
+/// What <see cref="PagePool.PlanFor"/> says a request will hold: pages and low-rank blocks by arena, and their bytes.
+/// </summary>
+public sealed class PagePlan
+{
+    internal PagePlan(PagePool pool, IReadOnlyDictionary<int, (long Pages, long Blocks)> counts, long bytes)
+    {
+        Pool = pool;
+        Counts = counts;
+        Bytes = bytes;
+    }
+
+    /// <summary>The pool planned for.</summary>
+    public PagePool Pool { get; }
+
+    /// <summary>Bytes of the planned pages and blocks.</summary>
+    public long Bytes { get; }
+
+    /// <summary>Pages planned, all arenas.</summary>
+    public long Pages => Counts.Values.Sum(c => c.Pages);
+
+    internal IReadOnlyDictionary<int, (long Pages, long Blocks)> Counts { get; }
 }

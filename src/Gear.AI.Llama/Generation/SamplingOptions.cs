@@ -30,7 +30,14 @@ public sealed record SamplingOptions
     /// <summary>Upper bound on generated tokens. Default 128.</summary>
     public int MaxNewTokens { get; init; } = 128;
 
-    /// <summary>Extra token ids that end generation (the model's EOS and the template's stop tokens always do).</summary>
+    /// <summary>
+    /// Generate exactly <see cref="MaxNewTokens"/> tokens: the model's EOS and the template's end-of-turn tokens do not end
+    /// generation (<see cref="StopTokenIds"/> and <see cref="StopSequences"/> still do). For benchmarks and fixed-length
+    /// load tests; a chat answer runs past its end. Default false.
+    /// </summary>
+    public bool IgnoreEndOfSequence { get; init; }
+
+    /// <summary>Extra token ids that end generation (the model's EOS and the template's stop tokens always do, unless <see cref="IgnoreEndOfSequence"/>).</summary>
     public IReadOnlyList<int> StopTokenIds { get; init; } = [];
 
     /// <summary>Strings that end generation; the output is cut right before the first one.</summary>

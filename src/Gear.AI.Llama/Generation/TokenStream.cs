@@ -15,17 +15,21 @@ public sealed class TokenStream
     private readonly int _maxNewTokens;
 
     /// <summary>Starts the stream of a prompt ending in <paramref name="lastPromptToken"/>.</summary>
-    /// <param name="tokenizer">The model's tokenizer (its EOS always stops).</param>
+    /// <param name="tokenizer">The model's tokenizer (its EOS stops, unless <see cref="SamplingOptions.IgnoreEndOfSequence"/>).</param>
     /// <param name="lastPromptToken">The prompt's last token (the detokenizer's context for the first piece).</param>
     /// <param name="options">Stop tokens, stop sequences, the token budget.</param>
-    /// <param name="extraStopTokenIds">More stop tokens (e.g. the chat template's end of turn).</param>
+    /// <param name="extraStopTokenIds">End-of-turn tokens (e.g. the chat template's), ignored with <see cref="SamplingOptions.IgnoreEndOfSequence"/>.</param>
     public TokenStream(LlamaTextTokenizer tokenizer, int lastPromptToken, SamplingOptions options, IReadOnlyList<int>? extraStopTokenIds = null)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
         ArgumentNullException.ThrowIfNull(options);
-        _stops = [.. options.StopTokenIds, .. extraStopTokenIds ?? []];
-        if (tokenizer.EosId is int eos)
-            _stops.Add(eos);
+        _stops = [.. options.StopTokenIds];
+        if (!options.IgnoreEndOfSequence)
+        {
+            _stops.UnionWith(extraStopTokenIds ?? []);
+            if (tokenizer.EosId is int eos)
+                _stops.Add(eos);
+        }
         _detokenizer = new StreamingDetokenizer(tokenizer, lastPromptToken);
         _filter = new StopSequenceFilter(options.StopSequences);
         _maxNewTokens = options.MaxNewTokens;

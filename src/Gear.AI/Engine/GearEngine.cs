@@ -163,6 +163,7 @@ internal sealed class GearEngine : IDisposable
     private void Admit()
     {
         HashSet<SessionStore>? blocked = null;
+        HashSet<PagePool>? admitted = null;
         for (int i = 0; i < _waiting.Count;)
         {
             var job = _waiting[i];
@@ -201,7 +202,21 @@ internal sealed class GearEngine : IDisposable
             _waiting.RemoveAt(i);
             Interlocked.Decrement(ref store.Waiting);
             _running.Add(job);
+            (admitted ??= []).Add(job.Plan!.Pool);
         }
+        // The pages the admitted requests will fill, allocated at once (growing a pool page by page reallocates it often).
+        if (admitted is not null)
+            foreach (var pool in admitted)
+            {
+                try
+                {
+                    pool.Reserve(_running.Where(j => j.Plan?.Pool == pool).Select(j => j.Plan!));
+                }
+                catch (Exception e) when (e is System.Runtime.InteropServices.ExternalException or OutOfMemoryException)
+                {
+                    // The device could not give it all at once: the steps grow the pool as pages come, within the budget.
+                }
+            }
     }
 
     private bool TryStart(GenerationJob job)
@@ -209,16 +224,16 @@ internal sealed class GearEngine : IDisposable
         var runtime = Runtime;
         var store = job.Store;
         var pool = store.PoolFor(runtime.Model, job.Cache);
-        long need = pool.BytesFor(job.Prompt.Count + job.Sampling.MaxNewTokens);
-        if (store.Running > 0 && store.ReservedBytes + need > store.BudgetBytes)
+        var plan = pool.PlanFor(job.Prompt.Count, job.PrefillChunk, job.Sampling.MaxNewTokens);
+        if (store.Running > 0 && store.ReservedBytes + plan.Bytes > store.BudgetBytes)
             return false;
         job.Sequence = store.Start(runtime.Model, job.Prompt, job.Cache, job.ConversationId);
         job.CachedTokens = job.Fed = (int)job.Sequence.Length;
         job.Sampler = new Sampler(job.Sampling, runtime.Model.Config.VocabSize, runtime.Model.Device, job.Prompt);
         job.Stream = new TokenStream(runtime.Tokenizer, job.Prompt[^1], job.Sampling, job.StopTokens);
         job.Started?.Invoke(pool);
-        job.ReservedBytes = need;
-        store.ReservedBytes += need;
+        job.Plan = plan;
+        store.ReservedBytes += plan.Bytes;
         store.Running++;
         job.Clock.Start();
         return true;
@@ -339,7 +354,7 @@ internal sealed class GearEngine : IDisposable
         if (!_running.Remove(job))
             return;
         job.Store.Running--;
-        job.Store.ReservedBytes -= job.ReservedBytes;
+        job.Store.ReservedBytes -= job.Plan?.Bytes ?? 0;
     }
 
     /// <summary>Fails what is still queued or running, disposes the runtime it loaded, and stops the thread.</summary>

@@ -68,7 +68,7 @@ internal sealed class GenerationJob
     public int CachedTokens { get; set; }
     public int Fed { get; set; }
     public int Next { get; set; }
-    public long ReservedBytes { get; set; }
+    public PagePlan? Plan { get; set; }
     public Stopwatch Clock { get; } = new();
     public TimeSpan PrefillTime { get; set; }
     public CancellationTokenRegistration Wake { get; set; }
