@@ -556,9 +556,9 @@ internal static class GpuBench
                 batch = (int)Math.Clamp(room / perSequence, 1, maxBatch);
                 cuda.synchronize();
                 cache = model.CreateCache(options, batch);
-                // Every kind gets exactly the pages its sequences will need, as a server that knows prompt + generated length
-                // would give it (growth would hold up to half again as much).
-                cache.Pool.ReserveLike(probe.Pool, batch);
+                // Every kind gets the pages its sequences will hold at their peak, as the engine sets aside for a request of
+                // known prompt and output (growth would hold up to half again as much).
+                cache.Pool.Reserve(Enumerable.Repeat(cache.Pool.PlanFor(prompt - 2, prefillChunk, generate + 2), batch));
             }
             using var _ = cache;
             MemoryBench.FillSynthetic(cache, prompt - 2, dtype, device, prefillChunk); // two warm-up steps, then the generated tokens

@@ -24,7 +24,7 @@ internal static class ShapeRuntime
         var tokenizer = GrownTokenizer(ModelLocator.Resolve("gear-tiny"), config.VocabSize);
         var target = TorchSharp.torch.device(device);
         var model = LlamaModel.FromWeights(config, LlamaWeights.Random(config, target, dtype), target, dtype);
-        return LlamaRuntime.Create(shapeDirectory, model, tokenizer, ChatTemplate.Create(ChatTemplate.Detect(tokenizer)));
+        return LlamaRuntime.Create(shapeDirectory, model, tokenizer, ChatTemplate.For(tokenizer));
     }
 
     /// <summary>

@@ -50,7 +50,7 @@ public sealed class LlamaRuntime : IDisposable
             throw new ModelLoadException(directory, "model directory not found.");
         var tokenizer = LlamaTextTokenizer.Load(directory);
         var model = LlamaModel.Load(directory, options);
-        return new LlamaRuntime(Path.GetFullPath(directory), model, tokenizer, ChatTemplate.Create(template ?? ChatTemplate.Detect(tokenizer)));
+        return new LlamaRuntime(Path.GetFullPath(directory), model, tokenizer, template is { } kind ? ChatTemplate.Create(kind, tokenizer.ChatTemplateSource) : ChatTemplate.For(tokenizer));
     }
 
     /// <summary>
@@ -70,13 +70,17 @@ public sealed class LlamaRuntime : IDisposable
         return new LlamaRuntime(Path.GetFullPath(directory), model, tokenizer, template);
     }
 
-    /// <summary>BOS followed by the encoded text (the raw, template-free prompt).</summary>
+    /// <summary>
+    /// BOS followed by <paramref name="text"/> as a raw, template-free prompt: special-token text in it (such as
+    /// "&lt;|eot_id|&gt;") stands for the control token, for callers who build a model's prompt format themselves. Never
+    /// pass text from outside here.
+    /// </summary>
     public IReadOnlyList<int> EncodeRaw(string text)
     {
         var ids = new List<int>();
         if (Tokenizer.BosId is int bos)
             ids.Add(bos);
-        ids.AddRange(Tokenizer.Encode(text));
+        ids.AddRange(Tokenizer.EncodeWithSpecialTokens(text));
         return ids;
     }
 

@@ -131,7 +131,7 @@ public sealed class GearChatClient : IChatClient
         var runtime = _givenRuntime ?? await engine.LoadAsync(cts.Token).ConfigureAwait(false);
         var plan = Plan(request, runtime);
         var job = new GenerationJob(_sessions, plan.Ids, plan.Sampling, request.Cache, plan.ConversationId, runtime.Template.StopTokenIds(runtime.Tokenizer),
-            _options.PrefillChunkTokens, cts.Token)
+            _options.PrefillChunkTokens, _options.MaxPrefillTokensPerStep, cts.Token)
         {
             Started = pool => LogAttentionPath(pool, request.Cache),
         };
@@ -264,7 +264,8 @@ public sealed class GearChatClient : IChatClient
 
         var sampling = Sampling(options);
         int context = runtime.Model.Config.MaxPositionEmbeddings;
-        // "gear.raw": no chat template, just BOS and the messages' text (base-model continuation).
+        // "gear.raw": no chat template, just BOS and the messages' text, special-token text parsed as control tokens (a prompt
+        // format built by the caller, or base-model continuation). Off by default: message text is text.
         bool raw = options?.AdditionalProperties?.TryGetValue("gear.raw", out var rawValue) == true && AsBool("gear.raw", rawValue);
         IReadOnlyList<int> Render(List<ChatTurn> turns)
         {

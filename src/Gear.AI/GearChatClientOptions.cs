@@ -60,6 +60,13 @@ public sealed class GearChatClientOptions
     /// </summary>
     public int PrefillChunkTokens { get; set; } = 256;
 
+    /// <summary>
+    /// Prompt tokens one step feeds at most over all prefilling requests (default 2,048): the oldest requests' chunks go
+    /// first, the others wait a step. Bounds a step's activation memory and its length (the pause the decoding streams see);
+    /// decode tokens are not counted.
+    /// </summary>
+    public int MaxPrefillTokensPerStep { get; set; } = 2048;
+
     /// <summary>When true, responses carry a ConversationId and requests that pass it send only new messages (default false: stateless, prefix reuse).</summary>
     public bool StatefulConversations { get; set; }
 
@@ -116,6 +123,8 @@ public sealed class GearChatClientOptions
             problems.Add("MaxQueuedRequests must be at least 1 (a request waits in the queue until its step begins).");
         if (PrefillChunkTokens < 1)
             problems.Add("PrefillChunkTokens must be at least 1.");
+        if (MaxPrefillTokensPerStep < PrefillChunkTokens)
+            problems.Add($"MaxPrefillTokensPerStep ({MaxPrefillTokensPerStep}) must be at least PrefillChunkTokens ({PrefillChunkTokens}).");
         if (DefaultMaxOutputTokens < 1)
             problems.Add("DefaultMaxOutputTokens must be at least 1.");
         if (!(DefaultTemperature >= 0))

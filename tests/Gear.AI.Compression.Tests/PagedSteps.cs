@@ -7,13 +7,24 @@ namespace Gear.AI.Compression.Tests;
 internal static class PagedSteps
 {
     /// <summary>One ragged step of layer 0 (every layer of the pool gets the same K/V); each sequence's output [Hq, n, D].</summary>
-    public static Tensor[] Attend(params (KvSequence Sequence, Tensor Q, Tensor K, Tensor V)[] items)
+    public static Tensor[] Attend(params (KvSequence Sequence, Tensor Q, Tensor K, Tensor V)[] items) => Attend(tensorWrites: false, items);
+
+    /// <summary>
+    /// The same, with <paramref name="tensorWrites"/> packing K and V as views whose rows are not contiguous: the step then
+    /// writes buffers with tensor operations, as it does for device tensors, instead of the CPU's direct copies.
+    /// </summary>
+    public static Tensor[] Attend(bool tensorWrites, params (KvSequence Sequence, Tensor Q, Tensor K, Tensor V)[] items)
     {
         using var step = KvBatch.Begin([.. items.Select(i => new KvBatchItem(i.Sequence, (int)i.K.shape[1]))]);
         using var scope = NewDisposeScope();
         var q = cat(items.Select(i => i.Q.transpose(0, 1)).ToArray(), 0);                  // [N, Hq, D]
         var k = cat(items.Select(i => i.K.transpose(0, 1)).ToArray(), 0);                  // [N, Hkv, D]
         var v = cat(items.Select(i => i.V.transpose(0, 1)).ToArray(), 0);
+        if (tensorWrites)
+        {
+            k = k.transpose(1, 2).contiguous().transpose(1, 2);                               // same values, stride(2) = Hkv
+            v = v.transpose(1, 2).contiguous().transpose(1, 2);
+        }
         var o = step.Attend(0, q, k, v);
         for (int layer = 1; layer < items[0].Sequence.Pool.Shape.Layers; layer++)
             step.Store(layer, k, v);

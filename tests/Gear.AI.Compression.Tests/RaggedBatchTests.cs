@@ -18,7 +18,14 @@ public class RaggedBatchTests
 
     [Theory]
     [MemberData(nameof(Kinds))]
-    public void RaggedStep_EqualsEachSequenceAlone(CacheKind kind, int bits)
+    public void RaggedStep_EqualsEachSequenceAlone(CacheKind kind, int bits) => RaggedStepEqualsAlone(kind, bits, tensorWrites: false);
+
+    /// <summary>The device path's buffer writes (one indexed write per layer for every in-place sequence) against the CPU's.</summary>
+    [Theory]
+    [MemberData(nameof(Kinds))]
+    public void RaggedStep_WithTensorWrites_EqualsEachSequenceAlone(CacheKind kind, int bits) => RaggedStepEqualsAlone(kind, bits, tensorWrites: true);
+
+    private static void RaggedStepEqualsAlone(CacheKind kind, int bits, bool tensorWrites)
     {
         var options = kind == CacheKind.Fp16 ? GearOptions.Fp16 : new GearOptions { Kind = kind, Bits = bits };
         using var batched = new PagePool(Shape, options);
@@ -40,7 +47,7 @@ public class RaggedBatchTests
                         using (PagedSteps.Attend(s, randn(6, history, 64), k.narrow(1, 0, history), v.narrow(1, 0, history))) { }
                 steps.Add((randn(6, n, 64), k.narrow(1, history, n).clone(), v.narrow(1, history, n).clone()));
             }
-            var outputs = PagedSteps.Attend([.. together.Select((s, i) => (s, steps[i].Q, steps[i].K, steps[i].V))]);
+            var outputs = PagedSteps.Attend(tensorWrites, [.. together.Select((s, i) => (s, steps[i].Q, steps[i].K, steps[i].V))]);
             for (int i = 0; i < Mix.Length; i++)
             {
                 using var expected = PagedSteps.Attend(alone[i], steps[i].Q, steps[i].K, steps[i].V);
@@ -49,6 +56,17 @@ public class RaggedBatchTests
                 Assert.Equal(alone[i].Length, together[i].Length);
                 Assert.Equal(alone[i].ResidentBytes, together[i].ResidentBytes);
                 outputs[i].Dispose();
+            }
+            // One more decode step for all: it reads what the first one wrote into the buffers.
+            var next = Mix.Select((_, i) => (Q: randn(6, 1, 64), K: randn(2, 1, 64), V: randn(2, 1, 64))).ToArray();
+            var second = PagedSteps.Attend(tensorWrites, [.. together.Select((s, i) => (s, next[i].Q, next[i].K, next[i].V))]);
+            for (int i = 0; i < Mix.Length; i++)
+            {
+                using var expected = PagedSteps.Attend(alone[i], next[i].Q, next[i].K, next[i].V);
+                double error = TensorAssert.RelativeError(second[i], expected);
+                Assert.True(error < 1e-6, $"sequence {i}, second step: relative error {error}");
+                second[i].Dispose();
+                next[i].Q.Dispose(); next[i].K.Dispose(); next[i].V.Dispose();
             }
         }
         finally

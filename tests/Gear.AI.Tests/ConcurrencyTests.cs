@@ -117,6 +117,27 @@ public class ConcurrencyTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task PrefillTokensPerStep_Bounded_LongPromptsTakeTurns_AnswersUnchanged()
+    {
+        // Prompts of several chunks each; a step feeds one chunk in all, so the requests' prefills take turns.
+        var prompts = Subjects.Take(4).Select(s => new[] { new ChatMessage(ChatRole.User, string.Join(" ", Enumerable.Repeat($"Tell me about {s}.", 12))) }).ToArray();
+        var greedy = new ChatOptions { Temperature = 0, MaxOutputTokens = 16 };
+        var one = new List<string>();
+        using (var serial = GearTiny(o => o.Cache = CacheKind.Fp16))
+        {
+            foreach (var p in prompts)
+                one.Add((await serial.GetResponseAsync(p, greedy.Clone())).Text);
+        }
+        using var client = GearTiny(o => { o.Cache = CacheKind.Fp16; o.PrefillChunkTokens = 32; o.MaxPrefillTokensPerStep = 32; });
+        var all = await Task.WhenAll(prompts.Select(p => client.GetResponseAsync(p, greedy.Clone())));
+        Assert.All(all, r => Assert.True(r.Usage!.InputTokenCount > 64, $"{r.Usage.InputTokenCount} prompt tokens"));
+        Assert.Equal(one, all.Select(r => r.Text));
+
+        var e = Assert.ThrowsAny<Exception>(() => GearTiny(o => { o.PrefillChunkTokens = 256; o.MaxPrefillTokensPerStep = 128; }));
+        Assert.Contains("MaxPrefillTokensPerStep (128) must be at least PrefillChunkTokens (256)", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task CancelOneThirdOf300_RestCorrect_NothingLeaks()
     {
         var prompts = Subjects.Take(6).Select(s => new[] { new ChatMessage(ChatRole.User, $"Tell me about {s}.") }).ToArray();

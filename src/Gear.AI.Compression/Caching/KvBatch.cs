@@ -173,6 +173,8 @@ public sealed class KvBatch : IDisposable
         CheckPacked(values, nameof(values), s.KeyValueHeads);
         var recent = new RecentTokens[_items.Length];
         var rows = TensorMemory.PackedRows.Of(keys, values);                                  // CPU: written without tensor ops
+        if (rows is null)
+            WriteInPlace(layer, keys, values);
         for (int i = 0; i < _items.Length; i++)
         {
             var item = _items[i];
@@ -182,11 +184,6 @@ public sealed class KvBatch : IDisposable
                 var page = item.BufferPage!.Value;
                 if (rows is { } packed)
                     Pool.WriteBufferRows(page, layer, item.Buffered, packed, item.Offset, item.NewTokens);
-                else
-                {
-                    Pool.BufferKeys(page, layer).narrow(1, item.Buffered, item.NewTokens).copy_(keys.narrow(0, item.Offset, item.NewTokens).transpose(0, 1));
-                    Pool.BufferValues(page, layer).narrow(1, item.Buffered, item.NewTokens).copy_(values.narrow(0, item.Offset, item.NewTokens).transpose(0, 1));
-                }
                 recent[i] = RecentTokens.InPage(page, total);
                 continue;
             }
@@ -205,6 +202,51 @@ public sealed class KvBatch : IDisposable
         }
         return recent;
     }
+
+    /// <summary>
+    /// Device tensors: every in-place sequence's new keys and values go into its buffer page with one indexed write per
+    /// layer (rows picked by slot and position), not two copies per sequence.
+    /// </summary>
+    private void WriteInPlace(int layer, Tensor keys, Tensor values)
+    {
+        if (_inPlace is null)
+        {
+            var source = new List<long>();
+            var slots = new List<long>();
+            var positions = new List<long>();
+            foreach (var item in _items.Where(i => i.InPlace))
+                for (int t = 0; t < item.NewTokens; t++)
+                {
+                    source.Add(item.Offset + t);
+                    slots.Add(item.BufferPage!.Value.Slot);
+                    positions.Add(item.Buffered + t);
+                }
+            var device = keys.device;
+            bool packedInOrder = source.Count == TokenCount;                                   // every row, in order: no gather
+            _inPlace = source.Count == 0 ? new InPlaceRows(null, null, null, 0)
+                : new InPlaceRows(packedInOrder ? null : ToDevice(source), ToDevice(slots), ToDevice(positions),
+                    _items.First(i => i.InPlace).BufferPage!.Value.Arena);
+
+            Tensor ToDevice(List<long> values)
+            {
+                using var host = tensor(values.ToArray(), dtype: ScalarType.Int64);
+                return host.to(device).DetachFromDisposeScope();
+            }
+        }
+        if (_inPlace.Slots is not { } slotIndex)
+            return;
+        var arena = Pool.Arenas[_inPlace.Arena];
+        var k = _inPlace.Source is { } src ? keys.index_select(0, src) : keys;              // [n, Hkv, D]
+        var v = _inPlace.Source is { } src2 ? values.index_select(0, src2) : values;
+        TensorIndex[] at = [TensorIndex.Tensor(slotIndex), TensorIndex.Colon, TensorIndex.Tensor(_inPlace.Positions!)];
+        arena.Page(PagePart.DenseKeys)[layer].index_put_(k.to(Pool.BufferType), at);       // [capacity, Hkv, n_b, D] at (slot, :, row)
+        arena.Page(PagePart.DenseValues)[layer].index_put_(v.to(Pool.BufferType), at);
+    }
+
+    /// <summary>Where the in-place rows go, built once per step on the device (every layer writes the same places).</summary>
+    private sealed record InPlaceRows(Tensor? Source, Tensor? Slots, Tensor? Positions, int Arena);
+
+    private InPlaceRows? _inPlace;
 
     /// <summary>
     /// Writes each sequence's whole pages (its flushed tokens compressed as one block) and the remainder's new buffer page,
@@ -271,6 +313,10 @@ public sealed class KvBatch : IDisposable
         if (_disposed)
             return;
         _disposed = true;
+        _inPlace?.Source?.Dispose();
+        _inPlace?.Slots?.Dispose();
+        _inPlace?.Positions?.Dispose();
+        _inPlace = null;
         if (_completed)
             return;
         foreach (var item in _items)

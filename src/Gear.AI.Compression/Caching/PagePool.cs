@@ -144,17 +144,6 @@ public sealed class PagePool : IDisposable
     }
 
     /// <summary>
-    /// Grows storage up front to <paramref name="copies"/> times the pages and blocks <paramref name="probe"/> (a pool of
-    /// the same setting, filled as each of this pool's sequences will be) holds in each arena: exactly the room a
-    /// static batch needs.
-    /// </summary>
-    internal void ReserveLike(PagePool probe, int copies)
-    {
-        foreach (var (key, arena) in probe._byRank)
-            ArenaFor(key).Reserve(copies * arena.UsedPages, copies * arena.UsedBlocks);
-    }
-
-    /// <summary>
     /// The pages and low-rank blocks, by arena, that a new sequence holds at most once its prompt was appended
     /// <paramref name="prefillChunk"/> tokens at a time and <paramref name="generatedTokens"/> more were appended one by
     /// one (each appended piece that completes pages is one block, as <see cref="KvBatch.Begin"/> lays them out), and its

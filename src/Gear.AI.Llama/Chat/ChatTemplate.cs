@@ -63,15 +63,48 @@ public abstract class ChatTemplate
     /// <summary>Writes the segments that follow a generated reply (see <see cref="RenderContinuation(IReadOnlyList{ChatTurn}, LlamaTextTokenizer)"/>).</summary>
     protected abstract void RenderContinuation(IReadOnlyList<ChatTurn> turns, Writer writer);
 
-    /// <summary>Creates the template of <paramref name="kind"/>.</summary>
-    public static ChatTemplate Create(ChatTemplateKind kind) => kind switch
+    /// <summary>Creates the template of <paramref name="kind"/> in its plainest version (Llama 3: no knowledge-date block).</summary>
+    public static ChatTemplate Create(ChatTemplateKind kind) => Create(kind, source: null);
+
+    /// <summary>
+    /// Creates the template of <paramref name="kind"/> in the version its Jinja <paramref name="source"/> (tokenizer_config.json's
+    /// chat_template) writes: for Llama 3.1 / 3.2 the system block with "Cutting Knowledge Date" and "Today Date" (today's
+    /// date where the template asks for it), and tool results as <c>ipython</c> turns; for Llama 3 tool results under
+    /// their own role name.
+    /// </summary>
+    /// <param name="kind">The format.</param>
+    /// <param name="source">The model's chat_template text, or null.</param>
+    /// <param name="today">The date a template that reads the clock shows (default: today).</param>
+    public static ChatTemplate Create(ChatTemplateKind kind, string? source, DateTime? today = null) => kind switch
     {
         ChatTemplateKind.Plain => new PlainChatTemplate(),
         ChatTemplateKind.Llama2 => new Llama2ChatTemplate(),
-        ChatTemplateKind.Llama3 => new Llama3ChatTemplate(),
+        ChatTemplateKind.Llama3 => new Llama3ChatTemplate(source, today ?? DateTime.Now),
         ChatTemplateKind.Zephyr => new ZephyrChatTemplate(),
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown chat template."),
     };
+
+    /// <summary>The template <paramref name="tokenizer"/>'s model was trained on: detected, in the version its chat_template writes.</summary>
+    public static ChatTemplate For(LlamaTextTokenizer tokenizer)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        return Create(Detect(tokenizer), tokenizer.ChatTemplateSource);
+    }
+
+    /// <summary>
+    /// Jinja's <c>trim</c> (Python's <c>str.strip()</c>): whitespace as Python sees it, which also takes U+001C–U+001F
+    /// (.NET's <see cref="string.Trim()"/> keeps those).
+    /// </summary>
+    protected static string Strip(string text)
+    {
+        static bool Space(char c) => char.IsWhiteSpace(c) || c is >= '\u001C' and <= '\u001F';
+        int start = 0, end = text.Length;
+        while (start < end && Space(text[start]))
+            start++;
+        while (end > start && Space(text[end - 1]))
+            end--;
+        return text[start..end];
+    }
 
     /// <summary>Picks the template from tokenizer_config.json's chat_template (Plain when there is none).</summary>
     public static ChatTemplateKind Detect(LlamaTextTokenizer tokenizer)
@@ -131,7 +164,7 @@ internal sealed class PlainChatTemplate : ChatTemplate
 
     protected override void RenderContinuation(IReadOnlyList<ChatTurn> turns, Writer writer) => writer.Text("\n\n" + Join(turns));
 
-    private static string Join(IReadOnlyList<ChatTurn> turns) => string.Join("\n\n", turns.Select(t => t.Content.Trim()).Where(c => c.Length > 0));
+    private static string Join(IReadOnlyList<ChatTurn> turns) => string.Join("\n\n", turns.Select(t => Strip(t.Content)).Where(c => c.Length > 0));
 }
 
 /// <summary>Llama 2 chat: &lt;s&gt;[INST] &lt;&lt;SYS&gt;&gt;\n…\n&lt;&lt;/SYS&gt;&gt;\n\nuser [/INST] answer &lt;/s&gt;&lt;s&gt;[INST] … [/INST]</summary>
@@ -154,7 +187,7 @@ internal sealed class Llama2ChatTemplate : ChatTemplate
         {
             if (turn.Role is ChatRole.User or ChatRole.Tool)
             {
-                string content = turn.Content.Trim();
+                string content = Strip(turn.Content);
                 if (first && system.Length > 0)
                     content = $"<<SYS>>\n{system}\n<</SYS>>\n\n{content}";
                 writer.Bos();
@@ -163,16 +196,37 @@ internal sealed class Llama2ChatTemplate : ChatTemplate
             }
             else
             {
-                writer.Text($" {turn.Content.Trim()} ");
+                writer.Text($" {Strip(turn.Content)} ");
                 writer.Eos();
             }
         }
     }
 }
 
-/// <summary>Llama 3: &lt;|begin_of_text|&gt;&lt;|start_header_id|&gt;role&lt;|end_header_id|&gt;\n\ncontent&lt;|eot_id|&gt; … assistant header.</summary>
+/// <summary>
+/// Llama 3: &lt;|begin_of_text|&gt;&lt;|start_header_id|&gt;role&lt;|end_header_id|&gt;\n\ncontent&lt;|eot_id|&gt; … assistant
+/// header. Llama 3.1 / 3.2 (a chat_template with "Cutting Knowledge Date") always open with a system block holding the
+/// knowledge and today's dates and the first message when it is a system one, and write tool results as <c>ipython</c>
+/// turns whose text is a JSON string, as their Jinja templates do.
+/// </summary>
 internal sealed class Llama3ChatTemplate : ChatTemplate
 {
+    private readonly string? _dateBlock;
+    private readonly string _toolRole;
+
+    public Llama3ChatTemplate(string? source = null, DateTime? today = null)
+    {
+        if (source?.Contains("Cutting Knowledge Date", StringComparison.Ordinal) == true)
+        {
+            string date = source.Contains("strftime_now", StringComparison.Ordinal)
+                ? (today ?? DateTime.Now).ToString("dd MMM yyyy", System.Globalization.CultureInfo.InvariantCulture)
+                : "26 Jul 2024";
+            _dateBlock = $"Cutting Knowledge Date: December 2023\nToday Date: {date}\n\n";
+        }
+        // Llama 3's template writes each message's role as it is; 3.1 and later name tool results "ipython".
+        _toolRole = source is null || source.Contains("ipython", StringComparison.Ordinal) ? "ipython" : "tool";
+    }
+
     public override ChatTemplateKind Kind => ChatTemplateKind.Llama3;
 
     public override IReadOnlyList<int> StopTokenIds(LlamaTextTokenizer tokenizer) =>
@@ -181,6 +235,15 @@ internal sealed class Llama3ChatTemplate : ChatTemplate
     protected override void Render(IReadOnlyList<ChatTurn> turns, Writer writer)
     {
         writer.Bos();
+        if (_dateBlock is not null)
+        {
+            bool system = turns.Count > 0 && turns[0].Role == ChatRole.System;
+            Header(writer, "system");
+            writer.Text(_dateBlock + (system ? Strip(turns[0].Content) : ""));
+            writer.Special("<|eot_id|>");
+            if (system)
+                turns = [.. turns.Skip(1)];
+        }
         Turns(turns, writer);
     }
 
@@ -190,15 +253,45 @@ internal sealed class Llama3ChatTemplate : ChatTemplate
         Turns(turns, writer);
     }
 
-    private static void Turns(IReadOnlyList<ChatTurn> turns, Writer writer)
+    private void Turns(IReadOnlyList<ChatTurn> turns, Writer writer)
     {
         foreach (var turn in turns)
         {
-            Header(writer, turn.Role switch { ChatRole.System => "system", ChatRole.User => "user", ChatRole.Assistant => "assistant", _ => "ipython" });
-            writer.Text(turn.Content.Trim());
+            if (turn.Role == ChatRole.Tool)
+            {
+                Header(writer, _toolRole);
+                writer.Text(_dateBlock is null ? Strip(turn.Content) : JsonString(turn.Content));
+            }
+            else
+            {
+                Header(writer, turn.Role switch { ChatRole.System => "system", ChatRole.User => "user", _ => "assistant" });
+                writer.Text(Strip(turn.Content));
+            }
             writer.Special("<|eot_id|>");
         }
         Header(writer, "assistant");
+    }
+
+    /// <summary>A JSON string as the templates' <c>tojson</c> writes it (Python's json.dumps, ensure_ascii off).</summary>
+    private static string JsonString(string text)
+    {
+        var json = new System.Text.StringBuilder(text.Length + 2).Append('"');
+        foreach (char c in text)
+        {
+            json.Append(c switch
+            {
+                '"' => "\\\"",
+                '\\' => "\\\\",
+                '\n' => "\\n",
+                '\r' => "\\r",
+                '\t' => "\\t",
+                '\b' => "\\b",
+                '\f' => "\\f",
+                < ' ' => $"\\u{(int)c:x4}",
+                _ => c.ToString(),
+            });
+        }
+        return json.Append('"').ToString();
     }
 
     private static void Header(Writer writer, string role)
@@ -233,7 +326,7 @@ internal sealed class ZephyrChatTemplate : ChatTemplate
         foreach (var turn in turns)
         {
             string role = turn.Role switch { ChatRole.System => "system", ChatRole.User or ChatRole.Tool => "user", _ => "assistant" };
-            writer.Text($"<|{role}|>\n{turn.Content.Trim()}");
+            writer.Text($"<|{role}|>\n{Strip(turn.Content)}");
             writer.Eos();
             writer.Text("\n");
         }

@@ -86,7 +86,8 @@ internal static class Llama3TokenizerFactory
 
     private static LlamaTextTokenizer Build(Stream ranks, Dictionary<string, int> special, string? bos, string? eos, string? template)
     {
-        var preTokenizer = new RegexPreTokenizer(new Regex(Pattern, RegexOptions.Compiled), special);
+        // Special-token text is not split out: text is text (LlamaTextTokenizer.EncodeWithSpecialTokens parses it on purpose).
+        var preTokenizer = new CodePointRegexPreTokenizer(new Regex(Pattern, RegexOptions.Compiled | RegexOptions.CultureInvariant));
         var tokenizer = TiktokenTokenizer.Create(ranks, preTokenizer, normalizer: null, specialTokens: special);
         int? Lookup(string? text, string fallback) =>
             text is not null && special.TryGetValue(text, out int id) ? id : special.TryGetValue(fallback, out int f) ? f : null;

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
 
 namespace Gear.AI.Llama.Tokenization;
@@ -13,6 +14,7 @@ public sealed class LlamaTextTokenizer
     private readonly Tokenizer _tokenizer;
     private readonly Dictionary<string, int> _special;
     private readonly Dictionary<int, string> _specialById;
+    private Regex? _specialPattern;
 
     private LlamaTextTokenizer(Tokenizer tokenizer, Dictionary<string, int> special, int? bos, int? eos, TokenizerKind kind, string? chatTemplate)
     {
@@ -110,12 +112,40 @@ public sealed class LlamaTextTokenizer
         }
     }
 
-    /// <summary>Encodes plain text (special-token text is not interpreted). No BOS.</summary>
+    /// <summary>
+    /// Encodes text as text: special-token text such as "&lt;|eot_id|&gt;" or "&lt;/s&gt;" gives the ids of its characters,
+    /// never a control token (what Meta's <c>tokenizer.encode</c> does by default). No BOS. Use this for anything that came
+    /// from outside: messages, documents, tool results.
+    /// </summary>
     public IReadOnlyList<int> Encode(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
         return text.Length == 0 ? [] : _tokenizer.EncodeToIds(text);
     }
+
+    /// <summary>
+    /// Encodes text in which the special tokens' text stands for the control tokens themselves (longest first), for a
+    /// caller who builds a raw prompt on purpose; everything between them is encoded as <see cref="Encode"/> does. No BOS.
+    /// </summary>
+    public IReadOnlyList<int> EncodeWithSpecialTokens(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var ids = new List<int>();
+        int at = 0;
+        foreach (var match in SpecialPattern.EnumerateMatches(text))
+        {
+            ids.AddRange(Encode(text[at..match.Index]));
+            ids.Add(_special[text.Substring(match.Index, match.Length)]);
+            at = match.Index + match.Length;
+        }
+        ids.AddRange(Encode(text[at..]));
+        return ids;
+    }
+
+    /// <summary>The special tokens' text, longest first (built on first use).</summary>
+    private Regex SpecialPattern => _specialPattern ??= new(
+        string.Join("|", _special.Keys.Where(k => k.Length > 0).OrderByDescending(k => k.Length).Select(Regex.Escape)) is { Length: > 0 } alternatives ? alternatives : "(?!)",
+        RegexOptions.CultureInvariant);
 
     /// <summary>The id of a special token such as "&lt;|eot_id|&gt;", or null.</summary>
     public int? SpecialId(string token) => _special.TryGetValue(token, out int id) ? id : null;

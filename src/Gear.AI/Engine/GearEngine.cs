@@ -246,17 +246,34 @@ internal sealed class GearEngine : IDisposable
             Step([.. group]);
     }
 
-    private void Step(List<GenerationJob> jobs)
+    private void Step(List<GenerationJob> running)
     {
         var model = Runtime.Model;
+        // Every decoding request feeds its token; prefilling ones feed a chunk each, oldest first, within the step's prompt tokens.
+        var jobs = new List<GenerationJob>(running.Count);
+        var feeds = new List<int[]>(running.Count);
+        int prefill = 0;
+        foreach (var job in running)
+        {
+            if (job.Decoding)
+            {
+                jobs.Add(job);
+                feeds.Add([job.Next]);
+                continue;
+            }
+            int n = Math.Min(Math.Min(job.PrefillChunk, job.Prompt.Count - job.Fed), job.StepPrefillTokens - prefill);
+            if (n < 1)
+                continue;
+            prefill += n;
+            jobs.Add(job);
+            feeds.Add([.. job.Prompt.Skip(job.Fed).Take(n)]);
+        }
         var items = new KvBatchItem[jobs.Count];
         var ids = new List<long>();
         for (int i = 0; i < jobs.Count; i++)
         {
-            var job = jobs[i];
-            int[] fed = job.Decoding ? [job.Next] : [.. job.Prompt.Skip(job.Fed).Take(Math.Min(job.PrefillChunk, job.Prompt.Count - job.Fed))];
-            items[i] = new KvBatchItem(job.Sequence!, fed.Length, fed);
-            ids.AddRange(fed.Select(t => (long)t));
+            items[i] = new KvBatchItem(jobs[i].Sequence!, feeds[i].Length, feeds[i]);
+            ids.AddRange(feeds[i].Select(t => (long)t));
         }
         int?[] chosen;
         try

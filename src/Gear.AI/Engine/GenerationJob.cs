@@ -20,7 +20,7 @@ internal sealed class GenerationJob
     private readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public GenerationJob(SessionStore store, IReadOnlyList<int> prompt, SamplingOptions sampling, GearOptions cache, string? conversationId,
-        IReadOnlyList<int> stopTokens, int prefillChunk, CancellationToken cancellationToken)
+        IReadOnlyList<int> stopTokens, int prefillChunk, int stepPrefillTokens, CancellationToken cancellationToken)
     {
         Store = store;
         Prompt = prompt;
@@ -29,6 +29,7 @@ internal sealed class GenerationJob
         ConversationId = conversationId;
         StopTokens = stopTokens;
         PrefillChunk = prefillChunk;
+        StepPrefillTokens = stepPrefillTokens;
         Token = cancellationToken;
     }
 
@@ -46,6 +47,9 @@ internal sealed class GenerationJob
 
     /// <summary>Prompt tokens fed per step at most.</summary>
     public int PrefillChunk { get; }
+
+    /// <summary>This request is fed prompt tokens in a step only while the step holds fewer prompt tokens than this.</summary>
+    public int StepPrefillTokens { get; }
 
     public CancellationToken Token { get; }
 
