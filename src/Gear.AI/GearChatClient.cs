@@ -6,6 +6,7 @@ using Gear.AI.Compression;
 using Gear.AI.Engine;
 using Gear.AI.Llama;
 using Gear.AI.Llama.Chat;
+using Gear.AI.Llama.Weights;
 using Gear.AI.Llama.Generation;
 using Gear.AI.Llama.Model;
 using Microsoft.Extensions.AI;
@@ -95,7 +96,7 @@ public sealed class GearChatClient : IChatClient
                     _engine = EngineRegistry.Acquire(runtime, () => new GearEngine(() => runtime, "Gear.AI engine " + runtime.ModelId, runtime));
                     return _engine;
                 }
-                string directory = Path.GetFullPath(ModelLocator.Resolve(_options.Model));
+                string directory = ModelLocator.Resolve(_options.Model, _options.ModelsDirectory);
                 var key = (directory, _options.Device.Trim().ToLowerInvariant(), _options.ChatTemplate);
                 _engine = EngineRegistry.Acquire(key, () => new GearEngine(() => Load(directory), "Gear.AI engine " + Path.GetFileName(directory)));
                 return _engine;
@@ -107,7 +108,17 @@ public sealed class GearChatClient : IChatClient
     {
         using var activity = GearTelemetry.ActivitySource.StartActivity("gear.load");
         var clock = Stopwatch.StartNew();
-        var loaded = LlamaRuntime.Load(directory, new ModelLoadOptions { Device = _options.Device }, _options.ChatTemplate);
+        string? shard = null;
+        var progress = new SynchronousProgress(p =>
+        {
+            if (p.Shard != shard)
+            {
+                shard = p.Shard;
+                _logger.LogInformation("Loading {Model}: {Shard} ({Percent:F0}% of {Bytes:N0} bytes read)", Path.GetFileName(directory), p.Shard, 100 * p.Fraction, p.BytesTotal);
+            }
+            _options.LoadProgress?.Report(p);
+        });
+        var loaded = LlamaRuntime.Load(directory, new ModelLoadOptions { Device = _options.Device, Progress = progress }, _options.ChatTemplate);
         GearTelemetry.LoadSeconds.Record(clock.Elapsed.TotalSeconds);
         activity?.SetTag("gear.model", loaded.ModelId);
         _logger.LogInformation("Loaded model {Model} on {Device} in {Seconds:F2} s ({Bytes:N0} bytes of weights)",
@@ -507,4 +518,10 @@ public sealed class GearChatClient : IChatClient
         }
         _disposing.Dispose();
     }
+}
+
+/// <summary>Progress reported on the caller's thread (the loading one), not posted to a synchronization context.</summary>
+file sealed class SynchronousProgress(Action<ModelLoadProgress> report) : IProgress<ModelLoadProgress>
+{
+    public void Report(ModelLoadProgress value) => report(value);
 }

@@ -1,5 +1,7 @@
 using Gear.AI.Compression;
+using Gear.AI.Llama;
 using Gear.AI.Llama.Chat;
+using Gear.AI.Llama.Weights;
 
 namespace Gear.AI;
 
@@ -47,6 +49,19 @@ public sealed class GearChatClientOptions
 
     /// <summary>Most conversations kept resident (default 16).</summary>
     public int MaxSessions { get; set; } = 16;
+
+    /// <summary>
+    /// A directory of models searched first when <see cref="Model"/> is a name (then the <c>GEAR_MODELS</c> environment
+    /// variable, <c>models/</c> next to the application, and <c>models/</c> above the working directory; see
+    /// <see cref="ModelLocator"/>). Null by default.
+    /// </summary>
+    public string? ModelsDirectory { get; set; }
+
+    /// <summary>
+    /// Receives the model load's progress (tensors and bytes read, the shard being read), on the loading thread. The load
+    /// is also logged, a line per shard. Null by default.
+    /// </summary>
+    public IProgress<ModelLoadProgress>? LoadProgress { get; set; }
 
     /// <summary>Requests of this client decoding together at most; more wait, in arrival order (default 32).</summary>
     public int MaxConcurrentSequences { get; set; } = 32;

@@ -9,7 +9,12 @@ namespace Gear.AI.Llama.Weights;
 /// <param name="BytesLoaded">Checkpoint bytes read so far.</param>
 /// <param name="BytesTotal">Checkpoint bytes to read.</param>
 /// <param name="CurrentTensor">Name of the tensor just loaded.</param>
-public sealed record ModelLoadProgress(int TensorsLoaded, int TensorsTotal, long BytesLoaded, long BytesTotal, string CurrentTensor);
+/// <param name="Shard">File name of the safetensors shard it came from.</param>
+public sealed record ModelLoadProgress(int TensorsLoaded, int TensorsTotal, long BytesLoaded, long BytesTotal, string CurrentTensor, string Shard)
+{
+    /// <summary>Share of the checkpoint's bytes read, 0 to 1.</summary>
+    public double Fraction => BytesTotal == 0 ? 1 : (double)BytesLoaded / BytesTotal;
+}
 
 /// <summary>One transformer layer's weights, in the compute dtype on the model's device.</summary>
 public sealed class LayerWeights : IDisposable
@@ -269,7 +274,7 @@ public sealed class LlamaWeights : IDisposable
             }
             _done++;
             _bytes += entry.Length;
-            progress?.Report(new ModelLoadProgress(_done, total, _bytes, _totalBytes, name));
+            progress?.Report(new ModelLoadProgress(_done, total, _bytes, _totalBytes, name, Path.GetFileName(file.FilePath)));
             return result;
         }
     }
