@@ -30,7 +30,14 @@ internal sealed class ConsoleChat(GearChatClient client, ChatOptions options)
             Console.CancelKeyPress += onCancel;
             try
             {
-                var reply = await ReplyAsync(_conversation, stop.Token);
+                var (reply, dropped) = await ReplyAsync(_conversation, stop.Token);
+                if (dropped > 0)
+                {
+                    // The client left the oldest messages out to fit the context: the conversation here does the same.
+                    Console.Error.WriteLine($"(the oldest {dropped} message{(dropped == 1 ? "" : "s")} no longer fit the model's context and {(dropped == 1 ? "was" : "were")} left out)");
+                    for (int i = 0; i < dropped; i++)
+                        _conversation.RemoveAt(_conversation.FindIndex(m => m.Role != ChatRole.System));
+                }
                 _conversation.Add(reply);
             }
             catch (OperationCanceledException)
@@ -46,7 +53,7 @@ internal sealed class ConsoleChat(GearChatClient client, ChatOptions options)
         return 0;
     }
 
-    private async Task<ChatMessage> ReplyAsync(IReadOnlyList<ChatMessage> messages, CancellationToken ct)
+    private async Task<(ChatMessage Reply, int DroppedMessages)> ReplyAsync(IReadOnlyList<ChatMessage> messages, CancellationToken ct)
     {
         var updates = new List<ChatResponseUpdate>();
         var clock = Stopwatch.StartNew();
@@ -66,14 +73,25 @@ internal sealed class ConsoleChat(GearChatClient client, ChatOptions options)
         var usage = response.Usage!;
         long resident = usage.AdditionalCounts?.GetValueOrDefault("gear.kv.resident_bytes") ?? 0;
         long fp16 = usage.AdditionalCounts?.GetValueOrDefault("gear.kv.fp16_bytes") ?? 0;
+        long tokens = usage.AdditionalCounts?.GetValueOrDefault("gear.kv.tokens") ?? 0;
+        int dropped = (int)(usage.AdditionalCounts?.GetValueOrDefault("gear.dropped_messages") ?? 0);
         double decodeSeconds = (clock.Elapsed - (first ?? clock.Elapsed)).TotalSeconds;
         double speed = decodeSeconds > 0 ? Math.Max(0, (usage.OutputTokenCount ?? 0) - 1) / decodeSeconds : 0;
+        // The FP16 cache holds whole 64-token pages: what its tokens use, and the room left in its last page, apart.
+        string kv = client.Options.Cache == Gear.AI.Compression.CacheKind.Fp16
+            ? $"KV cache {tokens} tokens in {Format(fp16)} (FP16; pages hold {Format(resident)})"
+            : $"KV cache {tokens} tokens in {Format(resident)}, {(fp16 == 0 ? 0 : (double)resident / fp16):F2}x of FP16's {Format(fp16)}";
         Console.Error.WriteLine(
-            $"[prompt {usage.InputTokenCount} tokens ({usage.CachedInputTokenCount ?? 0} cached), generated {usage.OutputTokenCount}, " +
-            $"{speed:F1} tokens/s, first token {first?.TotalMilliseconds ?? 0:F0} ms, " +
-            $"KV {Format(resident)} vs FP16 {Format(fp16)} ({(fp16 == 0 ? 0 : (double)resident / fp16):F2}x), finish {response.FinishReason}]");
-        return response.Messages.LastOrDefault() ?? new ChatMessage(ChatRole.Assistant, "");
+            $"[prompt {usage.InputTokenCount} tokens ({usage.CachedInputTokenCount ?? 0} from the cache), {usage.OutputTokenCount} generated at " +
+            $"{speed:F1} tokens/s, first token after {first?.TotalMilliseconds ?? 0:F0} ms; {kv}; {Finish(response.FinishReason)}]");
+        return (response.Messages.LastOrDefault() ?? new ChatMessage(ChatRole.Assistant, ""), dropped);
     }
+
+    private static string Finish(ChatFinishReason? reason) =>
+        reason == ChatFinishReason.Stop ? "the model finished its answer"
+        : reason == ChatFinishReason.Length ? "stopped at the token limit (--max-tokens)"
+        : reason == ChatFinishReason.ToolCalls ? "the model called a tool"
+        : "stopped";
 
     private static string Format(long bytes) => bytes switch
     {

@@ -16,11 +16,12 @@ var cache = new Option<string>("--cache") { Description = "KV cache: fp16, kivi,
 cache.AcceptOnlyFromAmong([.. CacheKindNames.All]);
 var bits = new Option<int>("--bits") { Description = "Bits per compressed KV element (1-8)", DefaultValueFactory = _ => 4 };
 var device = new Option<string>("--device") { Description = "cpu or cuda", DefaultValueFactory = _ => "cpu" };
+var failOnOverflow = new Option<bool>("--fail-on-overflow") { Description = "Stop with an error when the conversation outgrows the context (by default the oldest turns are dropped, with a notice)" };
 var prompt = new Argument<string?>("PROMPT") { Description = "Prompt; without it, an interactive chat starts", Arity = ArgumentArity.ZeroOrOne };
 
 var root = new RootCommand("Chat with a local Llama model whose KV cache is GEAR-compressed.")
 {
-    model, raw, maxTokens, temperature, topP, seed, cache, bits, device, prompt,
+    model, raw, maxTokens, temperature, topP, seed, cache, bits, device, failOnOverflow, prompt,
 };
 root.SetAction(async (parse, ct) =>
 {
@@ -32,6 +33,7 @@ root.SetAction(async (parse, ct) =>
             Device = parse.GetValue(device)!,
             Cache = CacheKindNames.Parse(parse.GetValue(cache)!),
             Bits = parse.GetValue(bits),
+            ContextOverflow = parse.GetValue(failOnOverflow) ? ContextOverflowPolicy.Fail : ContextOverflowPolicy.DropOldestMessages,
         }.Validate();
         using var client = new GearChatClient(options);
         var chat = new ConsoleChat(client, new Microsoft.Extensions.AI.ChatOptions
@@ -51,4 +53,5 @@ root.SetAction(async (parse, ct) =>
         return 2;
     }
 });
-return await root.Parse(args).InvokeAsync();
+// Ctrl+C is the chat's own: it stops the reply being written and keeps the conversation (at the prompt it quits).
+return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = null });

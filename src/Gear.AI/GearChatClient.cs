@@ -252,7 +252,7 @@ public sealed class GearChatClient : IChatClient
     };
 
     /// <summary>What a request will feed the engine, and what the client remembers of it afterwards.</summary>
-    private sealed record RequestPlan(IReadOnlyList<int> Ids, SamplingOptions Sampling, string? ConversationId, List<ChatTurn> Turns, List<ChatTurn> MessageTurns, bool Raw);
+    private sealed record RequestPlan(IReadOnlyList<int> Ids, SamplingOptions Sampling, string? ConversationId, List<ChatTurn> Turns, List<ChatTurn> MessageTurns, bool Raw, int DroppedMessages);
 
     /// <summary>
     /// Renders the request's prompt (a continued answer of ours keeps its exact ids), applies the context policy and the
@@ -292,6 +292,7 @@ public sealed class GearChatClient : IChatClient
         }
         List<ChatTurn> turns = [.. preambleTurns, .. messageTurns];
         IReadOnlyList<int> ids = Render(turns);
+        int given = messageTurns.Count;
         while (ids.Count + (options?.MaxOutputTokens ?? 1) > context && _options.ContextOverflow == ContextOverflowPolicy.DropOldestMessages
                && messageTurns.Count(t => t.Role != Llama.Chat.ChatRole.System) > 1)
         {
@@ -303,7 +304,7 @@ public sealed class GearChatClient : IChatClient
         if (maxNew < 1 || ids.Count + maxNew > context)
             throw new ContextLengthExceededException(ids.Count, Math.Max(1, maxNew), context);
         CheckBudget(runtime, request.Cache, ids.Count);
-        return new RequestPlan(ids, sampling with { MaxNewTokens = maxNew }, conversationId, turns, messageTurns, raw);
+        return new RequestPlan(ids, sampling with { MaxNewTokens = maxNew }, conversationId, turns, messageTurns, raw, given - messageTurns.Count);
     }
 
     /// <summary>The engine's updates as chat updates: text as it comes (held back while it may be a tool call), then usage.</summary>
@@ -348,7 +349,7 @@ public sealed class GearChatClient : IChatClient
             yield return Update([new TextContent(reply)]);
 
         var kv = job.Kv!;
-        var last = Update([new UsageContent(Usage(summary!, kv))]);
+        var last = Update([new UsageContent(Usage(summary!, kv, plan.DroppedMessages))]);
         last.FinishReason = calls is not null ? ChatFinishReason.ToolCalls
             : summary!.Reason == StopReason.MaxTokens ? ChatFinishReason.Length : ChatFinishReason.Stop;
         last.AdditionalProperties = new AdditionalPropertiesDictionary
@@ -415,19 +416,26 @@ public sealed class GearChatClient : IChatClient
             throw new CacheBudgetExceededException(lowerBound, _options.CacheBudgetBytes);
     }
 
-    private static UsageDetails Usage(GenerationSummary s, KvFigures kv) => new()
+    private static UsageDetails Usage(GenerationSummary s, KvFigures kv, int droppedMessages)
     {
-        InputTokenCount = s.PromptTokens,
-        OutputTokenCount = s.GeneratedTokens,
-        TotalTokenCount = s.PromptTokens + s.GeneratedTokens,
-        CachedInputTokenCount = s.CachedPromptTokens,
-        AdditionalCounts = new AdditionalPropertiesDictionary<long>
+        var counts = new AdditionalPropertiesDictionary<long>
         {
             ["gear.kv.resident_bytes"] = kv.ResidentBytes,
             ["gear.kv.fp16_bytes"] = kv.FullPrecisionBytes,
             ["gear.kv.tokens"] = kv.Tokens,
-        },
-    };
+        };
+        // ContextOverflowPolicy.DropOldestMessages left this many of the oldest messages out of the prompt.
+        if (droppedMessages > 0)
+            counts["gear.dropped_messages"] = droppedMessages;
+        return new UsageDetails
+        {
+            InputTokenCount = s.PromptTokens,
+            OutputTokenCount = s.GeneratedTokens,
+            TotalTokenCount = s.PromptTokens + s.GeneratedTokens,
+            CachedInputTokenCount = s.CachedPromptTokens,
+            AdditionalCounts = counts,
+        };
+    }
 
     private void Record(Activity? activity, GenerationSummary s, LlamaRuntime runtime, GearOptions cache)
     {

@@ -39,6 +39,9 @@ internal sealed class SessionStore(long budgetBytes, int maxSessions, int maxCon
     /// <summary>Requests running (admitted and not yet finished).</summary>
     public int Running { get; set; }
 
+    /// <summary>Set when a request was put back in the queue for lack of pages; cleared when a running request ends.</summary>
+    public bool AdmissionPaused { get; set; }
+
     /// <summary>What the running requests may take at most, together (<see cref="PagePool.PlanFor"/> of prompt and output).</summary>
     public long ReservedBytes { get; set; }
 

@@ -103,4 +103,75 @@ public class PrefixSharingTests
         Assert.Equal(153, source.Length);
         Assert.Equal(153, fork.Length);
     }
+
+    /// <summary>
+    /// A full pool whose only idle sequence is the one being forked: making room for the fork's buffer evicts it, and the
+    /// fork still gets its tokens (it holds the page it copies from while it copies).
+    /// </summary>
+    [Theory]
+    [InlineData(CacheKind.Fp16, 100)]
+    [InlineData(CacheKind.Gear, 100)]
+    public void Fork_WhenMakingRoomEvictsItsSource_KeepsTheTokens(CacheKind kind, int keep)
+    {
+        var options = kind == CacheKind.Fp16 ? GearOptions.Fp16 : new GearOptions { Kind = kind, Bits = 4 };
+        using var reference = new PagePool(Shape, options);
+        using var expectedSource = reference.CreateSequence();
+        using (Feed(expectedSource, Tokens(150, 7))) { }
+        using var expectedFork = expectedSource.Fork(keep);
+        using var expected = Feed(expectedFork, [1, 2, 3]);
+
+        using var probe = new PagePool(Shape, options);
+        var held = probe.CreateSequence();
+        using (Feed(held, Tokens(150, 7))) { }
+        long full = probe.UsedBytes;                                                        // the source, no room for more
+        held.Dispose();
+
+        using var pool = new PagePool(Shape, options, maxBytes: full);
+        var source = pool.CreateSequence();
+        using (Feed(source, Tokens(150, 7))) { }
+        bool evicted = false;
+        pool.Reclaim = () =>
+        {
+            if (evicted)
+                return false;
+            evicted = true;
+            source.Dispose();
+            return true;
+        };
+        using var fork = source.Fork(keep);
+        Assert.True(evicted, "making room for the fork's buffer evicted its source");
+        Assert.Equal(keep, fork.Length);
+        using var actual = Feed(fork, [1, 2, 3]);
+        TensorAssert.Equal(expected, actual);
+    }
+
+    /// <summary>
+    /// The same when the rest lies in the source's buffer: evicting the source frees nothing the fork does not hold, so the
+    /// pool is full — a clear budget error, and nothing left held.
+    /// </summary>
+    [Fact]
+    public void Fork_OfTheBuffer_InAFullPool_FailsClearly_AndHoldsNothing()
+    {
+        using var probe = new PagePool(Shape, GearOptions.Fp16);
+        var held = probe.CreateSequence();
+        using (Feed(held, Tokens(150, 7))) { }
+        long full = probe.UsedBytes;
+        held.Dispose();
+
+        using var pool = new PagePool(Shape, GearOptions.Fp16, maxBytes: full);
+        var source = pool.CreateSequence();
+        using (Feed(source, Tokens(150, 7))) { }
+        bool evicted = false;
+        pool.Reclaim = () =>
+        {
+            if (evicted)
+                return false;
+            evicted = true;
+            source.Dispose();
+            return true;
+        };
+        Assert.Throws<CacheBudgetExceededException>(() => source.Fork(140));
+        Assert.True(evicted);
+        Assert.Equal(0, pool.PagesInUse);
+    }
 }

@@ -205,6 +205,10 @@ public class GearChatClientTests
         var old = new ChatMessage(ChatRole.User, string.Join(" ", Enumerable.Repeat("the big dog ran home", 150)));
         var response = await client.GetResponseAsync([old, new ChatMessage(ChatRole.Assistant, "Yes."), new ChatMessage(ChatRole.User, "Once upon a time")], new ChatOptions { MaxOutputTokens = 8 });
         Assert.True(response.Usage!.InputTokenCount < 100);
+        Assert.Equal(1, response.Usage.AdditionalCounts!["gear.dropped_messages"]);                 // the long one
+
+        var fits = await client.GetResponseAsync([new ChatMessage(ChatRole.User, "Once upon a time")], new ChatOptions { MaxOutputTokens = 8 });
+        Assert.False(fits.Usage!.AdditionalCounts!.ContainsKey("gear.dropped_messages"));
     }
 
     [Fact]

@@ -38,4 +38,71 @@ internal static class SampleRunner
         }
         return (process.ExitCode, stdout.Result, stderr.Result);
     }
+
+    /// <summary>Starts a built sample to be driven while it runs (stdin written, output read as it comes).</summary>
+    public static RunningSample Start(string folder, string project, params string[] args)
+    {
+        string dll = Path.Combine(RepoRoot, folder, project, "bin", Configuration, "net10.0", project + ".dll");
+        Assert.True(File.Exists(dll), $"{dll} not built");
+        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, WorkingDirectory = Path.GetTempPath() };
+        info.ArgumentList.Add(dll);
+        foreach (var a in args)
+            info.ArgumentList.Add(a);
+        return new RunningSample(Process.Start(info)!);
+    }
+}
+
+/// <summary>A sample process under test: its output collected as it comes; killed if still running when disposed.</summary>
+internal sealed class RunningSample : IDisposable
+{
+    private readonly Process _process;
+    private readonly System.Text.StringBuilder _stdout = new(), _stderr = new();
+
+    public RunningSample(Process process)
+    {
+        _process = process;
+        _process.OutputDataReceived += (_, e) => { lock (_stdout) _stdout.Append(e.Data).Append('\n'); };
+        _process.ErrorDataReceived += (_, e) => { lock (_stderr) _stderr.Append(e.Data).Append('\n'); };
+        _process.BeginErrorReadLine();
+        // Replies are written a piece at a time with no line end until they finish: stdout is read by characters.
+        _ = Task.Run(async () =>
+        {
+            var buffer = new char[256];
+            int n;
+            while ((n = await _process.StandardOutput.ReadAsync(buffer)) > 0)
+                lock (_stdout)
+                    _stdout.Append(buffer, 0, n);
+        });
+    }
+
+    public StreamWriter Input => _process.StandardInput;
+
+    public string Stdout { get { lock (_stdout) return _stdout.ToString(); } }
+
+    public string Stderr { get { lock (_stderr) return _stderr.ToString(); } }
+
+    public int ExitCode => _process.ExitCode;
+
+    public bool WaitForOutput(TimeSpan timeout) => SpinWait.SpinUntil(() => Stdout.Trim().Length > 0, timeout);
+
+    public bool WaitForError(string text, TimeSpan timeout) => SpinWait.SpinUntil(() => Stderr.Contains(text, StringComparison.Ordinal), timeout);
+
+    public bool WaitForExit(TimeSpan timeout) => _process.WaitForExit(timeout);
+
+    /// <summary>Ctrl+C as a terminal sends it: SIGINT to the process.</summary>
+    public void Interrupt()
+    {
+        if (kill(_process.Id, 2) != 0)
+            throw new InvalidOperationException($"kill(SIGINT) failed: errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()}");
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
+    private static extern int kill(int pid, int signal);
+
+    public void Dispose()
+    {
+        if (!_process.HasExited)
+            _process.Kill(entireProcessTree: true);
+        _process.Dispose();
+    }
 }

@@ -12,8 +12,9 @@ public class SampleSmokeTests
         Assert.True(code == 0, stderr);
         Assert.StartsWith("Once upon a time, there was a little girl named Lily.", stdout.TrimStart());
         Assert.Contains("prompt 1 tokens", stderr);
-        Assert.Contains("generated 20", stderr);
-        Assert.Contains("KV ", stderr);
+        Assert.Contains("20 generated", stderr);
+        Assert.Contains("stopped at the token limit", stderr);
+        Assert.Contains("(FP16; pages hold", stderr);                                       // used bytes, capacity apart
         Assert.DoesNotContain("[prompt", stdout); // statistics go to stderr only
     }
 
@@ -24,9 +25,44 @@ public class SampleSmokeTests
         Assert.True(code == 0, stderr);
         var stats = stderr.Split('\n').Where(l => l.StartsWith("> [prompt") || l.StartsWith("[prompt")).ToArray();
         Assert.Equal(2, stats.Length);
-        Assert.Contains("(0 cached)", stats[0]);
-        Assert.DoesNotContain("(0 cached)", stats[1]);
+        Assert.Contains("(0 from the cache)", stats[0]);
+        Assert.DoesNotContain("(0 from the cache)", stats[1]);
+        Assert.Contains("x of FP16's", stats[1]);
         Assert.False(string.IsNullOrWhiteSpace(stdout));
+    }
+
+    [Fact]
+    public void GearChat_Interactive_ContextOverflow_DropsTheOldestTurnsWithANotice_OrFailsWhenAsked()
+    {
+        // stories260K has 512 positions: three long turns of 150 tokens each cannot all stay.
+        string turns = string.Concat(Enumerable.Range(0, 4).Select(i => $"Once upon a time there was a dog number {i}.\n")) + "\n";
+        var (code, _, stderr) = SampleRunner.Run("samples", "Gear.Chat", turns, "--temperature", "0", "--max-tokens", "150");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("no longer fit the model's context", stderr);
+        Assert.Equal(4, stderr.Split('\n').Count(l => l.Contains("[prompt")));
+
+        var (failCode, _, failErr) = SampleRunner.Run("samples", "Gear.Chat", turns, "--temperature", "0", "--max-tokens", "150", "--fail-on-overflow");
+        Assert.NotEqual(0, failCode);
+        Assert.Contains("context", failErr);
+    }
+
+    [Fact]
+    public void GearChat_Interactive_CtrlC_StopsTheReply_AndTheChatGoesOn()
+    {
+        if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS())
+            return;                                                                         // SIGINT is how a terminal sends Ctrl+C here
+        using var chat = SampleRunner.Start("samples", "Gear.Chat", "--temperature", "0", "--max-tokens", "500");
+        chat.Input.WriteLine("Once upon a time");
+        chat.Input.Flush();
+        Assert.True(chat.WaitForOutput(TimeSpan.FromMinutes(2)), "the first reply never started");
+        chat.Interrupt();
+        Assert.True(chat.WaitForError("(stopped)", TimeSpan.FromMinutes(1)), chat.Stderr);
+        chat.Input.WriteLine("The dog ran.");
+        chat.Input.WriteLine();
+        chat.Input.Close();
+        Assert.True(chat.WaitForExit(TimeSpan.FromMinutes(2)), chat.Stderr);
+        Assert.Equal(0, chat.ExitCode);
+        Assert.Single(chat.Stderr.Split('\n'), l => l.Contains("[prompt"));                  // the second reply's statistics
     }
 
     [Fact]

@@ -112,7 +112,17 @@ public sealed class KvSequence : IDisposable
             if (rest > 0)
             {
                 // The rest lies in a page of this sequence (cut inside it) or in its buffer: copied into the fork's buffer.
-                fork._buffer = whole < _pages.Count ? ReadPage(_pages[whole], rest) : CopyBuffer(rest);
+                // Held while the fork's buffer is allocated: making room may evict this very sequence (an idle conversation).
+                var source = whole < _pages.Count ? _pages[whole] : _buffer!.Value;
+                Pool.Retain(source);
+                try
+                {
+                    fork._buffer = whole < _pages.Count ? ReadPage(source, rest) : CopyBuffer(source, rest);
+                }
+                finally
+                {
+                    Pool.Release(source);
+                }
                 fork.Buffered = rest;
             }
             return fork;
@@ -178,16 +188,16 @@ public sealed class KvSequence : IDisposable
         return buffer;
     }
 
-    /// <summary>A new buffer page holding this sequence's first <paramref name="rows"/> buffered tokens.</summary>
-    private PageId CopyBuffer(int rows)
+    /// <summary>A new buffer page holding the first <paramref name="rows"/> tokens of the buffer page <paramref name="source"/>.</summary>
+    private PageId CopyBuffer(PageId source, int rows)
     {
         var buffer = Pool.AllocateBuffer();
         using var _ = no_grad();
         for (int layer = 0; layer < Pool.Shape.Layers; layer++)
         {
             using var scope = NewDisposeScope();
-            Pool.BufferKeys(buffer, layer).narrow(1, 0, rows).copy_(Pool.BufferKeys(_buffer!.Value, layer).narrow(1, 0, rows));
-            Pool.BufferValues(buffer, layer).narrow(1, 0, rows).copy_(Pool.BufferValues(_buffer!.Value, layer).narrow(1, 0, rows));
+            Pool.BufferKeys(buffer, layer).narrow(1, 0, rows).copy_(Pool.BufferKeys(source, layer).narrow(1, 0, rows));
+            Pool.BufferValues(buffer, layer).narrow(1, 0, rows).copy_(Pool.BufferValues(source, layer).narrow(1, 0, rows));
         }
         return buffer;
     }

@@ -183,7 +183,17 @@ internal sealed class GearEngine : IDisposable
             bool started;
             try
             {
-                started = store.Running < store.MaxConcurrent && TryStart(job);
+                // After a request was put back for lack of pages, the client's queue waits until one of its requests ends.
+                started = store.Running < store.MaxConcurrent && !(store.AdmissionPaused && store.Running > 0) && TryStart(job);
+            }
+            catch (CacheBudgetExceededException) when (store.Running > 0)
+            {
+                // What the running requests hold leaves no room to start it (e.g. the idle conversation it continues is
+                // pinned while it is copied): it waits for one of them to end.
+                job.Sequence?.Dispose();
+                job.Sequence = null;
+                store.AdmissionPaused = true;
+                started = false;
             }
             catch (Exception e)
             {
@@ -286,9 +296,14 @@ internal sealed class GearEngine : IDisposable
         }
         catch (CacheBudgetExceededException e) when (jobs.Count > 1)
         {
-            // The pool could not hold this step's pages: the latest request gives its pages back (and fails, saying why);
-            // the others go on at the next step.
-            Retire(jobs[^1], e);
+            // The pool could not hold this step's pages (what other sequences of the pool hold is not all set aside). The
+            // latest request that has not streamed anything yet goes back to the front of the queue, its pages given back,
+            // and starts again once a request of its client ends; the others go on at the next step. Failing one is the
+            // last resort, when every request has streamed tokens already.
+            if (jobs.LastOrDefault(j => j.Stream is { Generated: 0 }) is { } fresh)
+                Requeue(fresh);
+            else
+                Retire(jobs[^1], e);
             return;
         }
         catch (Exception e)
@@ -372,6 +387,23 @@ internal sealed class GearEngine : IDisposable
             return;
         job.Store.Running--;
         job.Store.ReservedBytes -= job.Plan?.Bytes ?? 0;
+        job.Store.AdmissionPaused = false;
+    }
+
+    /// <summary>Puts a running request that has not streamed anything back at the head of the queue, as if never admitted.</summary>
+    private void Requeue(GenerationJob job)
+    {
+        Leave(job);
+        job.Sequence?.Dispose();
+        job.Sequence = null;
+        job.Stream = null;
+        job.Sampler = null;
+        job.Plan = null;
+        job.Fed = job.CachedTokens = 0;
+        job.Clock.Reset();
+        _waiting.Insert(0, job);
+        Interlocked.Increment(ref job.Store.Waiting);
+        job.Store.AdmissionPaused = true;
     }
 
     /// <summary>Fails what is still queued or running, disposes the runtime it loaded, and stops the thread.</summary>
