@@ -44,7 +44,17 @@ internal static class SampleRunner
     {
         string dll = Path.Combine(RepoRoot, folder, project, "bin", Configuration, "net10.0", project + ".dll");
         Assert.True(File.Exists(dll), $"{dll} not built");
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, WorkingDirectory = Path.GetTempPath() };
+        // A test run started in the background (nohup, CI) ignores SIGINT, and children inherit that: the sample gets the
+        // default disposition back so that Ctrl+C reaches it as it would from a terminal.
+        var info = new ProcessStartInfo(OperatingSystem.IsLinux() ? "env" : "dotnet")
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, WorkingDirectory = Path.GetTempPath(),
+        };
+        if (OperatingSystem.IsLinux())
+        {
+            info.ArgumentList.Add("--default-signal=INT");
+            info.ArgumentList.Add("dotnet");
+        }
         info.ArgumentList.Add(dll);
         foreach (var a in args)
             info.ArgumentList.Add(a);
@@ -57,6 +67,7 @@ internal sealed class RunningSample : IDisposable
 {
     private readonly Process _process;
     private readonly System.Text.StringBuilder _stdout = new(), _stderr = new();
+    private readonly Task _stdoutRead;
 
     public RunningSample(Process process)
     {
@@ -65,7 +76,7 @@ internal sealed class RunningSample : IDisposable
         _process.ErrorDataReceived += (_, e) => { lock (_stderr) _stderr.Append(e.Data).Append('\n'); };
         _process.BeginErrorReadLine();
         // Replies are written a piece at a time with no line end until they finish: stdout is read by characters.
-        _ = Task.Run(async () =>
+        _stdoutRead = Task.Run(async () =>
         {
             var buffer = new char[256];
             int n;
@@ -87,7 +98,14 @@ internal sealed class RunningSample : IDisposable
 
     public bool WaitForError(string text, TimeSpan timeout) => SpinWait.SpinUntil(() => Stderr.Contains(text, StringComparison.Ordinal), timeout);
 
-    public bool WaitForExit(TimeSpan timeout) => _process.WaitForExit(timeout);
+    /// <summary>Waits for the process to end and for its output to be read to the end.</summary>
+    public bool WaitForExit(TimeSpan timeout)
+    {
+        if (!_process.WaitForExit(timeout))
+            return false;
+        _process.WaitForExit();                                                            // drains the redirected stderr
+        return _stdoutRead.Wait(timeout);
+    }
 
     /// <summary>Ctrl+C as a terminal sends it: SIGINT to the process.</summary>
     public void Interrupt()
