@@ -85,11 +85,13 @@ public class PackageConsumerTests(ITestOutputHelper output)
         {imports}</Project>
         """);
 
-    /// <summary>The README's <c>dotnet add package</c> lines: id and version (the repository's pinned one where the line gives none).</summary>
+    /// <summary>The <c>dotnet add package</c> lines of the README's install block: id and version (the repository's pinned one where the line gives none).</summary>
     private static List<(string Id, string Version)> ReadmePackages()
     {
         var pinned = XmlVersions();
-        return [.. Regex.Matches(File.ReadAllText(Path.Combine(Root, "README.md")), @"^dotnet add package (\S+)(?: --version (\S+))?", RegexOptions.Multiline)
+        var install = Regex.Match(File.ReadAllText(Path.Combine(Root, "README.md")), @"<!-- package-install -->\s*```bash\n(.*?)```", RegexOptions.Singleline);
+        Assert.True(install.Success, "README has no package-install block");
+        return [.. Regex.Matches(install.Groups[1].Value, @"^dotnet add package (\S+)(?: --version (\S+))?", RegexOptions.Multiline)
             .Select(m => (m.Groups[1].Value, m.Groups[2].Success ? m.Groups[2].Value : pinned.GetValueOrDefault(m.Groups[1].Value, "")))];
     }
 
