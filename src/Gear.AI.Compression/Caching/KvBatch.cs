@@ -227,10 +227,12 @@ public sealed class KvBatch : IDisposable
                 : new InPlaceRows(packedInOrder ? null : ToDevice(source), ToDevice(slots), ToDevice(positions),
                     _items.First(i => i.InPlace).BufferPage!.Value.Arena);
 
+            // Pinned and non-blocking: a pageable copy would wait for every kernel queued before it (the host could never
+            // run ahead of the device; on an H100 that was 15% of the Gear step).
             Tensor ToDevice(List<long> values)
             {
                 using var host = tensor(values.ToArray(), dtype: ScalarType.Int64);
-                return host.to(device).DetachFromDisposeScope();
+                return TensorMemory.ToDevice(host, device).DetachFromDisposeScope();
             }
         }
         if (_inPlace.Slots is not { } slotIndex)

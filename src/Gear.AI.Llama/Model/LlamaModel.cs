@@ -155,7 +155,10 @@ public sealed class LlamaModel : IDisposable
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         long n = step.TokenCount;
-        var ids = tokens.to(ScalarType.Int64, Device);
+        // Host ids go up pinned and non-blocking: a pageable copy would wait for all the work queued before it.
+        var ids = tokens.device_type == DeviceType.CPU && Device.type != DeviceType.CPU
+            ? AI.Compression.Caching.TensorMemory.ToDevice(tokens.to(ScalarType.Int64), Device)
+            : tokens.to(ScalarType.Int64, Device);
         var x = Weights.Embedding.index_select(0, ids);                                     // [N, H]
         var (cos, sin) = _rope.Tables(OnDevice(positions), ComputeType);               // [N, D]
         long qDim = (long)c.NumHeads * c.HeadDim, kvDim = c.KeyValueDim;

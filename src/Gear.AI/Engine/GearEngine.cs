@@ -290,7 +290,7 @@ internal sealed class GearEngine : IDisposable
         {
             using var scope = NewDisposeScope();
             using var step = KvBatch.Begin(items);
-            var tokens = tensor(ids.ToArray(), dtype: ScalarType.Int64, device: model.Device);    // [N]
+            var tokens = tensor(ids.ToArray(), dtype: ScalarType.Int64);                         // [N] on the host; Forward copies it up without a wait
             var logits = model.Forward(step, tokens);                                           // [S, V]: each sequence's last new token
             chosen = Choose(jobs, items, logits);
         }
