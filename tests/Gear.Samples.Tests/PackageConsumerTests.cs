@@ -27,21 +27,39 @@ public class PackageConsumerTests(ITestOutputHelper output)
             var packages = ReadmePackages().Select(p => p.Id == "Gear.AI" ? (p.Id, Version: version) : p).ToList();
             Assert.Contains(packages, p => p.Id == "Gear.AI");
             WriteProject(app, string.Concat(packages.Select(p => $"    <PackageReference Include=\"{p.Id}\" Version=\"{p.Version}\" />\n")));
-            // Gear packages come from the feed into this app's own cache; everything else from the machine's cache as it is.
-            File.WriteAllText(Path.Combine(app, "nuget.config"), $"""
-                <?xml version="1.0" encoding="utf-8"?>
-                <configuration>
-                  <config><add key="globalPackagesFolder" value="{Path.Combine(work, "packages")}" /></config>
-                  <packageSources><add key="gear-feed" value="{feed}" /></packageSources>
-                  <fallbackPackageFolders><add key="machine" value="{MachinePackages}" /></fallbackPackageFolders>
-                </configuration>
-                """);
+            WriteNuGetConfig(app, Path.Combine(work, "packages"), feed);
             File.WriteAllText(Path.Combine(app, "Program.cs"), ReadmeProgram());
             var (code, stdout, stderr) = Dotnet(app, TimeSpan.FromMinutes(6), "run", "-c", "Release");
             output.WriteLine(stdout);
             Assert.True(code == 0, stderr + stdout);
             Assert.True(stdout.Trim().Length > 20, $"no generated text: '{stdout}'");
             Assert.True(Directory.Exists(Path.Combine(work, "packages", "gear.ai", version)), "Gear.AI came from the feed into the app's own cache");
+        }
+        finally
+        {
+            Directory.Delete(work, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void WithoutANativePackage_TheErrorSaysWhichOneToAdd()
+    {
+        string work = Directory.CreateTempSubdirectory("gear-consumer-nolib-").FullName;
+        try
+        {
+            string feed = Path.Combine(work, "feed"), app = Path.Combine(work, "app"), cache = Path.Combine(work, "packages");
+            string version = "0.0.0-ci." + Guid.NewGuid().ToString("N")[..8];
+            foreach (var project in new[] { "Gear.AI.Compression", "Gear.AI.Llama", "Gear.AI" })
+                Dotnet(Root, TimeSpan.FromMinutes(4), "pack", Path.Combine("src", project, project + ".csproj"), "-c", "Release", "--no-build", "-o", feed, $"-p:Version={version}");
+            Directory.CreateDirectory(app);
+            var packages = ReadmePackages().Where(p => !p.Id.StartsWith("libtorch", StringComparison.Ordinal)).Select(p => p.Id == "Gear.AI" ? (p.Id, Version: version) : p);
+            WriteProject(app, string.Concat(packages.Select(p => $"    <PackageReference Include=\"{p.Id}\" Version=\"{p.Version}\" />\n")));
+            WriteNuGetConfig(app, cache, feed);
+            File.WriteAllText(Path.Combine(app, "Program.cs"), ReadmeProgram());
+            // The app's own cache is where TorchSharp's fallback would look for libtorch: it is not there.
+            var (code, stdout, stderr) = Dotnet(app, TimeSpan.FromMinutes(6), ("NUGET_PACKAGES", cache), "run", "-c", "Release");
+            Assert.NotEqual(0, code);
+            Assert.Contains("Add one native package to the application: libtorch-cpu-linux-x64", stderr + stdout);
         }
         finally
         {
@@ -68,6 +86,16 @@ public class PackageConsumerTests(ITestOutputHelper output)
             Directory.Delete(work, recursive: true);
         }
     }
+
+    /// <summary>Gear packages from the feed into the app's own cache; everything else from the machine's cache as it is.</summary>
+    private static void WriteNuGetConfig(string app, string cache, string feed) => File.WriteAllText(Path.Combine(app, "nuget.config"), $"""
+        <?xml version="1.0" encoding="utf-8"?>
+        <configuration>
+          <config><add key="globalPackagesFolder" value="{cache}" /></config>
+          <packageSources><add key="gear-feed" value="{feed}" /></packageSources>
+          <fallbackPackageFolders><add key="machine" value="{MachinePackages}" /></fallbackPackageFolders>
+        </configuration>
+        """);
 
     private static string MachinePackages => Environment.GetEnvironmentVariable("NUGET_PACKAGES")
         ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
@@ -108,7 +136,10 @@ public class PackageConsumerTests(ITestOutputHelper output)
         return m.Groups[1].Value;
     }
 
-    private (int Code, string Stdout, string Stderr) Dotnet(string directory, TimeSpan timeout, params string[] args)
+    private (int Code, string Stdout, string Stderr) Dotnet(string directory, TimeSpan timeout, params string[] args) =>
+        Dotnet(directory, timeout, null, args);
+
+    private (int Code, string Stdout, string Stderr) Dotnet(string directory, TimeSpan timeout, (string Name, string Value)? variable, params string[] args)
     {
         var info = new ProcessStartInfo("dotnet") { WorkingDirectory = directory, RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in args)
@@ -116,6 +147,8 @@ public class PackageConsumerTests(ITestOutputHelper output)
         info.Environment["GEAR_MODELS"] = Path.Combine(Root, "models");
         info.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
         info.Environment["DOTNET_NOLOGO"] = "1";
+        if (variable is { } v)
+            info.Environment[v.Name] = v.Value;
         var clock = Stopwatch.StartNew();
         using var process = Process.Start(info)!;
         var stdout = process.StandardOutput.ReadToEndAsync();

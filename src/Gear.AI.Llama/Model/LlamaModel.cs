@@ -57,10 +57,12 @@ public sealed class LlamaModel : IDisposable
     /// <summary>Loads config.json and the safetensors weights of <paramref name="modelDirectory"/>.</summary>
     /// <exception cref="ModelLoadException">A file is missing or malformed.</exception>
     /// <exception cref="ArgumentException">The device is not available.</exception>
+    /// <exception cref="GearException">TorchSharp's native library cannot be loaded (the message says which package to add).</exception>
     public static LlamaModel Load(string modelDirectory, ModelLoadOptions? options = null)
     {
         options ??= new ModelLoadOptions();
         var config = LlamaConfig.Load(modelDirectory);
+        TorchSharpSetup.EnsureLoaded();
         var device = ResolveDevice(options.Device);
         var dtype = options.ComputeType ?? (device.type == DeviceType.CUDA ? ScalarType.BFloat16 : ScalarType.Float32);
         if (dtype is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16))
