@@ -2,6 +2,7 @@
 // GearChatClient (Microsoft.Extensions.AI). Text goes to stdout as it is generated; one statistics line
 // per reply goes to stderr.
 using System.CommandLine;
+using Spectre.Console;
 using Gear.AI;
 using Gear.AI.Compression;
 using Gear.AI.Llama;
@@ -35,7 +36,10 @@ root.SetAction(async (parse, ct) =>
             Bits = parse.GetValue(bits),
             ContextOverflow = parse.GetValue(failOnOverflow) ? ContextOverflowPolicy.Fail : ContextOverflowPolicy.DropOldestMessages,
         }.Validate();
+        var loading = new LoadBar();
+        options.LoadProgress = loading;
         using var client = new GearChatClient(options);
+        await loading.LoadAsync(client, options.Model, ct);
         var chat = new ConsoleChat(client, new Microsoft.Extensions.AI.ChatOptions
         {
             MaxOutputTokens = parse.GetValue(maxTokens),
@@ -55,3 +59,35 @@ root.SetAction(async (parse, ct) =>
 });
 // Ctrl+C is the chat's own: it stops the reply being written and keeps the conversation (at the prompt it quits).
 return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = null });
+
+/// <summary>
+/// A model of more than 100 MB loads under a progress bar on a terminal (stderr); smaller ones, or output to a file,
+/// load silently. The client reports progress here; the bar shows it while <see cref="LoadAsync"/> runs.
+/// </summary>
+internal sealed class LoadBar : IProgress<Gear.AI.Llama.Weights.ModelLoadProgress>
+{
+    private ProgressTask? _task;
+
+    public void Report(Gear.AI.Llama.Weights.ModelLoadProgress value)
+    {
+        if (_task is { } task)
+            task.Value = value.Fraction;
+    }
+
+    public async Task LoadAsync(GearChatClient client, string model, CancellationToken ct)
+    {
+        long bytes = Directory.Exists(model) ? Directory.EnumerateFiles(model, "*.safetensors").Sum(f => new FileInfo(f).Length) : 0;
+        if (Console.IsErrorRedirected || bytes < 100L << 20)
+        {
+            await client.LoadAsync(ct);
+            return;
+        }
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+        await console.Progress().AutoClear(true).StartAsync(async context =>
+        {
+            _task = context.AddTask($"Loading {Path.GetFileName(model)} ({bytes >> 20:N0} MiB)", maxValue: 1.0);
+            await client.LoadAsync(ct);
+            _task.Value = 1.0;
+        });
+    }
+}
