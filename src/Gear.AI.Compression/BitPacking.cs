@@ -48,9 +48,9 @@ public static class BitPacking
         if (groups * 8 != m)
             c = nn.functional.pad(c, [0, groups * 8 - m]);                     // [..., 8·groups]
         c = c.reshape([.. lead, groups, 8]);                                   // [..., G, 8]
-        var shifts = arange(0, 8 * bits, bits, dtype: ScalarType.Int64, device: codes.device); // [8]
+        var shifts = Scalars.Arange(0, 8 * bits, bits, ScalarType.Int64, codes.device); // [8]
         var word = c.bitwise_left_shift(shifts).sum(-1, keepdim: true);       // [..., G, 1] (disjoint bits: sum == or)
-        var byteShifts = arange(0, 8 * bits, 8, dtype: ScalarType.Int64, device: codes.device); // [bits]
+        var byteShifts = Scalars.Arange(0, 8 * bits, 8, ScalarType.Int64, codes.device); // [bits]
         var bytes = word.bitwise_right_shift(byteShifts).bitwise_and(0xFF);   // [..., G, bits]
         return bytes.to(ScalarType.Byte).reshape([.. lead, groups * bits]).MoveToOuterDisposeScope();
     }
@@ -78,7 +78,7 @@ public static class BitPacking
         {
             // Fast path for 1, 2, 4 bits: 8/bits codes in each byte, lowest bits first.
             int perByte = 8 / bits;
-            var shifts = arange(0, 8, bits, dtype: ScalarType.Byte, device: packed.device); // [perByte]
+            var shifts = Scalars.Arange(0, 8, bits, ScalarType.Byte, packed.device); // [perByte]
             codes = packed.unsqueeze(-1).bitwise_right_shift(shifts)                        // [..., bytes, perByte]
                           .bitwise_and((1 << bits) - 1)
                           .reshape([.. lead, packed.shape[^1] * perByte]);                  // [..., 8·G]
@@ -87,9 +87,9 @@ public static class BitPacking
         {
             // 3, 5, 6, 7 bits: rebuild each group's 8·bits-bit word, then cut 8 codes out of it.
             var b = packed.reshape([.. lead, groups, bits]).to(ScalarType.Int64);           // [..., G, bits]
-            var byteShifts = arange(0, 8 * bits, 8, dtype: ScalarType.Int64, device: packed.device);
+            var byteShifts = Scalars.Arange(0, 8 * bits, 8, ScalarType.Int64, packed.device);
             var word = b.bitwise_left_shift(byteShifts).sum(-1, keepdim: true);              // [..., G, 1]
-            var shifts = arange(0, 8 * bits, bits, dtype: ScalarType.Int64, device: packed.device); // [8]
+            var shifts = Scalars.Arange(0, 8 * bits, bits, ScalarType.Int64, packed.device); // [8]
             codes = word.bitwise_right_shift(shifts).bitwise_and((1 << bits) - 1)           // [..., G, 8]
                         .to(ScalarType.Byte).reshape([.. lead, groups * 8]);
         }

@@ -45,7 +45,7 @@ public sealed class CompressedBlock : IDisposable
         var x = Quantized.Dequantize(ScalarType.Float32);                      // [..., n, D]
         Outliers?.ScatterInto(x);
         if (LowRank is not null)
-            x = x + LowRank.Reconstruct();
+            x = x.add(LowRank.Reconstruct(), Scalars.One);
         return x.to(dtype ?? OriginalType).MoveToOuterDisposeScope();
     }
 

@@ -87,12 +87,13 @@ public static class GroupQuantizer
         int levels = (1 << bits) - 1;
         var mn = v.amin([-1L], keepdim: true);                                 // [..., G, 1]
         var mx = v.amax([-1L], keepdim: true);                                 // [..., G, 1]
-        var scale16 = ((mx - mn) / levels).to(ScalarType.Float16);             // stored
+        using Scalar levelCount = levels;
+        var scale16 = (mx - mn).div_(levelCount).to(ScalarType.Float16);      // stored
         var zero16 = mn.to(ScalarType.Float16);                                // stored
         var s = scale16.to(ScalarType.Float32);
         var z = zero16.to(ScalarType.Float32);
-        var q = (v - z).div_(s).round_().clamp_(0, levels);                    // [..., G, g], in place: one transient
-        q.masked_fill_((s > 0).logical_not(), 0);                              // constant groups: code 0
+        var q = (v - z).div_(s).round_().clamp_(Scalars.Zero, levelCount);     // [..., G, g], in place: one transient
+        q.masked_fill_((s > Scalars.Zero).logical_not(), Scalars.Zero);        // constant groups: code 0
         var codes = q.to(ScalarType.Byte).reshape([.. lead, groups * g]);      // [..., G·g]
         if (groups * g != m)
             codes = codes.narrow(-1, 0, m);
@@ -119,13 +120,13 @@ public static class GroupQuantizer
             if (groups * g == features)
             {
                 var lead = codes.shape[..^1];
-                result = addcmul(z.unsqueeze(-1), codes.view([.. lead, groups, g]), s.unsqueeze(-1), 1) // x = z + code · s
+                result = addcmul(z.unsqueeze(-1), codes.view([.. lead, groups, g]), s.unsqueeze(-1), Scalars.One) // x = z + code · s
                          .view(codes.shape);                                   // [..., n, D]
             }
             else
             {
-                result = codes * s.repeat_interleave(g, -1).narrow(-1, 0, features)
-                         + z.repeat_interleave(g, -1).narrow(-1, 0, features);
+                result = (codes * s.repeat_interleave(g, -1).narrow(-1, 0, features))
+                         .add_(z.repeat_interleave(g, -1).narrow(-1, 0, features), Scalars.One);
             }
         }
         else
@@ -134,13 +135,13 @@ public static class GroupQuantizer
             if (groups * g == n)
             {
                 var lead = codes.shape[..^2];
-                result = addcmul(z.unsqueeze(-2), codes.view([.. lead, groups, g, features]), s.unsqueeze(-2), 1)
+                result = addcmul(z.unsqueeze(-2), codes.view([.. lead, groups, g, features]), s.unsqueeze(-2), Scalars.One)
                          .view(codes.shape);                                   // [..., n, D]
             }
             else
             {
-                result = codes * s.repeat_interleave(g, -2).narrow(-2, 0, n)
-                         + z.repeat_interleave(g, -2).narrow(-2, 0, n);
+                result = (codes * s.repeat_interleave(g, -2).narrow(-2, 0, n))
+                         .add_(z.repeat_interleave(g, -2).narrow(-2, 0, n), Scalars.One);
             }
         }
         return (result.dtype == dtype ? result : result.to(dtype)).MoveToOuterDisposeScope();

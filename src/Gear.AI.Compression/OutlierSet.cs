@@ -109,7 +109,8 @@ public sealed class OutlierSet : IDisposable
         }
         var values = work.gather(-1, idx);                                     // [..., V, 2k]
         // Mean of the remaining entries of each vector, written over the outliers in a float32 copy of x (its own layout).
-        var inlierMean = ((work.sum(-1, keepdim: true) - values.sum(-1, keepdim: true)) / (len - 2 * k)).to(ScalarType.Float32).expand(values.shape);
+        using Scalar inliers = len - 2 * k;
+        var inlierMean = (work.sum(-1, keepdim: true) - values.sum(-1, keepdim: true)).div_(inliers).to(ScalarType.Float32).expand(values.shape);
         var filled = (x.dtype == ScalarType.Float32 ? x.clone() : x.to(ScalarType.Float32)).contiguous(); // [..., n, D]
         if (axis == QuantAxis.PerChannel)
             filled.view([.. x.shape[..^2], n / groupSize, groupSize, d]).scatter_(-2, idx.transpose(-1, -2), inlierMean.transpose(-1, -2));

@@ -137,6 +137,51 @@ public class ConcurrencyTests(ITestOutputHelper output)
         Assert.Contains("MaxPrefillTokensPerStep (128) must be at least PrefillChunkTokens (256)", e.Message, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// Two models on two engine threads while another thread collects garbage and runs finalizers without pause: the
+    /// TorchSharp scalar race (a Scalar made for one call and freed by its finalizer during the call; docs/reliability.md)
+    /// would fail requests here. The library makes no such scalars (the GEAR001 analyzer).
+    /// </summary>
+    [Fact]
+    public async Task TwoModels_UnderConstantGarbageCollection_EveryAnswerAsAlone()
+    {
+        ChatMessage[] story = [new(ChatRole.User, "Once upon a time")];
+        ChatMessage[] question = [new(ChatRole.User, "Tell me about a lighthouse keeper.")];
+        var greedy = new ChatOptions { Temperature = 0, MaxOutputTokens = 24 };
+        using var stories = TestClients.Create(o => o.Cache = CacheKind.Gear);
+        using var tiny = GearTiny(o => o.Cache = CacheKind.Gear);
+        string expectedStory = (await stories.GetResponseAsync(story, greedy.Clone())).Text;
+        string expectedAnswer = (await tiny.GetResponseAsync(question, greedy.Clone())).Text;
+
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(12));
+        long collections = 0;
+        var collector = Task.Run(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                _ = new byte[1 << 16];
+                GC.Collect();
+                GC.WaitForPendingFinalizers();
+                collections++;
+            }
+        });
+        async Task<int> Loop(GearChatClient client, ChatMessage[] prompt, string expected)
+        {
+            int n = 0;
+            while (!stop.IsCancellationRequested)
+            {
+                var text = (await client.GetResponseAsync(prompt, greedy.Clone())).Text;
+                Assert.Equal(expected, text);
+                n++;
+            }
+            return n;
+        }
+        var counts = await Task.WhenAll(Loop(stories, story, expectedStory), Loop(stories, story, expectedStory), Loop(tiny, question, expectedAnswer));
+        await collector;
+        output.WriteLine($"{counts.Sum()} requests ({string.Join(", ", counts)}) under {collections} forced collections");
+        Assert.All(counts, c => Assert.True(c > 0));
+    }
+
     [Fact]
     public async Task CancelOneThirdOf300_RestCorrect_NothingLeaks()
     {

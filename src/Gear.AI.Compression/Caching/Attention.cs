@@ -34,8 +34,9 @@ internal static class Attention
         if (tq == 1)
             return null;
         using var scope = NewDisposeScope();
-        var q = arange(tq, device: device).unsqueeze(1) + (t - tq);           // [Tq, 1]
-        var k = arange(t, device: device).unsqueeze(0);                        // [1, T]
+        using Scalar queryEnd = t, keyEnd = t, queryStart = t - tq;
+        var q = arange(queryStart, queryEnd, Scalars.One, device: device).unsqueeze(1);   // [Tq, 1]: positions T − Tq … T − 1
+        var k = arange(Scalars.Zero, keyEnd, Scalars.One, device: device).unsqueeze(0);    // [1, T]
         var mask = k <= q;                                                     // [Tq, T]
         return mask.repeat(groups, 1).MoveToOuterDisposeScope();               // [G·Tq, T]
     }
@@ -62,9 +63,10 @@ internal static class Attention
             // Decode on CUDA: plain matmul–softmax–matmul (what transformers' eager attention does). libtorch's
             // SDPA dispatch measured ~35 ms per call whenever the key length changes (every decode step), the
             // same at 4K and 32K tokens, which would make the FP16 baseline look slower than it is.
-            var scores = q.matmul(k.transpose(-1, -2)) * (1.0 / Math.Sqrt(d));
+            using Scalar scale = 1.0 / Math.Sqrt(d);
+            var scores = q.matmul(k.transpose(-1, -2)).mul_(scale);
             if (mask is not null)
-                scores = scores.masked_fill(mask.logical_not(), double.NegativeInfinity);
+                scores = scores.masked_fill(mask.logical_not(), Scalars.NegativeInfinity);
             o = scores.softmax(-1, ScalarType.Float32).to(q.dtype).matmul(v);
         }
         else

@@ -110,8 +110,8 @@ internal static class PageCodec
             var blocks = Index([.. pageSlots.Select(arena.BlockOf)], f.Shape.Device);                                // [m]
             Tensor LowRank(PagePart a, BlockPart b) =>
                 Get(a).to(ScalarType.Float32).matmul(arena.Block(b).select(0, layer).index_select(0, blocks).to(ScalarType.Float32).transpose(-1, -2));
-            keys.add_(LowRank(PagePart.KeyA, BlockPart.KeyB));                                                       // + A·Bᵀ [m, Hkv, n_b, D]
-            values.add_(LowRank(PagePart.ValueA, BlockPart.ValueB));
+            keys.add_(LowRank(PagePart.KeyA, BlockPart.KeyB), Scalars.One);                                          // + A·Bᵀ [m, Hkv, n_b, D]
+            values.add_(LowRank(PagePart.ValueA, BlockPart.ValueB), Scalars.One);
         }
         return (keys.MoveToOuterDisposeScope(), values.MoveToOuterDisposeScope());
     }

@@ -1,3 +1,4 @@
+using Gear.AI.Compression;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -27,7 +28,7 @@ public sealed class Sampler : IDisposable
             {
                 using var ids = tensor(promptIds.Select(i => (long)i).ToArray(), device: device);
                 if (ids.numel() > 0)
-                    _seen.index_fill_(0, ids, true);
+                    _seen.index_fill_(0, ids, Scalars.True);
             }
         }
         if (options.FrequencyPenalty != 0 || options.PresencePenalty != 0)
@@ -56,11 +57,14 @@ public sealed class Sampler : IDisposable
             var l = logits.reshape(-1).to(ScalarType.Float32);                                 // [V]
             if (_seen is not null)
             {
-                var p = (float)_options.RepetitionPenalty;
-                l = where(_seen, where(l > 0, l / p, l * p), l);
+                using Scalar p = (float)_options.RepetitionPenalty;
+                l = where(_seen, where(l > Scalars.Zero, l.div(p), l.mul(p)), l);
             }
             if (_counts is not null)
-                l = l - _counts * (float)_options.FrequencyPenalty - (_counts > 0).to(ScalarType.Float32) * (float)_options.PresencePenalty;
+            {
+                using Scalar frequency = (float)_options.FrequencyPenalty, presence = (float)_options.PresencePenalty;
+                l = l - _counts.mul(frequency) - (_counts > Scalars.Zero).to(ScalarType.Float32).mul(presence);
+            }
             id = _options.Temperature == 0 ? (int)l.argmax().item<long>() : Sample(l);
         }
         Record(id);
@@ -69,25 +73,27 @@ public sealed class Sampler : IDisposable
 
     private int Sample(Tensor logits)
     {
-        var l = logits / (float)_options.Temperature;                                           // [V]
+        using Scalar temperature = (float)_options.Temperature;
+        var l = logits.div(temperature);                                                         // [V]
         if (_options.TopK > 0 && _options.TopK < l.shape[0])
         {
             var kth = l.topk(_options.TopK).values[-1];
-            l = l.masked_fill(l < kth, float.NegativeInfinity);
+            l = l.masked_fill(l < kth, Scalars.NegativeInfinity);
         }
         if (_options.TopP < 1)
         {
             var (sorted, order) = l.sort(descending: true);                                    // [V]
             var probs = sorted.softmax(-1);
             var before = probs.cumsum(-1) - probs;                                              // mass of strictly more likely tokens
-            var dropSorted = before >= (float)_options.TopP;
+            using Scalar topP = (float)_options.TopP;
+            var dropSorted = before >= topP;
             var drop = zeros_like(dropSorted).scatter(0, order, dropSorted);                    // back to vocabulary order
-            l = l.masked_fill(drop, float.NegativeInfinity);
+            l = l.masked_fill(drop, Scalars.NegativeInfinity);
         }
         // Inverse-CDF sampling with one uniform number drawn on the host: the same seed gives the same
         // token on every device, and only that number and the chosen id cross between host and device.
         var cdf = l.softmax(-1, ScalarType.Float64).cumsum(-1);                                 // [V]
-        double u = _random!.NextDouble() * cdf[-1].item<double>();
+        using Scalar u = _random!.NextDouble() * cdf[-1].item<double>();
         long id = (cdf <= u).sum().item<long>();
         return (int)Math.Min(id, l.shape[0] - 1);
     }
@@ -97,7 +103,10 @@ public sealed class Sampler : IDisposable
         if (_seen is not null)
             _seen[id] = true;
         if (_counts is not null)
-            _counts[id] += 1f;
+        {
+            using var count = _counts[id];
+            count.add_(Scalars.One, Scalars.One);
+        }
     }
 
     /// <inheritdoc />

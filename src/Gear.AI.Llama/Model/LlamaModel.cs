@@ -173,13 +173,13 @@ public sealed class LlamaModel : IDisposable
             var v = qkv.narrow(-1, qDim + kvDim, kvDim).view(n, c.NumKeyValueHeads, c.HeadDim); // [N, Hkv, D]
             var (q, k) = RotaryQk(qkv.unsqueeze(0), cos, sin);                              // [1, Hq, N, D], [1, Hkv, N, D]
             var o = step.Attend(i, q[0].transpose(0, 1), k[0].transpose(0, 1), v);          // [N, Hq, D]
-            x = x + F.linear(o.reshape(n, qDim), w.Output, w.OutputBias);                    // [N, H]
+            x = x.add(F.linear(o.reshape(n, qDim), w.Output, w.OutputBias), Scalars.One);     // [N, H]
 
             h = RmsNorm(x, w.MlpNorm);
             var gateUp = F.linear(h, w.GateUp);                                              // [N, 2·I]
             var gate = gateUp.narrow(-1, 0, c.IntermediateSize);
             var up = gateUp.narrow(-1, c.IntermediateSize, c.IntermediateSize);
-            x = x + F.linear(F.silu(gate) * up, w.Down);                                     // [N, H]
+            x = x.add(F.linear(F.silu(gate) * up, w.Down), Scalars.One);                      // [N, H]
         }
         step.Complete();
         if (!allPositions)
@@ -219,7 +219,8 @@ public sealed class LlamaModel : IDisposable
         if (UseCudaKernels && AI.Compression.Cuda.CudaKernels.RmsNorm(x, weight, Config.RmsNormEps) is { } fused)
             return fused;
         var xf = x.to(ScalarType.Float32);
-        var normed = xf * (xf.pow(2).mean([-1L], keepdim: true) + Config.RmsNormEps).rsqrt();
+        using Scalar eps = Config.RmsNormEps;
+        var normed = xf * xf.pow(Scalars.Two).mean([-1L], keepdim: true).add_(eps, Scalars.One).rsqrt();
         return weight * normed.to(x.dtype);
     }
 

@@ -1,3 +1,4 @@
+using Gear.AI.Compression;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -15,8 +16,9 @@ internal sealed class RotaryEmbedding : IDisposable
     {
         using var scope = NewDisposeScope();
         int d = config.HeadDim;
-        var exponents = arange(0, d, 2, dtype: ScalarType.Int64).to(ScalarType.Float32) / d;  // [D/2]
-        var invFreq = 1.0f / pow(config.RopeTheta, exponents);                                // [D/2]
+        using Scalar headDim = d;
+        var exponents = Scalars.Arange(0, d, 2, ScalarType.Int64, CPU).to(ScalarType.Float32).div(headDim); // [D/2]
+        var invFreq = pow(config.RopeTheta, exponents).reciprocal();                          // [D/2]
         if (config.RopeScaling is { } s)
             invFreq = ScaleLlama3(invFreq, s);
         _invFreq = invFreq.to(device).DetachFromDisposeScope();
@@ -27,11 +29,13 @@ internal sealed class RotaryEmbedding : IDisposable
     {
         double lowWavelen = s.OriginalMaxPositionEmbeddings / s.LowFreqFactor;
         double highWavelen = s.OriginalMaxPositionEmbeddings / s.HighFreqFactor;
-        var wavelen = 2 * Math.PI / invFreq;
-        var scaled = where(wavelen > lowWavelen, invFreq / s.Factor, invFreq);
-        var smooth = (s.OriginalMaxPositionEmbeddings / wavelen - s.LowFreqFactor) / (s.HighFreqFactor - s.LowFreqFactor);
-        var smoothed = (1 - smooth) * scaled / s.Factor + smooth * scaled;
-        var medium = (wavelen >= highWavelen).logical_and(wavelen <= lowWavelen);
+        using Scalar low = lowWavelen, high = highWavelen, factor = s.Factor, twoPi = 2 * Math.PI, original = (double)s.OriginalMaxPositionEmbeddings,
+            lowFactor = s.LowFreqFactor, span = s.HighFreqFactor - s.LowFreqFactor;
+        var wavelen = full_like(invFreq, twoPi) / invFreq;
+        var scaled = where(wavelen > low, invFreq.div(factor), invFreq);
+        var smooth = (full_like(wavelen, original) / wavelen).sub_(lowFactor).div_(span);
+        var smoothed = ((full_like(smooth, Scalars.One) - smooth) * scaled).div_(factor).add_(smooth * scaled, Scalars.One);
+        var medium = (wavelen >= high).logical_and(wavelen <= low);
         return where(medium, smoothed, scaled);
     }
 
@@ -52,7 +56,7 @@ internal sealed class RotaryEmbedding : IDisposable
         var x1 = x.narrow(-1, 0, half);
         var x2 = x.narrow(-1, half, half);
         var rotated = cat([x2.neg(), x1], -1);                                              // [B, H, T, D]
-        return (x * cos + rotated * sin).MoveToOuterDisposeScope();
+        return (x * cos).add_(rotated * sin, Scalars.One).MoveToOuterDisposeScope();
     }
 
     public void Dispose() => _invFreq.Dispose();

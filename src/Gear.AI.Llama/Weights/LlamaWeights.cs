@@ -1,3 +1,4 @@
+using Gear.AI.Compression;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -179,7 +180,8 @@ public sealed class LlamaWeights : IDisposable
         Tensor Normal(params long[] shape)
         {
             var t = randn(shape, dtype: dtype, device: device).DetachFromDisposeScope();
-            t.mul_(0.02);                                                      // in place: no second copy of the weights
+            using Scalar std = 0.02;
+            t.mul_(std);                                                       // in place: no second copy of the weights
             owned.Add(t);
             return t;
         }
