@@ -13,6 +13,7 @@ namespace Gear.AI.Tests;
 /// the rest apart, and one row as a matrix-vector product), differences of ~1e-5 that leave FP16 greedy and seeded choices
 /// alone but can flip a 2-bit code, after which a long compressed continuation may take another path.
 /// </summary>
+[Collection(MeasuredCollection.Name)]
 public class ConcurrencyTests(ITestOutputHelper output)
 {
     private static GearChatClient GearTiny(Action<GearChatClientOptions>? configure = null)

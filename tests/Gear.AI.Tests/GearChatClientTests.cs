@@ -4,6 +4,7 @@ using Microsoft.Extensions.AI;
 
 namespace Gear.AI.Tests;
 
+[Collection(MeasuredCollection.Name)]
 public class GearChatClientTests
 {
     private static readonly ChatMessage[] Story = [new(ChatRole.User, "Once upon a time")];

@@ -7,6 +7,7 @@ using Xunit.Abstractions;
 namespace Gear.AI.Tests;
 
 /// <summary>Cancellation, load and soak: nothing leaks, nothing is corrupted, the client keeps working.</summary>
+[Collection(MeasuredCollection.Name)]
 public class ReliabilityTests(ITestOutputHelper output)
 {
     private static readonly ChatMessage[] Story = [new(ChatRole.User, "Once upon a time")];
