@@ -17,11 +17,21 @@ internal sealed class ConsoleChat(GearChatClient client, ChatOptions options)
     {
         var o = client.Options;
         Console.Error.WriteLine($"Gear.Chat — {Path.GetFileName(o.Model)}, {o.Cache} cache" + (o.Cache == Gear.AI.Compression.CacheKind.Fp16 ? "" : $" at {o.Bits} bits") +
-                                ". Empty line or Ctrl+D quits; Ctrl+C stops a reply.");
+                                ". Empty line or Ctrl+D quits; Ctrl+C stops a reply; ↑/↓ recall earlier lines.");
+        // On a terminal the line can be edited and earlier lines recalled; piped input is read as it comes.
+        var editor = ReferenceEquals(input, Console.In) && !Console.IsInputRedirected
+            ? new LineEditor(() => Console.ReadKey(intercept: true), Console.Error.Write)
+            : null;
         while (!ct.IsCancellationRequested)
         {
-            Console.Error.Write("> ");
-            string? line = await input.ReadLineAsync(ct);
+            string? line;
+            if (editor is not null)
+                line = editor.ReadLine("> ");
+            else
+            {
+                Console.Error.Write("> ");
+                line = await input.ReadLineAsync(ct);
+            }
             if (string.IsNullOrWhiteSpace(line))
                 return 0;
             _conversation.Add(new ChatMessage(ChatRole.User, line));
