@@ -82,7 +82,8 @@ public sealed class FuzzTests : IDisposable
                     file.Read(entry).Dispose();
             }, seed, "safetensors");
         }
-        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), $"3000 cases took {clock.Elapsed}");
+        // A guard against a case that never ends, not a speed test: ~20 s alone, over 60 s beside the other test classes.
+        Assert.True(clock.Elapsed < TimeSpan.FromMinutes(4), $"3000 cases took {clock.Elapsed}");
     }
 
     [Fact]

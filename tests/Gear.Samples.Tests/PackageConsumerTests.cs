@@ -21,10 +21,10 @@ public class PackageConsumerTests(ITestOutputHelper output)
             string feed = Path.Combine(work, "feed"), app = Path.Combine(work, "app");
             string version = "0.0.0-ci." + Guid.NewGuid().ToString("N")[..8];
             // From the Release build the test run already made (packing must not rebuild what other test processes load).
-            foreach (var project in new[] { "Gear.AI.Compression", "Gear.AI.Llama", "Gear.AI" })
+            foreach (var project in new[] { "Gear.AI.Compression", "Gear.AI.Llama", "Gear.AI", "Gear.AI.Models" })
                 Dotnet(Root, TimeSpan.FromMinutes(4), "pack", Path.Combine("src", project, project + ".csproj"), "-c", "Release", "--no-build", "-o", feed, $"-p:Version={version}");
             Directory.CreateDirectory(app);
-            var packages = ReadmePackages().Select(p => p.Id == "Gear.AI" ? (p.Id, Version: version) : p).ToList();
+            var packages = ReadmePackages().Select(p => p.Id.StartsWith("Gear.AI", StringComparison.Ordinal) ? (p.Id, Version: version) : p).ToList();
             Assert.Contains(packages, p => p.Id == "Gear.AI");
             WriteProject(app, string.Concat(packages.Select(p => $"    <PackageReference Include=\"{p.Id}\" Version=\"{p.Version}\" />\n")));
             WriteNuGetConfig(app, Path.Combine(work, "packages"), feed);
@@ -34,6 +34,7 @@ public class PackageConsumerTests(ITestOutputHelper output)
             Assert.True(code == 0, stderr + stdout);
             Assert.True(stdout.Trim().Length > 20, $"no generated text: '{stdout}'");
             Assert.True(Directory.Exists(Path.Combine(work, "packages", "gear.ai", version)), "Gear.AI came from the feed into the app's own cache");
+            Assert.True(File.Exists(Path.Combine(app, "bin", "Release", "net10.0", "models", "gear-tiny", "config.json")), "Gear.AI.Models copied the models next to the app");
         }
         finally
         {
@@ -49,10 +50,10 @@ public class PackageConsumerTests(ITestOutputHelper output)
         {
             string feed = Path.Combine(work, "feed"), app = Path.Combine(work, "app"), cache = Path.Combine(work, "packages");
             string version = "0.0.0-ci." + Guid.NewGuid().ToString("N")[..8];
-            foreach (var project in new[] { "Gear.AI.Compression", "Gear.AI.Llama", "Gear.AI" })
+            foreach (var project in new[] { "Gear.AI.Compression", "Gear.AI.Llama", "Gear.AI", "Gear.AI.Models" })
                 Dotnet(Root, TimeSpan.FromMinutes(4), "pack", Path.Combine("src", project, project + ".csproj"), "-c", "Release", "--no-build", "-o", feed, $"-p:Version={version}");
             Directory.CreateDirectory(app);
-            var packages = ReadmePackages().Where(p => !p.Id.StartsWith("libtorch", StringComparison.Ordinal)).Select(p => p.Id == "Gear.AI" ? (p.Id, Version: version) : p);
+            var packages = ReadmePackages().Where(p => !p.Id.StartsWith("libtorch", StringComparison.Ordinal)).Select(p => p.Id.StartsWith("Gear.AI", StringComparison.Ordinal) ? (p.Id, Version: version) : p);
             WriteProject(app, string.Concat(packages.Select(p => $"    <PackageReference Include=\"{p.Id}\" Version=\"{p.Version}\" />\n")));
             WriteNuGetConfig(app, cache, feed);
             File.WriteAllText(Path.Combine(app, "Program.cs"), ReadmeProgram());
@@ -73,11 +74,12 @@ public class PackageConsumerTests(ITestOutputHelper output)
         string work = Directory.CreateTempSubdirectory("gear-consumer-ref-").FullName;
         try
         {
-            var references = string.Concat(ReadmePackages().Where(p => p.Id != "Gear.AI").Select(p => $"    <PackageReference Include=\"{p.Id}\" Version=\"{p.Version}\" />\n"))
+            var references = string.Concat(ReadmePackages().Where(p => !p.Id.StartsWith("Gear.AI", StringComparison.Ordinal)).Select(p => $"    <PackageReference Include=\"{p.Id}\" Version=\"{p.Version}\" />\n"))
                 + $"    <ProjectReference Include=\"{Path.Combine(Root, "src", "Gear.AI", "Gear.AI.csproj")}\" />\n";
             WriteProject(work, references, $"  <Import Project=\"{Path.Combine(Root, "build", "Gear.AI.TorchSharpLinux.targets")}\" />\n");
             File.WriteAllText(Path.Combine(work, "Program.cs"), ReadmeProgram());
-            var (code, stdout, stderr) = Dotnet(work, TimeSpan.FromMinutes(6), "run", "-c", "Release");
+            // The models come from the checkout here (Gear.AI.Models copies them only through its package).
+            var (code, stdout, stderr) = Dotnet(work, TimeSpan.FromMinutes(6), ("GEAR_MODELS", Path.Combine(Root, "models")), "run", "-c", "Release");
             Assert.True(code == 0, stderr + stdout);
             Assert.True(stdout.Trim().Length > 20, $"no generated text: '{stdout}'");
         }
@@ -144,7 +146,7 @@ public class PackageConsumerTests(ITestOutputHelper output)
         var info = new ProcessStartInfo("dotnet") { WorkingDirectory = directory, RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in args)
             info.ArgumentList.Add(a);
-        info.Environment["GEAR_MODELS"] = Path.Combine(Root, "models");
+        info.Environment.Remove("GEAR_MODELS");                                           // gear-tiny comes from Gear.AI.Models
         info.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
         info.Environment["DOTNET_NOLOGO"] = "1";
         if (variable is { } v)
