@@ -57,6 +57,7 @@ internal static class GpuBench
         }
         ok &= ModelKernelChecks(dir, ids, report);
         ok &= FusedKernelChecks(report);
+        ok &= OutOfMemoryCheck.Run(dir, dtype, report);
         report.Finish(json);
         Console.WriteLine(ok ? "gpu-selftest: PASS" : "gpu-selftest: FAIL");
         return ok ? 0 : 1;

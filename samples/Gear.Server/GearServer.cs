@@ -159,6 +159,7 @@ public static class GearServer
         ContextLengthExceededException => new RequestError(400, e.Message, "messages", code: "context_length_exceeded"),
         GearBusyException => new RequestError(429, e.Message, type: "rate_limit_error", code: "server_busy"),
         CacheBudgetExceededException => new RequestError(503, e.Message, type: "server_error", code: "cache_full"),
+        DeviceOutOfMemoryException => new RequestError(503, e.Message, type: "server_error", code: "device_out_of_memory"),
         ObjectDisposedException => new RequestError(503, "The server is shutting down.", type: "server_error"),
         NotSupportedException => new RequestError(400, e.Message),
         ArgumentException a => new RequestError(400, a.Message, a.ParamName),

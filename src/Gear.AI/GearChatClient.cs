@@ -499,6 +499,9 @@ public sealed class GearChatClient : IChatClient
     /// <summary>Tensors alive on the engine thread: flat across requests when nothing leaks.</summary>
     internal long LiveTensors => Engine.LiveTensors;
 
+    /// <summary>Runs <paramref name="work"/> on the model's engine thread between two steps.</summary>
+    internal Task<T> RunBetweenSteps<T>(Func<T> work) => Engine.Run(work);
+
     /// <summary>The engine this client runs on (tests: clients over one model share it).</summary>
     internal object EngineIdentity => Engine;
 

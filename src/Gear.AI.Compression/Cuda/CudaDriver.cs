@@ -35,6 +35,7 @@ internal static unsafe class CudaDriver
     [DllImport(Library)] private static extern int cuDriverGetVersion(out int version);
     [DllImport(Library)] private static extern int cuProfilerStart();
     [DllImport(Library)] private static extern int cuProfilerStop();
+    [DllImport(Library)] private static extern int cuMemGetInfo_v2(out nuint free, out nuint total);
 
     [DllImport(Library)] private static extern int cuStreamCreate(out IntPtr stream, uint flags);
     [DllImport(Library)] private static extern int cuEventCreate(out IntPtr e, uint flags);
@@ -64,6 +65,14 @@ internal static unsafe class CudaDriver
             Check(cuCtxSetCurrent(context), "cuCtxSetCurrent");
         }
         return context;
+    }
+
+    /// <summary>Free and total bytes of the device whose context is current on this thread.</summary>
+    public static (long Free, long Total) MemoryInfo(int device)
+    {
+        CurrentContext(device);
+        Check(cuMemGetInfo_v2(out var free, out var total), "cuMemGetInfo");
+        return ((long)free, (long)total);
     }
 
     /// <summary>The driver's CUDA version, e.g. 12040 for 12.4.</summary>

@@ -200,7 +200,7 @@ internal sealed class GearEngine : IDisposable
                 _waiting.RemoveAt(i);
                 Interlocked.Decrement(ref store.Waiting);
                 job.Sequence?.Dispose();
-                job.Fail(e);
+                job.Fail(DeviceOutOfMemoryException.Translate(e, Runtime.Model.Device.ToString()));
                 continue;
             }
             if (!started)
@@ -222,7 +222,7 @@ internal sealed class GearEngine : IDisposable
                 {
                     pool.Reserve(_running.Where(j => j.Plan?.Pool == pool).Select(j => j.Plan!));
                 }
-                catch (Exception e) when (e is System.Runtime.InteropServices.ExternalException or OutOfMemoryException)
+                catch (Exception e) when (DeviceOutOfMemoryException.IsOutOfMemory(e) || e is OutOfMemoryException)
                 {
                     // The device could not give it all at once: the steps grow the pool as pages come, within the budget.
                 }
@@ -304,6 +304,14 @@ internal sealed class GearEngine : IDisposable
                 Requeue(fresh);
             else
                 Retire(jobs[^1], e);
+            return;
+        }
+        catch (Exception e) when (DeviceOutOfMemoryException.IsOutOfMemory(e))
+        {
+            // The step left its sequences as they were. The request that asked the most of this step (the largest prompt
+            // chunk; among decoding ones, the latest) fails with the sizes involved; the others go on at the next step.
+            var culprit = jobs[Enumerable.Range(0, jobs.Count).MaxBy(i => (items[i].NewTokens, i))];
+            Retire(culprit, DeviceOutOfMemoryException.Translate(e, model.Device.ToString()));
             return;
         }
         catch (Exception e)
