@@ -10,7 +10,7 @@ namespace Gear.Bench;
 
 internal sealed record ServeRow(string Cache, int Bits, string Via, int Clients, string PromptTokens, double PromptTokensMean, int MaxTokens, long GeneratedTokens,
     double? SerialTokensPerS, double ConcurrentTokensPerS, double? ConcurrentOverSerial, int PeakStreams, double AllDecodingTokensPerS,
-    double TtftP50Ms, double TtftP99Ms, double ItlP50Ms, double ItlP99Ms, long CacheBudgetBytes, bool? GreedyEqual);
+    double TtftP50Ms, double TtftP99Ms, double ItlP50Ms, double ItlP99Ms, long CacheBudgetBytes, bool BatchInvariant, bool? GreedyEqual);
 
 /// <summary>
 /// Serving through the public API: <c>clients</c> streaming requests (prompts of the lengths in the mix, cut from held-out
@@ -24,7 +24,7 @@ internal static class ServeBench
 {
     private sealed record Outcome(string Text, long Tokens, long PromptTokens, long Sent, List<long> Times);
 
-    public sealed record Settings(int Clients, int[] PromptMix, int MaxTokens, long BudgetBytes, bool Serial, bool IgnoreEos);
+    public sealed record Settings(int Clients, int[] PromptMix, int MaxTokens, long BudgetBytes, bool Serial, bool IgnoreEos, bool BatchInvariant = false);
 
     public static void Run(LlamaRuntime runtime, string textFile, Settings settings, IReadOnlyList<GearOptions> caches, string? url, string machine, string? json)
     {
@@ -53,7 +53,7 @@ internal static class ServeBench
                 var options = new GearChatClientOptions
                 {
                     Model = runtime.Directory, Cache = cache.Kind, Bits = cache.Bits, CacheBudgetBytes = settings.BudgetBytes, DefaultTemperature = 0,
-                    MaxSessions = 1,
+                    MaxSessions = 1, BatchInvariant = settings.BatchInvariant,
                 };
                 int clients = settings.Clients > 0 ? settings.Clients : Admissible(runtime, options, cache, settings);
                 options.MaxConcurrentSequences = clients;
@@ -112,7 +112,7 @@ internal static class ServeBench
             peak = Math.Max(peak, running += delta);
         report.Add(new ServeRow(cache, bits, via, prompts.Length, string.Join("/", settings.PromptMix.Distinct()), concurrent.Average(o => (double)o.PromptTokens),
             settings.MaxTokens, tokens, serialRate, concurrentRate, serialRate is { } sr ? concurrentRate / sr : null, peak, allDecoding,
-            Percentile(firsts, 0.5), Percentile(firsts, 0.99), Percentile(gaps, 0.5), Percentile(gaps, 0.99), budget,
+            Percentile(firsts, 0.5), Percentile(firsts, 0.99), Percentile(gaps, 0.5), Percentile(gaps, 0.99), budget, settings.BatchInvariant,
             compare && serial is not null ? serial.Zip(concurrent).All(p => p.First.Text == p.Second.Text) : null));
     }
 

@@ -145,6 +145,7 @@ public sealed class GearChatClient : IChatClient
             _options.PrefillChunkTokens, _options.MaxPrefillTokensPerStep, cts.Token)
         {
             Started = pool => LogAttentionPath(pool, request.Cache),
+            BatchInvariant = _options.BatchInvariant,
         };
         using var activity = GearTelemetry.ActivitySource.StartActivity("gear.chat");
         engine.Submit(job);

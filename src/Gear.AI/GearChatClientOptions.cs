@@ -82,6 +82,17 @@ public sealed class GearChatClientOptions
     /// </summary>
     public int MaxPrefillTokensPerStep { get; set; } = 2048;
 
+    /// <summary>
+    /// Each answer's bits do not depend on what else runs beside it (default false): a request streams exactly what it
+    /// streams alone, greedy or seeded, however many others share its steps. The model's matrix products then pad a step's
+    /// rows to the count the machine's kernels work in (<see cref="Llama.Model.LlamaModel.BatchInvariantRowBlock"/>, 4 on
+    /// the CPUs measured); a request decoding alone pays for it (on gear-tiny, see docs/benchmarks.md), a full batch does
+    /// not. CPU only: on CUDA a request fails with <see cref="NotSupportedException"/>. Without it, answers beside others
+    /// can differ from their answers alone after some tokens (rows are rounded differently at different batch sizes),
+    /// more often for compressed caches, whose 2-bit codes amplify a last-bit difference.
+    /// </summary>
+    public bool BatchInvariant { get; set; }
+
     /// <summary>When true, responses carry a ConversationId and requests that pass it send only new messages (default false: stateless, prefix reuse).</summary>
     public bool StatefulConversations { get; set; }
 

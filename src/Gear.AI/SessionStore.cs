@@ -111,6 +111,8 @@ internal sealed class SessionStore(long budgetBytes, int maxSessions, int maxCon
             if (s.Sequence.Pool != pool || (conversationId is not null && s.ConversationId != conversationId) || s.Sequence.Tokens is not { } tokens)
                 continue;
             int shared = Math.Min(limit, SharedPrefix(tokens, prompt));
+            if (!WorthForking(s.Sequence, shared))
+                continue;
             if (shared > bestShared)
             {
                 best = s;
@@ -124,6 +126,15 @@ internal sealed class SessionStore(long budgetBytes, int maxSessions, int maxCon
         best.LastUsed = ++_clock;
         return best.Sequence.Fork(bestShared);
     }
+
+    /// <summary>
+    /// Whether a new request should start from <paramref name="source"/>'s first <paramref name="shared"/> tokens. Not
+    /// when that is less than a page cut out of a compressed page: the cut gives those tokens back as the compressed page
+    /// holds them (e.g. a 2-bit BOS, the attention sink, where a fresh prefill attends to the exact one) to save prefilling
+    /// fewer than a page of tokens — a chat template's opening shared by unrelated prompts.
+    /// </summary>
+    private static bool WorthForking(KvSequence source, int shared) =>
+        shared > 0 && (!source.Pool.Options.IsCompressed || shared >= source.Pool.PageTokens || shared >= source.Length - source.Buffered);
 
     /// <summary>
     /// Keeps <paramref name="sequence"/> as an idle conversation; idle ones whose tokens it continues are dropped (their

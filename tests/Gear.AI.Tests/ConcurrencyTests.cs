@@ -117,6 +117,42 @@ public class ConcurrencyTests(ITestOutputHelper output)
         Assert.Equal(one, all.Select(r => r.Text));
     }
 
+    /// <summary>
+    /// <see cref="GearChatClientOptions.BatchInvariant"/>: every answer's bits are its answer alone, for the compressed
+    /// caches too — 8 greedy Gear 2-bit answers of 128 tokens (the serve bench's case, which differs without the option),
+    /// and the sixteen requests of mixed sampling and cache settings — whether they run together or one after another.
+    /// </summary>
+    [Fact]
+    public async Task BatchInvariant_CompressedCaches_EveryAnswerEqualsItselfAlone()
+    {
+        string book = File.ReadAllText(Path.Combine(TestClients.RepoRoot, "bench", "data", "doyle-hound-of-the-baskervilles.txt"));
+        var prompts = Enumerable.Range(0, 8).Select(i => new[] { new ChatMessage(ChatRole.User, book.Substring(5_000 + 997 * i, 300) + "\n\nWhat happens next?") }).ToArray();
+        var greedy = new ChatOptions { Temperature = 0, MaxOutputTokens = 128, AdditionalProperties = new() { ["gear.ignore_eos"] = true } };
+        var requests = prompts.Select(p => (Messages: p, Options: greedy)).Concat(SixteenRequests()).ToArray();
+        var alone = new List<ChatResponse>();
+        foreach (var (messages, options) in requests)
+        {
+            using var fresh = GearTiny(o => o.BatchInvariant = true);
+            alone.Add(await fresh.GetResponseAsync(messages, options.Clone()));
+        }
+        // One after another on one client: a request shares only the chat template's opening with the one before, which
+        // it prefills afresh rather than cut out of that one's compressed page.
+        using var serialClient = GearTiny(o => { o.BatchInvariant = true; o.MaxSessions = 1; });
+        foreach (var (r, i) in requests.Select((r, i) => (r, i)))
+        {
+            var serial = await serialClient.GetResponseAsync(r.Messages, r.Options.Clone());
+            Assert.True(alone[i].Text == serial.Text, $"request {i} after request {i - 1} on one client:\n{serial.Text}\nalone\n{alone[i].Text}");
+        }
+
+        using var client = GearTiny(o => o.BatchInvariant = true);
+        var together = await Task.WhenAll(requests.Select(r => client.GetResponseAsync(r.Messages, r.Options.Clone())));
+        for (int i = 0; i < requests.Length; i++)
+        {
+            Assert.True(alone[i].Text == together[i].Text, $"request {i}: together\n{together[i].Text}\nalone\n{alone[i].Text}");
+            Assert.Equal(alone[i].Usage!.OutputTokenCount, together[i].Usage!.OutputTokenCount);
+        }
+    }
+
     [Fact]
     public async Task PrefillTokensPerStep_Bounded_LongPromptsTakeTurns_AnswersUnchanged()
     {

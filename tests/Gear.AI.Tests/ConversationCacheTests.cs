@@ -44,7 +44,7 @@ public class ConversationCacheTests(ITestOutputHelper output)
     public async Task TwoConversationsOverOneDocument_SecondReusesTheDocument()
     {
         using var client = new GearChatClient(TestClients.GearTiny, new GearChatClientOptions { Model = TestClients.GearTiny.Directory, Cache = CacheKind.Gear, Bits = 2 });
-        string document = string.Join(" ", File.ReadAllText(Path.Combine(RepoRoot(), "bench", "data", "doyle-hound-of-the-baskervilles.txt")).Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries).Skip(300).Take(900));
+        string document = string.Join(" ", File.ReadAllText(Path.Combine(TestClients.RepoRoot, "bench", "data", "doyle-hound-of-the-baskervilles.txt")).Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries).Skip(300).Take(900));
         var options = new ChatOptions { Temperature = 0, MaxOutputTokens = 8 };
         var first = await client.GetResponseAsync([new ChatMessage(ChatRole.System, document), new ChatMessage(ChatRole.User, "Who is Mortimer?")], options);
         var second = await client.GetResponseAsync([new ChatMessage(ChatRole.System, document), new ChatMessage(ChatRole.User, "Where is Baskerville Hall?")], options);
@@ -52,11 +52,4 @@ public class ConversationCacheTests(ITestOutputHelper output)
         Assert.True(second.Usage.CachedInputTokenCount >= first.Usage.InputTokenCount - 80, $"{second.Usage.CachedInputTokenCount} cached");
     }
 
-    private static string RepoRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "Gear.AI.sln")))
-                return dir.FullName;
-        throw new DirectoryNotFoundException("Gear.AI.sln not found above the test output.");
-    }
 }

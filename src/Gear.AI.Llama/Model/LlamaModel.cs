@@ -91,6 +91,72 @@ public sealed class LlamaModel : IDisposable
         throw new ArgumentException($"Device '{device}' is not known; use 'cpu', 'cuda' or 'cuda:N'.", nameof(device));
     }
 
+    /// <summary>
+    /// The number of rows the matrix products' kernels work in on this machine, when padding a step's rows to a multiple
+    /// of it gives every row the same bits whatever else is in the step; null where no such number up to 16 exists, and
+    /// on CUDA (cuBLAS picks its kernels by the number of rows). Found once, on the CPU, by trying the model's own
+    /// weights (one row runs as a matrix-vector product and differs; 4 on the machines measured).
+    /// </summary>
+    public int? BatchInvariantRowBlock
+    {
+        get
+        {
+            if (_rowBlock == 0)
+                _rowBlock = ProbeRowBlock();
+            return _rowBlock > 0 ? _rowBlock : null;
+        }
+    }
+
+    private int _rowBlock;                                                                   // 0: not probed yet; -1: none
+
+    /// <summary><see cref="BatchInvariantRowBlock"/>, or a <see cref="NotSupportedException"/> saying why there is none.</summary>
+    public int RequireBatchInvariance() => BatchInvariantRowBlock ?? throw new NotSupportedException(
+        Device.type == DeviceType.CPU
+            ? "Batch-invariant steps (GearChatClientOptions.BatchInvariant) are not available on this machine: its matrix products round rows differently at every batch size tried."
+            : "Batch-invariant steps (GearChatClientOptions.BatchInvariant) run on the CPU only: cuBLAS picks its kernels by the number of rows. Turn the option off on CUDA.");
+
+    private int ProbeRowBlock()
+    {
+        if (Device.type != DeviceType.CPU)
+            return -1;
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        using var generator = new Generator(20261207);
+        var layer = Weights.Layers[0];
+        Tensor[] weights = [layer.Qkv, layer.Output, layer.GateUp, layer.Down, Weights.LmHead];
+        foreach (int block in new[] { 1, 2, 4, 8, 16 })
+            if (weights.All(w => RowsInvariant(w, block, generator)))
+                return block;
+        return -1;
+    }
+
+    /// <summary>Whether rows padded to a multiple of <paramref name="block"/> come out the same at every count and position.</summary>
+    private bool RowsInvariant(Tensor weight, int block, Generator generator)
+    {
+        const int rows = 48;                                                                 // a multiple of every block tried
+        var x = randn([rows, weight.shape[1]], dtype: ComputeType, generator: generator);
+        var all = F.linear(x, weight);
+        var order = randperm(rows, generator: generator);
+        if (!Same(F.linear(x.index_select(0, order), weight), all.index_select(0, order)))
+            return false;
+        for (int m = 1; m <= 3 * block + 1; m++)
+            if (!Same(Linear(x.narrow(0, 0, m), weight, null, block), all.narrow(0, 0, m)))
+                return false;
+        return true;
+
+        static bool Same(Tensor a, Tensor b) => a.eq(b).all().item<bool>();
+    }
+
+    /// <summary><c>linear</c> with the rows padded by zeros to a multiple of <paramref name="block"/> (1: as they are).</summary>
+    private static Tensor Linear(Tensor x, Tensor weight, Tensor? bias, int block)
+    {
+        long n = x.shape[0];
+        if (block <= 1 || n % block == 0)
+            return F.linear(x, weight, bias);
+        var padded = cat([x, x.new_zeros(block - n % block, x.shape[1])]);
+        return F.linear(padded, weight, bias).narrow(0, 0, n);
+    }
+
     /// <summary>What this model's KV cache holds per token.</summary>
     public KvShape KvShape => new(Config.NumLayers, Config.NumKeyValueHeads, Config.HeadDim, ComputeType, Device);
 
@@ -133,11 +199,21 @@ public sealed class LlamaModel : IDisposable
     /// Completes the step. Returns float32 logits [N, V] when <paramref name="allPositions"/>, else [S, V] for each
     /// sequence's last new token.
     /// </summary>
+    /// <param name="step">The sequences and how many tokens each appends.</param>
+    /// <param name="tokens">[N] token ids, packed by sequence.</param>
+    /// <param name="allPositions">Logits of every new token rather than of each sequence's last.</param>
+    /// <param name="batchInvariant">
+    /// Every sequence's results are the same bits whatever else runs in the step (and alone): the rows of each matrix
+    /// product are padded to a multiple of <see cref="BatchInvariantRowBlock"/>. A step of one row costs a few
+    /// matrix-vector products more.
+    /// </param>
     /// <exception cref="ContextLengthExceededException">A sequence would pass the model's context; thrown before any work.</exception>
-    public Tensor Forward(KvBatch step, Tensor tokens, bool allPositions = false)
+    /// <exception cref="NotSupportedException"><paramref name="batchInvariant"/> where <see cref="BatchInvariantRowBlock"/> is null.</exception>
+    public Tensor Forward(KvBatch step, Tensor tokens, bool allPositions = false, bool batchInvariant = false)
     {
         ArgumentNullException.ThrowIfNull(step);
         ArgumentNullException.ThrowIfNull(tokens);
+        int block = batchInvariant ? RequireBatchInvariance() : 1;
         if (tokens.dim() != 1 || tokens.shape[0] != step.TokenCount)
             throw new ArgumentException($"tokens must be [{step.TokenCount}] (the step's new tokens), got [{string.Join(", ", tokens.shape)}].", nameof(tokens));
         var c = Config;
@@ -169,23 +245,23 @@ public sealed class LlamaModel : IDisposable
         {
             var w = Weights.Layers[i];
             var h = RmsNorm(x, w.AttentionNorm);                                             // [N, H]
-            var qkv = F.linear(h, w.Qkv, w.QkvBias);                                         // [N, (Hq + 2·Hkv)·D]
+            var qkv = Linear(h, w.Qkv, w.QkvBias, block);                                         // [N, (Hq + 2·Hkv)·D]
             var v = qkv.narrow(-1, qDim + kvDim, kvDim).view(n, c.NumKeyValueHeads, c.HeadDim); // [N, Hkv, D]
             var (q, k) = RotaryQk(qkv.unsqueeze(0), cos, sin);                              // [1, Hq, N, D], [1, Hkv, N, D]
             var o = step.Attend(i, q[0].transpose(0, 1), k[0].transpose(0, 1), v);          // [N, Hq, D]
-            x = x.add(F.linear(o.reshape(n, qDim), w.Output, w.OutputBias), Scalars.One);     // [N, H]
+            x = x.add(Linear(o.reshape(n, qDim), w.Output, w.OutputBias, block), Scalars.One);     // [N, H]
 
             h = RmsNorm(x, w.MlpNorm);
-            var gateUp = F.linear(h, w.GateUp);                                              // [N, 2·I]
+            var gateUp = Linear(h, w.GateUp, null, block);                                              // [N, 2·I]
             var gate = gateUp.narrow(-1, 0, c.IntermediateSize);
             var up = gateUp.narrow(-1, c.IntermediateSize, c.IntermediateSize);
-            x = x.add(F.linear(F.silu(gate) * up, w.Down), Scalars.One);                      // [N, H]
+            x = x.add(Linear(F.silu(gate) * up, w.Down, null, block), Scalars.One);                      // [N, H]
         }
         step.Complete();
         if (!allPositions)
             x = x.index_select(0, OnDevice(last));                                       // [S, H]
         x = RmsNorm(x, Weights.FinalNorm);
-        var logits = F.linear(x, Weights.LmHead).to(ScalarType.Float32);                     // [S or N, V]
+        var logits = Linear(x, Weights.LmHead, null, block).to(ScalarType.Float32);                     // [S or N, V]
         return logits.MoveToOuterDisposeScope();
     }
 

@@ -234,6 +234,8 @@ internal sealed class GearEngine : IDisposable
         var runtime = Runtime;
         var store = job.Store;
         var pool = store.PoolFor(runtime.Model, job.Cache);
+        if (job.BatchInvariant)
+            runtime.Model.RequireBatchInvariance();
         var plan = pool.PlanFor(job.Prompt.Count, job.PrefillChunk, job.Sampling.MaxNewTokens);
         if (store.Running > 0 && store.ReservedBytes + plan.Bytes > store.BudgetBytes)
             return false;
@@ -259,7 +261,9 @@ internal sealed class GearEngine : IDisposable
     private void Step(List<GenerationJob> running)
     {
         var model = Runtime.Model;
-        // Every decoding request feeds its token; prefilling ones feed a chunk each, oldest first, within the step's prompt tokens.
+        // Every decoding request feeds its token; prefilling ones feed their next chunk, oldest first, while the step's prompt
+        // tokens allow it. A chunk is never cut to fit: where a prompt's chunks begin (and so how its history is compressed)
+        // is the request's own, whatever else runs.
         var jobs = new List<GenerationJob>(running.Count);
         var feeds = new List<int[]>(running.Count);
         int prefill = 0;
@@ -271,8 +275,8 @@ internal sealed class GearEngine : IDisposable
                 feeds.Add([job.Next]);
                 continue;
             }
-            int n = Math.Min(Math.Min(job.PrefillChunk, job.Prompt.Count - job.Fed), job.StepPrefillTokens - prefill);
-            if (n < 1)
+            int n = Math.Min(job.PrefillChunk, job.Prompt.Count - job.Fed);
+            if (prefill + n > job.StepPrefillTokens)
                 continue;
             prefill += n;
             jobs.Add(job);
@@ -291,7 +295,7 @@ internal sealed class GearEngine : IDisposable
             using var scope = NewDisposeScope();
             using var step = KvBatch.Begin(items);
             var tokens = tensor(ids.ToArray(), dtype: ScalarType.Int64);                         // [N] on the host; Forward copies it up without a wait
-            var logits = model.Forward(step, tokens);                                           // [S, V]: each sequence's last new token
+            var logits = model.Forward(step, tokens, batchInvariant: jobs.Any(j => j.BatchInvariant)); // [S, V]: each sequence's last new token
             chosen = Choose(jobs, items, logits);
         }
         catch (CacheBudgetExceededException e) when (jobs.Count > 1)

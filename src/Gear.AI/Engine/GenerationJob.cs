@@ -48,10 +48,13 @@ internal sealed class GenerationJob
     /// <summary>Prompt tokens fed per step at most.</summary>
     public int PrefillChunk { get; }
 
-    /// <summary>This request is fed prompt tokens in a step only while the step holds fewer prompt tokens than this.</summary>
+    /// <summary>A step feeds this request's next chunk only if the step's prompt tokens stay within this (at least <see cref="PrefillChunk"/>).</summary>
     public int StepPrefillTokens { get; }
 
     public CancellationToken Token { get; }
+
+    /// <summary>Its steps give each sequence the same bits whatever else runs (see <see cref="GearChatClientOptions.BatchInvariant"/>).</summary>
+    public bool BatchInvariant { get; init; }
 
     /// <summary>Called on the engine thread once the request has its sequence (the client logs the pool's attention path).</summary>
     public Action<PagePool>? Started { get; init; }
