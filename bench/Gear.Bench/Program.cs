@@ -189,9 +189,10 @@ var root = new RootCommand("Gear.AI benchmarks: the GEAR cache against FP16 and 
     };
     var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "fp16", Description = "Compute dtype of the shape's random weights" };
     var noSerial = new Option<bool>("--no-serial") { Description = "Skip the one-after-another phase (always skipped in shape mode)" };
+    var promptIds = new Option<string?>("--write-prompt-ids") { Description = "Also write the rendered prompts' token ids to this JSON file (for bench/Gear.Bench.Peers)" };
     var invariant = new Option<bool>("--batch-invariant") { Description = "GearChatClientOptions.BatchInvariant: each answer's bits independent of the batch (CPU)" };
     var command = new Command("serve", "Concurrent streaming requests through GearChatClient (or Gear.Server) against the same requests one after another: tokens/s, time to first token, inter-token latency")
-        { model, text, clients, mix, maxTokens, budget, caches, bits, url, shape, deviceBudget, dtype, noSerial, invariant, device, json };
+        { model, text, clients, mix, maxTokens, budget, caches, bits, url, shape, deviceBudget, dtype, noSerial, invariant, promptIds, device, json };
     command.SetAction(p =>
     {
         int[] prompts = [.. p.GetValue(mix)!.Split(',').Select(int.Parse)];
@@ -205,7 +206,7 @@ var root = new RootCommand("Gear.AI benchmarks: the GEAR cache against FP16 and 
         var settings = new ServeBench.Settings(p.GetValue(clients), prompts, p.GetValue(maxTokens), budgetBytes, Serial: shapeFile is null && !p.GetValue(noSerial), IgnoreEos: shapeFile is not null,
             BatchInvariant: p.GetValue(invariant));
         ServeBench.Run(runtime, p.GetValue(text)!, settings, CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!, withFp16: shapeFile is null),
-            p.GetValue(url), Machine.Describe(p.GetValue(device)!), p.GetValue(json));
+            p.GetValue(url), Machine.Describe(p.GetValue(device)!), p.GetValue(json), p.GetValue(promptIds));
     });
     root.Add(command);
 }

@@ -26,7 +26,8 @@ internal static class ServeBench
 
     public sealed record Settings(int Clients, int[] PromptMix, int MaxTokens, long BudgetBytes, bool Serial, bool IgnoreEos, bool BatchInvariant = false);
 
-    public static void Run(LlamaRuntime runtime, string textFile, Settings settings, IReadOnlyList<GearOptions> caches, string? url, string machine, string? json)
+    public static void Run(LlamaRuntime runtime, string textFile, Settings settings, IReadOnlyList<GearOptions> caches, string? url, string machine, string? json,
+        string? promptIdsFile = null)
     {
         var book = runtime.Tokenizer.Encode(File.ReadAllText(textFile));
         const string question = "\n\nWhat happens next?";
@@ -37,6 +38,14 @@ internal static class ServeBench
             int length = Math.Max(1, settings.PromptMix[i % settings.PromptMix.Length] - overhead);
             return runtime.Tokenizer.Decode(book.Skip(i * 211 % Math.Max(1, book.Count - length)).Take(length).ToArray()) + question;
         })];
+        if (promptIdsFile is not null)
+        {
+            // The rendered prompts as token ids, for a peer runtime to serve the very same requests (bench/Gear.Bench.Peers).
+            int clientCount = settings.Clients > 0 ? settings.Clients : 8;
+            var ids = Prompts(clientCount).Select(p => runtime.Template.Render([new Gear.AI.Llama.Chat.ChatTurn(Gear.AI.Llama.Chat.ChatRole.User, p)], runtime.Tokenizer)).ToArray();
+            File.WriteAllText(promptIdsFile, JsonSerializer.Serialize(new { model = runtime.ModelId, max_tokens = settings.MaxTokens, prompts = ids }));
+            Console.WriteLine($"wrote {ids.Length} prompts ({ids.Average(p => p.Count):0.##} tokens on average) to {promptIdsFile}");
+        }
         var report = new BenchReport<ServeRow>("serve", runtime.ModelId, machine);
         if (url is not null)
         {
