@@ -120,7 +120,8 @@ public class ConcurrencyTests(ITestOutputHelper output)
     /// <summary>
     /// <see cref="GearChatClientOptions.BatchInvariant"/>: every answer's bits are its answer alone, for the compressed
     /// caches too — 8 greedy Gear 2-bit answers of 128 tokens (the serve bench's case, which differs without the option),
-    /// and the sixteen requests of mixed sampling and cache settings — whether they run together or one after another.
+    /// and the sixteen requests of mixed sampling and cache settings, sent while the eight decode (prompt chunks beside
+    /// decode rows) — whether they run together or one after another.
     /// </summary>
     [Fact]
     public async Task BatchInvariant_CompressedCaches_EveryAnswerEqualsItselfAlone()
@@ -144,8 +145,24 @@ public class ConcurrencyTests(ITestOutputHelper output)
             Assert.True(alone[i].Text == serial.Text, $"request {i} after request {i - 1} on one client:\n{serial.Text}\nalone\n{alone[i].Text}");
         }
 
+        // Together: the sixteen arrive while the eight decode, so their prompt chunks are fed beside the eight's tokens.
         using var client = GearTiny(o => o.BatchInvariant = true);
-        var together = await Task.WhenAll(requests.Select(r => client.GetResponseAsync(r.Messages, r.Options.Clone())));
+        var streaming = new TaskCompletionSource();
+        async Task<ChatResponse> Streamed((ChatMessage[] Messages, ChatOptions Options) r)
+        {
+            var updates = new List<ChatResponseUpdate>();
+            await foreach (var update in client.GetStreamingResponseAsync(r.Messages, r.Options.Clone()))
+            {
+                updates.Add(update);
+                if (update.Text.Length > 0)
+                    streaming.TrySetResult();
+            }
+            return updates.ToChatResponse();
+        }
+        var first = requests.Take(8).Select(r => Task.Run(() => Streamed(r))).ToArray();
+        await streaming.Task;
+        var rest = requests.Skip(8).Select(r => client.GetResponseAsync(r.Messages, r.Options.Clone())).ToArray();
+        var together = await Task.WhenAll(first.Concat(rest));
         for (int i = 0; i < requests.Length; i++)
         {
             Assert.True(alone[i].Text == together[i].Text, $"request {i}: together\n{together[i].Text}\nalone\n{alone[i].Text}");

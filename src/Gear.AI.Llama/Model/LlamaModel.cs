@@ -29,7 +29,7 @@ public sealed record ModelLoadOptions
 /// RMSNorm(x). A step's tokens of every sequence run packed, [N, ...]; attention goes through
 /// <see cref="KvBatch.Attend"/>, which reads each sequence's pages and stores the new K/V.
 /// </remarks>
-public sealed class LlamaModel : IDisposable
+public sealed partial class LlamaModel : IDisposable
 {
     private readonly RotaryEmbedding _rope;
 
@@ -232,6 +232,13 @@ public sealed class LlamaModel : IDisposable
 
         using var _ = no_grad();
         using var scope = NewDisposeScope();
+        if (!allPositions && step.TokenCount == step.Count && DecodesInManagedCode)
+        {
+            long[] hostIds = tokens.dtype == ScalarType.Int64 && tokens.device_type == DeviceType.CPU
+                ? tokens.data<long>().ToArray()
+                : tokens.to(ScalarType.Int64, CPU).data<long>().ToArray();                  // the copy is the scope's
+            return DecodeOnCpu(step, hostIds, positions).MoveToOuterDisposeScope();
+        }
         long n = step.TokenCount;
         // Host ids go up pinned and non-blocking: a pageable copy would wait for all the work queued before it.
         var ids = tokens.device_type == DeviceType.CPU && Device.type != DeviceType.CPU

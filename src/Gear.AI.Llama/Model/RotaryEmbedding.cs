@@ -39,6 +39,19 @@ internal sealed class RotaryEmbedding : IDisposable
         return where(medium, smoothed, scaled);
     }
 
+    private float[]? _hostInvFreq;
+
+    /// <summary>The inverse frequencies [D/2] on the host (the CPU decode step computes its angles from them).</summary>
+    public float[] HostInverseFrequencies => _hostInvFreq ??= HostCopy(_invFreq);
+
+    private static float[] HostCopy(Tensor t)
+    {
+        if (t.device_type == DeviceType.CPU)
+            return t.data<float>().ToArray();
+        using var host = t.to(CPU);
+        return host.data<float>().ToArray();
+    }
+
     /// <summary>cos and sin tables [T, D] for the given positions, in <paramref name="dtype"/>.</summary>
     public (Tensor Cos, Tensor Sin) Tables(Tensor positions, ScalarType dtype)
     {

@@ -282,6 +282,25 @@ internal sealed class GearEngine : IDisposable
             jobs.Add(job);
             feeds.Add([.. job.Prompt.Skip(job.Fed).Take(n)]);
         }
+        // Where the model runs one-token steps in managed code (the CPU), those rows and the prompt chunks go in two steps:
+        // a row's bits then never depend on what else was fed beside it.
+        if (model.DecodesInManagedCode && feeds.Any(f => f.Length == 1) && feeds.Any(f => f.Length > 1))
+        {
+            var single = Enumerable.Range(0, jobs.Count).Where(i => feeds[i].Length == 1).ToArray();
+            var chunks = Enumerable.Range(0, jobs.Count).Where(i => feeds[i].Length > 1).ToArray();
+            Run([.. single.Select(i => jobs[i])], [.. single.Select(i => feeds[i])]);
+            Run([.. chunks.Select(i => jobs[i]).Where(j => _running.Contains(j))], [.. chunks.Where(i => _running.Contains(jobs[i])).Select(i => feeds[i])]);
+            return;
+        }
+        Run(jobs, feeds);
+    }
+
+    /// <summary>One ragged step over <paramref name="jobs"/>, each feeding its <paramref name="feeds"/>; their tokens chosen and streamed.</summary>
+    private void Run(List<GenerationJob> jobs, List<int[]> feeds)
+    {
+        if (jobs.Count == 0)
+            return;
+        var model = Runtime.Model;
         var items = new KvBatchItem[jobs.Count];
         var ids = new List<long>();
         for (int i = 0; i < jobs.Count; i++)
