@@ -22,6 +22,9 @@ internal sealed unsafe class CpuPagedAttention(PagePool pool) : PagedAttention(p
 
     private const float SoftmaxFloor = -64f;
 
+    /// <summary>Query rows × tokens × head_dim of a step's fused attention from which its jobs are spread over the cores.</summary>
+    private const long ParallelWork = 1 << 18;
+
     public override string Description => "fused CPU kernel (tensor ops for prefill-sized attention)";
 
     /// <summary>Whether the kernel reads this pool's pages; why not otherwise.</summary>
@@ -52,8 +55,9 @@ internal sealed unsafe class CpuPagedAttention(PagePool pool) : PagedAttention(p
         var output = empty(queries.shape, ScalarType.Float32);                                   // [N, Hq, D]
         float* qAll = TensorMemory.Pointer<float>(q), oAll = TensorMemory.Pointer<float>(output);
         var views = Views(layer);
-        float* qs = stackalloc float[MaxRows * d];                                               // one head's query rows
-        float* os = stackalloc float[MaxRows * d];                                               // and their outputs
+        var heads = new List<(int Offset, int N, HeadJob Job, nint Keys, nint Values, long HeadStride)>(batch.Count);
+        int elementSize = Pool.BufferType == ScalarType.Float16 ? 2 : 4;
+        long work = 0;
         for (int i = 0; i < batch.Count; i++)
         {
             var item = batch.Items[i];
@@ -68,7 +72,6 @@ internal sealed unsafe class CpuPagedAttention(PagePool pool) : PagedAttention(p
             var r = recent[i];
             byte* keys, values;
             long headStride;
-            int elementSize = Pool.BufferType == ScalarType.Float16 ? 2 : 4;
             if (r.Page is { } page)
             {
                 ref readonly var view = ref views[page.Arena];
@@ -82,19 +85,34 @@ internal sealed unsafe class CpuPagedAttention(PagePool pool) : PagedAttention(p
                 keys = (byte*)TensorMemory.RowsAddress(r.TransientKeys);
                 values = (byte*)TensorMemory.RowsAddress(r.TransientValues!);
             }
-            var head = new HeadJob(views, item.Sequence.Pages, r.Count, n, rows, d, Pool.PageTokens);
-            for (int h = 0; h < hkv; h++)
-            {
-                // Row g·n + t: query head h·G + g at new token t.
-                for (int g = 0; g < groups; g++)
-                    for (int t = 0; t < n; t++)
-                        Buffer.MemoryCopy(qAll + ((long)(item.Offset + t) * hq + h * groups + g) * d, qs + (g * n + t) * d, d * 4, d * 4);
-                head.Run(h, qs, os, keys + h * headStride * elementSize, values + h * headStride * elementSize, elementSize);
-                for (int g = 0; g < groups; g++)
-                    for (int t = 0; t < n; t++)
-                        Buffer.MemoryCopy(os + (g * n + t) * d, oAll + ((long)(item.Offset + t) * hq + h * groups + g) * d, d * 4, d * 4);
-            }
+            heads.Add((item.Offset, n, new HeadJob(views, item.Sequence.Pages, r.Count, n, rows, d, Pool.PageTokens), (nint)keys, (nint)values, headStride));
+            work += rows * (item.Sequence.Length + n);
         }
+        // Every (sequence, key/value head) is a job of its own; with enough of them they share the cores (the managed CPU
+        // decode step calls this with no libtorch work beside it).
+        nint qp = (nint)qAll, op = (nint)oAll;
+        void Run(int job)
+        {
+            var (offset, n, head, keys, values, headStride) = heads[job / hkv];
+            int h = job % hkv;
+            float* qa = (float*)qp, oa = (float*)op;
+            float* qs = stackalloc float[MaxRows * d];                                           // one head's query rows
+            float* os = stackalloc float[MaxRows * d];                                           // and their outputs
+            // Row g·n + t: query head h·G + g at new token t.
+            for (int g = 0; g < groups; g++)
+                for (int t = 0; t < n; t++)
+                    Buffer.MemoryCopy(qa + ((long)(offset + t) * hq + h * groups + g) * d, qs + (g * n + t) * d, d * 4, d * 4);
+            head.Run(h, qs, os, (byte*)keys + h * headStride * elementSize, (byte*)values + h * headStride * elementSize, elementSize);
+            for (int g = 0; g < groups; g++)
+                for (int t = 0; t < n; t++)
+                    Buffer.MemoryCopy(os + (g * n + t) * d, oa + ((long)(offset + t) * hq + h * groups + g) * d, d * 4, d * 4);
+        }
+        int jobs = heads.Count * hkv;
+        if (jobs > 1 && work * d >= ParallelWork && Environment.ProcessorCount > 1)
+            Parallel.For(0, jobs, Run);
+        else
+            for (int job = 0; job < jobs; job++)
+                Run(job);
         return output.to(queries.dtype).MoveToOuterDisposeScope();
     }
 
