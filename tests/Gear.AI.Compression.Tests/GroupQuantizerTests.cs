@@ -15,7 +15,9 @@ public class GroupQuantizerTests
         // n = 40 and D = 40 leave a tail group for both group sizes.
         const int rows = 3, n = 40, d = 40;
         using var g = new Generator(7);
-        using var x = randn([rows, n, d], generator: g) * 3;
+        using Scalar three = 3;
+        using var r = randn([rows, n, d], generator: g);
+        using var x = r * three;
         using var q = GroupQuantizer.Quantize(x, bits, groupSize, axis);
         using var back = q.Dequantize();
         var expected = ScalarReference.QuantizeDequantize(TensorAssert.Floats(x), rows, n, d, bits, groupSize, axis);
@@ -44,7 +46,7 @@ public class GroupQuantizerTests
     public void Quantize_CodesSpanAllLevels()
     {
         // A ramp over one group of 64 must use codes 0 and 2^b − 1 at its ends.
-        using var ramp = arange(64, dtype: ScalarType.Float32).reshape(1, 64);
+        using var ramp = Scalars.Arange(0, 64, 1, ScalarType.Float32, CPU).reshape(1, 64);
         using var q = GroupQuantizer.Quantize(ramp, 2, 64, QuantAxis.PerToken);
         using var codes = BitPacking.Unpack(q.Codes, 2, 64);
         var c = codes.data<byte>().ToArray();
@@ -77,7 +79,8 @@ public class GroupQuantizerTests
     [Fact]
     public void Quantize_ConstantGroup_ReconstructsExactly()
     {
-        using var x = full(new long[] { 1, 8, 64 }, 0.5f);
+        using Scalar half = 0.5f;
+        using var x = full(new long[] { 1, 8, 64 }, half);
         using var q = GroupQuantizer.Quantize(x, 2, 64, QuantAxis.PerToken);
         using var back = q.Dequantize();
         TensorAssert.Equal(x, back);

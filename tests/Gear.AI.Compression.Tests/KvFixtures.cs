@@ -13,13 +13,14 @@ internal static class KvFixtures
         using var g = new Generator((ulong)seed);
         var left = randn([b, h, n, 4], generator: g);
         var right = randn([b, h, 4, d], generator: g);
-        var x = left.matmul(right) + 0.3f * randn([b, h, n, d], generator: g);   // low rank + noise
+        using Scalar noise = 0.3f, rare = 0.01f, spike = 20f;
+        var x = left.matmul(right).add(randn([b, h, n, d], generator: g), noise);   // low rank + noise
         var channelScale = ones(d);
         channelScale[3] = 8f;                                                     // outlier channels (keys)
         channelScale[17] = 5f;
         x = x * channelScale;
-        var spikes = (rand([b, h, n, d], generator: g) < 0.01f).to(ScalarType.Float32)
-                     * 20f * randn([b, h, n, d], generator: g);                    // sparse outliers
-        return (x + spikes).MoveToOuterDisposeScope();
+        var spikes = rand([b, h, n, d], generator: g).lt(rare).to(ScalarType.Float32)
+                     .mul(randn([b, h, n, d], generator: g)).mul(spike);             // sparse outliers
+        return x.add(spikes, Scalars.One).MoveToOuterDisposeScope();
     }
 }

@@ -22,8 +22,9 @@ public class PagePoolModelTests(Xunit.Abstractions.ITestOutputHelper output)
     {
         using var scope = NewDisposeScope();
         var id = tensor(ids.Select(i => (long)i).ToArray());
-        var position = arange(start, start + ids.Count) + 16;
-        return (Table.index_select(0, id) + 0.5f * Table.index_select(0, position)).unsqueeze(1).MoveToOuterDisposeScope(); // [n, 1, D]
+        using Scalar sixteen = 16, half = 0.5f;
+        var position = Scalars.Arange(start, start + ids.Count, 1, ScalarType.Int64, CPU).add(sixteen, Scalars.One);
+        return Table.index_select(0, id).add(Table.index_select(0, position), half).unsqueeze(1).MoveToOuterDisposeScope(); // [n, 1, D]
     }
 
     private static Tensor Step(params (KvSequence Sequence, int[] Ids)[] items)

@@ -1,3 +1,4 @@
+using TorchSharp;
 using Gear.AI.Compression.Caching;
 using static TorchSharp.torch;
 
@@ -45,9 +46,10 @@ internal static class PagedSteps
         long groups = q.shape[0] / k.shape[0], n = q.shape[1], t = k.shape[1];
         var kr = k.repeat_interleave(groups, 0);
         var vr = v.repeat_interleave(groups, 0);
-        var s = q.matmul(kr.transpose(-1, -2)) / Math.Sqrt(q.shape[2]);
-        var mask = arange(t).unsqueeze(0) <= (arange(n).unsqueeze(1) + (t - n));
-        s = s.masked_fill(mask.logical_not(), double.NegativeInfinity);
+        using Scalar root = Math.Sqrt(q.shape[2]), shift = t - n;
+        var s = q.matmul(kr.transpose(-1, -2)).div(root);
+        var mask = Scalars.Arange(0, t, 1, ScalarType.Int64, CPU).unsqueeze(0).le(Scalars.Arange(0, n, 1, ScalarType.Int64, CPU).unsqueeze(1).add(shift, Scalars.One));
+        s = s.masked_fill(mask.logical_not(), Scalars.NegativeInfinity);
         return s.softmax(-1).matmul(vr).MoveToOuterDisposeScope();
     }
 }
