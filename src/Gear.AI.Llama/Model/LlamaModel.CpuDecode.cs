@@ -48,14 +48,14 @@ public sealed partial class LlamaModel
         int qDim = hq * d, kvDim = hkv * d, inter = c.IntermediateSize, vocab = c.VocabSize;
         float eps = (float)c.RmsNormEps;
 
-        var x = empty(s, hidden);                                                            // the residual stream
-        var h = empty(s, hidden);
-        var q = empty(s, hq, d);
-        var k = empty(s, hkv, d);
-        var v = empty(s, hkv, d);
-        var gateUp = empty(s, 2 * inter);
-        var act = empty(s, inter);
-        var logits = empty(s, vocab);
+        var x = empty(s, hidden);                                                            // [S, H] the residual stream
+        var h = empty(s, hidden);                                                            // [S, H] normed input, then a block's output
+        var q = empty(s, hq, d);                                                             // [S, Hq, D]
+        var k = empty(s, hkv, d);                                                            // [S, Hkv, D]
+        var v = empty(s, hkv, d);                                                            // [S, Hkv, D]
+        var gateUp = empty(s, 2 * inter);                                                    // [S, 2·I]
+        var act = empty(s, inter);                                                           // [S, I]
+        var logits = empty(s, vocab);                                                        // [S, V]
         float* px = Ptr(x), ph = Ptr(h), pq = Ptr(q), pk = Ptr(k), pv = Ptr(v), pg = Ptr(gateUp), pa = Ptr(act);
 
         float* embedding = Ptr(Weights.Embedding);
