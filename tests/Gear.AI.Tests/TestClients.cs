@@ -15,16 +15,7 @@ internal static class TestClients
     public static LlamaRuntime GearTiny => s_gearTiny.Value;
 
     /// <summary>The checkout's root (the folder with Gear.AI.sln).</summary>
-    public static string RepoRoot
-    {
-        get
-        {
-            for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-                if (File.Exists(Path.Combine(dir.FullName, "Gear.AI.sln")))
-                    return dir.FullName;
-            throw new DirectoryNotFoundException("Gear.AI.sln not found above the test output.");
-        }
-    }
+    public static string RepoRoot => Gear.Tests.Shared.Checkout.Root;
 
     public static GearChatClient Create(Action<GearChatClientOptions>? configure = null)
     {

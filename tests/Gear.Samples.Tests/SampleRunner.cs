@@ -5,16 +5,7 @@ namespace Gear.Samples.Tests;
 /// <summary>Runs a built sample (same configuration as this test assembly) and captures its output.</summary>
 internal static class SampleRunner
 {
-    public static string RepoRoot
-    {
-        get
-        {
-            for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-                if (File.Exists(Path.Combine(dir.FullName, "Gear.AI.sln")))
-                    return dir.FullName;
-            throw new DirectoryNotFoundException("Gear.AI.sln not found above the test output.");
-        }
-    }
+    public static string RepoRoot => Gear.Tests.Shared.Checkout.Root;
 
     private static string Configuration => AppContext.BaseDirectory.Contains($"{Path.DirectorySeparatorChar}Release{Path.DirectorySeparatorChar}") ? "Release" : "Debug";
 
