@@ -15,7 +15,7 @@ internal sealed record GpuSelfTestRow(string Check, string Cache, int Bits, doub
 
 internal sealed record GpuAttendRow(string Cache, int Bits, int Context, string Path, double AttendMsPerLayer, double FlushMsPerLayer, double AmortizedMsPerLayer, double RatioVsFp16);
 
-internal sealed record GpuLatencyRow(string Cache, int Bits, int Context, int Batch, double DecodeMsPerToken, double DecodeTokensPerS, double RatioVsFp16, long KvResidentBytes, long KvFp16Bytes,
+internal sealed record GpuLatencyRow(string Cache, int Bits, int Context, int Batch, string Step, double DecodeMsPerToken, double DecodeTokensPerS, double RatioVsFp16, long KvResidentBytes, long KvFp16Bytes,
     int Rounds, double[] RoundMs);
 
 internal sealed record GpuThroughputRow(string Cache, int Bits, int Batch, double BatchRatioVsFp16, int PromptTokens, int GeneratedTokens, double GeneratedTokensPerS,
@@ -56,6 +56,7 @@ internal static class GpuBench
             report.Add(new GpuSelfTestRow("perplexity_1024", CacheConfigs.Name(options), CacheConfigs.Bits(options), pc, pg, pass, $"{100 * (pg / pc - 1):+0.000;-0.000}%"));
         }
         ok &= ModelKernelChecks(dir, ids, report);
+        ok &= LaunchLightChecks(dir, ids, report);
         ok &= FusedKernelChecks(report);
         ok &= OutOfMemoryCheck.Run(dir, dtype, report);
         report.Finish(json);
@@ -105,6 +106,66 @@ internal static class GpuBench
                 $"largest logit difference {relative:E2} of the largest logit; argmax equal at {agree} of 9 positions"));
         }
         return ok;
+    }
+
+    /// <summary>
+    /// The launch-light decode step against the TorchSharp step (a second gear-tiny with it off), for float16 and bfloat16 and
+    /// every cache kind: three sequences of different lengths prefilled, then 40 decode steps together (pages filled and
+    /// compressed on the way), both fed the reference's greedy tokens. Every step's argmax equal (greedy equal) and logits
+    /// within 2% of the largest (the residual adds happen inside the projections' float32 sums; half-precision rounding
+    /// elsewhere is the tensor ops'). Fails too when the launch-light path did not run.
+    /// </summary>
+    private static bool LaunchLightChecks(string dir, int[] ids, BenchReport<GpuSelfTestRow> report)
+    {
+        bool ok = true;
+        int[][] prompts = [ids[..100], ids[200..237], ids[400..464]];
+        foreach (var type in new[] { ScalarType.Float16, ScalarType.BFloat16 })
+        {
+            using var light = LlamaRuntime.Load(dir, new ModelLoadOptions { Device = "cuda", ComputeType = type });
+            using var reference = LlamaRuntime.Load(dir, new ModelLoadOptions { Device = "cuda", ComputeType = type });
+            reference.Model.UseLaunchLightDecode = false;
+            foreach (var options in CacheConfigs.Parse("kivi,gearl,gear", "2,4").Prepend(GearOptions.Fp16).DistinctBy(CacheConfigs.Label))
+            {
+                using var lightPool = light.Model.CreatePool(options);
+                using var referencePool = reference.Model.CreatePool(options);
+                var a = prompts.Select(_ => lightPool.CreateSequence()).ToArray();
+                var b = prompts.Select(_ => referencePool.CreateSequence()).ToArray();
+                double worst = 0;
+                int agree = 0, steps = 40;
+                try
+                {
+                    var feed = prompts;
+                    for (int step = 0; step <= steps; step++)
+                    {
+                        using var scope = NewDisposeScope();
+                        var x = Run(light.Model, a, feed).cpu();
+                        var y = Run(reference.Model, b, feed).cpu();
+                        worst = Math.Max(worst, (x - y).abs().max().item<float>() / y.abs().max().item<float>());
+                        var next = y.argmax(1).data<long>().ToArray();
+                        if (step > 0 && next.SequenceEqual(x.argmax(1).data<long>().ToArray()))
+                            agree++;
+                        feed = [.. next.Select(t => new[] { (int)t })];
+                    }
+                }
+                finally
+                {
+                    foreach (var sequence in a.Concat(b))
+                        sequence.Dispose();
+                }
+                string? unavailable = light.Model.LaunchLightUnavailableReason;
+                bool pass = worst <= 0.02 && agree == steps && unavailable is null;
+                ok &= pass;
+                report.Add(new GpuSelfTestRow($"launch_light_{type.ToString().ToLowerInvariant()}", CacheConfigs.Name(options), CacheConfigs.Bits(options), 0, worst, pass,
+                    unavailable ?? $"argmax equal at {agree} of {steps} decode steps of 3 sequences; largest logit difference {worst:E2} of the largest"));
+            }
+        }
+        return ok;
+
+        static Tensor Run(LlamaModel model, KvSequence[] sequences, int[][] feed)
+        {
+            using var batch = KvBatch.Begin([.. sequences.Select((s, i) => new KvBatchItem(s, feed[i].Length, feed[i]))]);
+            return model.Forward(batch, tensor(feed.SelectMany(f => f).Select(t => (long)t).ToArray()));
+        }
     }
 
     /// <summary>
@@ -404,13 +465,15 @@ internal static class GpuBench
     /// is filled once and then timed in <paramref name="rounds"/> interleaved rounds (each kind once per round); the
     /// median round is reported, and the ratio is of medians.
     /// </summary>
-    public static void Latency(string shapeConfig, IReadOnlyList<int> contexts, int batch, int steps, int rounds, IReadOnlyList<GearOptions> caches, ScalarType dtype, string machine, string? json)
+    public static void Latency(string shapeConfig, IReadOnlyList<int> contexts, int batch, int steps, int rounds, IReadOnlyList<GearOptions> caches, ScalarType dtype, string machine, string? json,
+        IReadOnlyList<bool>? launchLight = null)
     {
         var config = LlamaConfig.Load(Path.GetDirectoryName(Path.GetFullPath(shapeConfig))!);
         var device = torch.device("cuda");
         using var model = LlamaModel.FromWeights(config, LlamaWeights.Random(config, device, dtype), device, dtype);
         var report = new BenchReport<GpuLatencyRow>("gpu-latency", ShapeName(shapeConfig), machine);
         WarmUp(model, dtype, device);
+        launchLight ??= [true];
         foreach (int context in contexts)
         {
             var filled = new List<KvCache>();
@@ -420,20 +483,31 @@ internal static class GpuBench
                 {
                     var cache = model.CreateCache(options, batch);
                     filled.Add(cache);
-                    MemoryBench.FillSynthetic(cache, context - rounds * (steps + 2), dtype, device); // every round's steps end at the context
+                    // Every round's steps of every decode path end at the context.
+                    MemoryBench.FillSynthetic(cache, context - launchLight.Count * rounds * (steps + 2), dtype, device);
                 }
-                var times = filled.Select(_ => new List<double>()).ToArray();
+                // Rounds interleave the kinds and the decode paths, so drift on the machine touches them alike.
+                var times = launchLight.Select(_ => filled.Select(_ => new List<double>()).ToArray()).ToArray();
                 for (int round = 0; round < rounds; round++)
-                    for (int i = 0; i < filled.Count; i++)
-                        times[i].Add(Decode(model, filled[i], batch, steps));
-                double fp16Ms = 0;
-                for (int i = 0; i < filled.Count; i++)
+                    for (int p = 0; p < launchLight.Count; p++)
+                        for (int i = 0; i < filled.Count; i++)
+                        {
+                            model.UseLaunchLightDecode = launchLight[p];
+                            times[p][i].Add(Decode(model, filled[i], batch, steps));
+                        }
+                model.UseLaunchLightDecode = true;
+                for (int p = 0; p < launchLight.Count; p++)
                 {
-                    double ms = times[i].Order().ElementAt(rounds / 2);
-                    if (!caches[i].IsCompressed)
-                        fp16Ms = ms;
-                    report.Add(new GpuLatencyRow(CacheConfigs.Name(caches[i]), CacheConfigs.Bits(caches[i]), context, batch, ms, 1000.0 * batch / ms,
-                        fp16Ms / ms, filled[i].ResidentBytes, filled[i].FullPrecisionBytes, rounds, [.. times[i].Select(t => Math.Round(t, 3))]));
+                    string step = launchLight[p] ? model.LaunchLightUnavailableReason is null ? "launch-light" : "tensor (launch-light unavailable)" : "tensor";
+                    double fp16Ms = 0;
+                    for (int i = 0; i < filled.Count; i++)
+                    {
+                        double ms = times[p][i].Order().ElementAt(rounds / 2);
+                        if (!caches[i].IsCompressed)
+                            fp16Ms = ms;
+                        report.Add(new GpuLatencyRow(CacheConfigs.Name(caches[i]), CacheConfigs.Bits(caches[i]), context, batch, step, ms, 1000.0 * batch / ms,
+                            fp16Ms / ms, filled[i].ResidentBytes, filled[i].FullPrecisionBytes, rounds, [.. times[p][i].Select(t => Math.Round(t, 3))]));
+                    }
                 }
             }
             finally
@@ -442,6 +516,8 @@ internal static class GpuBench
                     cache.Dispose();
             }
         }
+        if (model.LaunchLightUnavailableReason is { } why)
+            Console.Error.WriteLine($"gpu-latency: the launch-light step did not run: {why}");
         report.Finish(json);
     }
 

@@ -91,9 +91,17 @@ var root = new RootCommand("Gear.AI benchmarks: the GEAR cache against FP16 and 
     var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 16, Description = "Timed decode steps" };
     var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "bf16" };
     var rounds = new Option<int>("--rounds") { DefaultValueFactory = _ => 5, Description = "Interleaved timing rounds per cache kind (the median is reported)" };
-    var command = new Command("gpu-latency", "Decode ms/token per cache kind at long contexts (synthetic K/V, random weights)") { shape, contexts, batch, steps, rounds, caches, bits, dtype, json };
+    var step = new Option<string>("--step") { DefaultValueFactory = _ => "launch-light", Description = "Decode step: launch-light, tensor (TorchSharp ops), or both (interleaved)" };
+    var command = new Command("gpu-latency", "Decode ms/token per cache kind at long contexts (synthetic K/V, random weights)") { shape, contexts, batch, steps, rounds, caches, bits, dtype, step, json };
     command.SetAction(p => GpuBench.Latency(p.GetValue(shape)!, Ints(p.GetValue(contexts)!), p.GetValue(batch), p.GetValue(steps), Math.Max(1, p.GetValue(rounds)),
-        CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!), DTypeNames.Parse(p.GetValue(dtype)!), Machine.Describe("cuda"), p.GetValue(json)));
+        CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!), DTypeNames.Parse(p.GetValue(dtype)!), Machine.Describe("cuda"), p.GetValue(json),
+        p.GetValue(step) switch
+        {
+            "launch-light" => [true],
+            "tensor" => [false],
+            "both" => [true, false],
+            var other => throw new ArgumentException($"--step {other}: use launch-light, tensor or both."),
+        }));
     root.Add(command);
 }
 {

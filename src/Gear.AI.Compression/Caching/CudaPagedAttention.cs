@@ -28,6 +28,8 @@ internal sealed unsafe class CudaPagedAttention : PagedAttention
     private readonly CudaKernels.Module _module;
     private KvBatch? _tableBatch;                       // the step whose block tables are on the device
     private Tensor? _table;                             // [4·S + 2·E] int32: SeqInfo per fused sequence, then its pages
+    private Tensor? _scratch;                           // float32: scores [S·Hkv, M, ld], then partial sums [S·Hkv, slots, M, D]
+    private StepShape _step;
     private int[] _fused = [];                          // the step's items that run fused (their index in the step)
     private readonly Dictionary<int, Bases> _bases = [];
 
@@ -68,8 +70,7 @@ internal sealed unsafe class CudaPagedAttention : PagedAttention
     public override Tensor Attend(int layer, KvBatch batch, Tensor queries, IReadOnlyList<RecentTokens> recent)
     {
         using var scope = NewDisposeScope();
-        var shape = Pool.Shape;
-        int hq = (int)queries.size(1), hkv = shape.KeyValueHeads, groups = hq / hkv, d = shape.HeadDim;
+        int groups = (int)queries.size(1) / Pool.Shape.KeyValueHeads, d = Pool.Shape.HeadDim;
         if (!ReferenceEquals(batch, _tableBatch))
             Upload(batch, recent, groups);
         var output = _fused.Length == batch.Count ? null : empty(queries.shape, queries.dtype, queries.device);   // [N, Hq, D]
@@ -87,12 +88,43 @@ internal sealed unsafe class CudaPagedAttention : PagedAttention
         }
         if (_fused.Length == 0)
             return output!.MoveToOuterDisposeScope();
-        int tq = batch.Items[_fused[0]].NewTokens;
-        var fused = AttendFused(layer, batch, queries, fusedRows, tq, groups, d);          // [S_f·tq, Hq, D]
+        var fused = AttendFused(layer, queries, fusedRows, groups, d);                         // [S_f·tq, Hq, D]
         if (output is null)
             return fused.MoveToOuterDisposeScope();
         output.index_copy_(0, fusedRows!, fused);
         return output.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Whether <see cref="AttendDecode"/> can run <paramref name="batch"/>: every sequence appends one token into its
+    /// buffer page, and <paramref name="groups"/> query heads per key/value head fit the kernels' rows.
+    /// </summary>
+    public static bool FitsDecode(KvBatch batch, int groups) =>
+        groups <= CudaKernels.MaxRows && batch.Items.All(i => i.NewTokens == 1 && i.InPlace);
+
+    /// <summary>
+    /// The launch-light form of <see cref="Attend"/> for a step that <see cref="FitsDecode"/>: the new keys and values go
+    /// into the buffer pages and attention runs, all as kernel launches on device buffers the caller owns (no tensor
+    /// operations, so no host work beyond the launches).
+    /// </summary>
+    /// <param name="layer">The layer.</param>
+    /// <param name="batch">The step.</param>
+    /// <param name="recent">Each sequence's buffer page and its tokens after the step.</param>
+    /// <param name="rows">Queries [S, Hq, D], keys and values [S, Hkv, D] and the output [S, Hq, D], contiguous, one dtype.</param>
+    public void AttendDecode(int layer, KvBatch batch, IReadOnlyList<RecentTokens> recent, in DeviceRows rows)
+    {
+        var shape = Pool.Shape;
+        int groups = rows.QueryHeads / shape.KeyValueHeads, type = CudaKernels.TypeCode(rows.Type);
+        if (!ReferenceEquals(batch, _tableBatch))
+            Upload(batch, recent, groups);
+        if (_fused.Length != batch.Count || type < 0)
+            throw new InvalidOperationException("The step does not fit the launch-light attention (FitsDecode is false).");
+        var args = Arguments(layer, rows.Queries, type, groups, tq: 1, shape.HeadDim);
+        IntPtr k = rows.Keys, v = rows.Values;
+        void** argv = stackalloc void*[4];
+        argv[0] = &args; argv[1] = &k; argv[2] = &v; argv[3] = &type;
+        CudaDriver.Launch(_module.PagedAppend, ((uint)batch.Count, (uint)shape.KeyValueHeads), (uint)Math.Min(shape.HeadDim, 1024), 0, argv);
+        Run(ref args, rows.Output, type);
     }
 
     /// <summary>The packed rows of the fused sequences' new tokens, on the device.</summary>
@@ -101,13 +133,16 @@ internal sealed unsafe class CudaPagedAttention : PagedAttention
 
     /// <summary>
     /// Picks the step's sequences that run fused — the new tokens in their buffer page, as many as the first such sequence
-    /// appends, within the kernels' rows — and uploads their block tables and lengths (once per step: every layer reads them).
+    /// appends, within the kernels' rows — uploads their block tables and lengths, and sizes the scratch every layer's
+    /// scores and partial sums use (once per step: every layer reads the same tables).
     /// </summary>
     private void Upload(KvBatch batch, IReadOnlyList<RecentTokens> recent, int groups)
     {
         _tableBatch = batch;
         _table?.Dispose();
         _table = null;
+        _scratch?.Dispose();
+        _scratch = null;
         int tq = 0;
         var fused = new List<int>();
         for (int i = 0; i < batch.Count; i++)
@@ -122,81 +157,91 @@ internal sealed unsafe class CudaPagedAttention : PagedAttention
         if (fused.Count == 0)
             return;
         var words = new List<int>();
-        int entries = 0;
+        int entries = 0, maxPages = 0;
+        long ld = 0;
         foreach (int i in fused)
         {
             var item = batch.Items[i];
             words.AddRange([item.Sequence.Pages.Count, recent[i].Page!.Value.Slot, recent[i].Count, entries]);
             entries += item.Sequence.Pages.Count;
+            maxPages = Math.Max(maxPages, item.Sequence.Pages.Count);
+            ld = Math.Max(ld, (long)item.Sequence.Pages.Count * Pool.PageTokens + item.Buffered + item.NewTokens);
         }
         foreach (int i in fused)
             foreach (var page in batch.Items[i].Sequence.Pages)
                 words.AddRange([page.Value, Pool.Arenas[page.Arena].BlockOf(page.Slot)]);
-        _table = TensorMemory.ToDevice(tensor(words.ToArray(), dtype: ScalarType.Int32), Pool.Shape.Device).DetachFromDisposeScope();
+        var device = Pool.Shape.Device;
+        _table = TensorMemory.ToDevice(tensor(words.ToArray(), dtype: ScalarType.Int32), device).DetachFromDisposeScope();
+
+        // Value spans: compressed pages in the value kernel's layout, dense pages DenseSpanPages at a time.
+        int rows = groups * tq, bh = fused.Count * Pool.Shape.KeyValueHeads, d = Pool.Shape.HeadDim;
+        bool compressed = Pool.Options.IsCompressed;
+        var layout = CudaKernels.ValueLayout(Math.Max(1, maxPages), bh, Pool.Options.UsesOutliers ? 4 : 8);
+        int spanPages = compressed ? layout.Warps * layout.ChunksPerWarp : DenseSpanPages;
+        int slots = maxPages == 0 ? 1 : (maxPages + spanPages - 1) / spanPages;
+        _step = new StepShape(tq, rows, bh, maxPages, ld, layout, spanPages, slots);
+        _scratch = empty(bh * rows * (ld + (long)slots * d), ScalarType.Float32, device).DetachFromDisposeScope(); // scores [S·Hkv, M, ld], then partial [S·Hkv, slots, M, D]
     }
 
     /// <summary>The fused sequences' attention: [S_f·tq, Hq, D] in the queries' dtype, rows in the step's order.</summary>
-    private Tensor AttendFused(int layer, KvBatch batch, Tensor queries, Tensor? fusedRows, int tq, int groups, int d)
+    private Tensor AttendFused(int layer, Tensor queries, Tensor? fusedRows, int groups, int d)
     {
         var shape = Pool.Shape;
-        int sequences = _fused.Length, hkv = shape.KeyValueHeads, hq = hkv * groups, rows = groups * tq, bh = sequences * hkv, nb = Pool.PageTokens;
-        int maxPages = 0;
-        long ld = 0;
-        foreach (int i in _fused)
-        {
-            var item = batch.Items[i];
-            maxPages = Math.Max(maxPages, item.Sequence.Pages.Count);
-            ld = Math.Max(ld, (long)item.Sequence.Pages.Count * nb + item.Buffered + item.NewTokens);
-        }
+        int sequences = _fused.Length, hkv = shape.KeyValueHeads, hq = hkv * groups, tq = _step.Tq;
         // Query rows [S·Hkv, M, D]: row g·tq + t of key/value head h is query head h·G + g at new token t.
         Tensor q = fusedRows is null ? queries : queries.index_select(0, fusedRows);
         q = tq == 1 ? q.contiguous() : q.view(sequences, tq, hkv, groups, d).permute(0, 2, 3, 1, 4).contiguous();
         int type = CudaKernels.TypeCode(q.dtype);
-        bool compressed = Pool.Options.IsCompressed;
-        // Value spans: compressed pages in the value kernel's layout, dense pages DenseSpanPages at a time.
-        var layout = CudaKernels.ValueLayout(Math.Max(1, maxPages), bh, Pool.Options.UsesOutliers ? 4 : 8);
-        int spanPages = compressed ? layout.Warps * layout.ChunksPerWarp : DenseSpanPages;
-        int slots = maxPages == 0 ? 1 : (maxPages + spanPages - 1) / spanPages;
-        using var scratch = empty(bh * rows * (ld + (long)slots * d), ScalarType.Float32, shape.Device);   // scores [S·Hkv, M, ld], then partial [S·Hkv, slots, M, D]
-        IntPtr scores = TensorMemory.DeviceAddress(scratch, contiguous: true), partial = scores + sizeof(float) * (nint)(bh * rows * ld);
-        var batchArgs = Arguments(layer, q, type, rows, tq, d);
-        var mark = CudaKernels.PhaseMarker;
-        mark?.Invoke("queries");
-        if (compressed && maxPages > 0)
-            KeyScores(ref batchArgs, scores, ld, maxPages, rows, bh);
-        DenseScores(ref batchArgs, scores, ld, compressed ? 1 : maxPages + 1, bufferOnly: compressed, bh);
-        mark?.Invoke("scores");
-        Softmax(scores, ld, bh * rows, rows);
-        mark?.Invoke("softmax");
-        if (maxPages > 0)
-        {
-            if (compressed)
-                Values(ref batchArgs, scores, ld, partial, slots, layout, rows, bh);
-            else
-                DenseValues(ref batchArgs, scores, ld, partial, slots, slots, rows, bh);
-            mark?.Invoke("values");
-        }
-        var output = empty([bh, rows, d], q.dtype, shape.Device);                              // [S·Hkv, M, D]
-        Finish(ref batchArgs, partial, slots, spanPages, scores, ld, TensorMemory.DeviceAddress(output, contiguous: true), type, rows, bh);
-        mark?.Invoke("finish");
+        var args = Arguments(layer, TensorMemory.DeviceAddress(q, contiguous: true), type, groups, tq, d);
+        var output = empty([_step.Bh, _step.Rows, d], q.dtype, shape.Device);                 // [S·Hkv, M, D]
+        Run(ref args, TensorMemory.DeviceAddress(output, contiguous: true), type);
         return tq == 1
             ? output.view(sequences, hq, d)
             : output.view(sequences, hkv, groups, tq, d).permute(0, 3, 1, 2, 4).reshape(sequences * tq, hq, d);
     }
 
+    /// <summary>Scores, softmax, values and the finish for the uploaded step: output [S·Hkv, M, D] of dtype code <paramref name="outType"/>.</summary>
+    private void Run(ref Batch args, IntPtr output, int outType)
+    {
+        var st = _step;
+        IntPtr scores = TensorMemory.DeviceAddress(_scratch!, contiguous: true), partial = scores + sizeof(float) * (nint)(st.Bh * st.Rows * st.Ld);
+        bool compressed = Pool.Options.IsCompressed;
+        var mark = CudaKernels.PhaseMarker;
+        mark?.Invoke("queries");
+        if (compressed && st.MaxPages > 0)
+            KeyScores(ref args, scores, st.Ld, st.MaxPages, st.Rows, st.Bh);
+        DenseScores(ref args, scores, st.Ld, compressed ? 1 : st.MaxPages + 1, bufferOnly: compressed, st.Bh);
+        mark?.Invoke("scores");
+        Softmax(scores, st.Ld, st.Bh * st.Rows, st.Rows);
+        mark?.Invoke("softmax");
+        if (st.MaxPages > 0)
+        {
+            if (compressed)
+                Values(ref args, scores, st.Ld, partial, st.Slots, st.Layout, st.Rows, st.Bh);
+            else
+                DenseValues(ref args, scores, st.Ld, partial, st.Slots, st.Slots, st.Rows, st.Bh);
+            mark?.Invoke("values");
+        }
+        Finish(ref args, partial, st.Slots, st.SpanPages, scores, st.Ld, output, outType, st.Rows, st.Bh);
+        mark?.Invoke("finish");
+    }
+
+    /// <summary>The uploaded step's launch geometry: new tokens and query rows per sequence, (sequence, head) slices, longest block table and row of scores, value spans.</summary>
+    private readonly record struct StepShape(int Tq, int Rows, int Bh, int MaxPages, long Ld, CudaKernels.ValueSplit Layout, int SpanPages, int Slots);
+
     /// <summary>The launch's view of the step and of layer <paramref name="layer"/>'s storage (the CUDA struct PagedBatch).</summary>
-    private Batch Arguments(int layer, Tensor q, int type, int rows, int tq, int d)
+    private Batch Arguments(int layer, IntPtr q, int type, int groups, int tq, int d)
     {
         var shape = Pool.Shape;
         var o = Pool.Options;
         var args = new Batch
         {
             Seqs = TensorMemory.DeviceAddress(_table!, contiguous: true),
-            Q = TensorMemory.DeviceAddress(q, contiguous: true),
+            Q = q,
             QType = type,
             QScale = 1f / MathF.Sqrt(d),
             Hkv = shape.KeyValueHeads, D = d, Nb = Pool.PageTokens, G = o.GroupSize, GShift = System.Numerics.BitOperations.Log2((uint)o.GroupSize),
-            Gv = GroupQuantizer.EffectiveGroupSize(o.GroupSize, QuantAxis.PerToken, d), Bits = o.Bits, M = rows, Tq = tq,
+            Gv = GroupQuantizer.EffectiveGroupSize(o.GroupSize, QuantAxis.PerToken, d), Bits = o.Bits, M = groups * tq, Tq = tq,
             DenseType = CudaKernels.TypeCode(Pool.BufferType), BufferArena = -1,
         };
         args.Entries = args.Seqs + sizeof(int) * 4 * _fused.Length;
@@ -335,6 +380,8 @@ internal sealed unsafe class CudaPagedAttention : PagedAttention
     {
         _table?.Dispose();
         _table = null;
+        _scratch?.Dispose();
+        _scratch = null;
         _tableBatch = null;
     }
 

@@ -141,6 +141,32 @@ public sealed class KvBatch : IDisposable
     }
 
     /// <summary>
+    /// Whether <see cref="AttendOnDevice"/> can run this step for a model of <paramref name="queryHeads"/> query heads: the
+    /// pool attends with the fused CUDA kernels and every sequence appends one token into its buffer page.
+    /// </summary>
+    internal bool AttendsOnDevice(int queryHeads) =>
+        Pool.Attention is CudaPagedAttention && CudaPagedAttention.FitsDecode(this, queryHeads / Pool.Shape.KeyValueHeads);
+
+    /// <summary>
+    /// <see cref="Attend"/> for a step that <see cref="AttendsOnDevice"/>, on device buffers: the new keys and values go into
+    /// the buffer pages and attention runs as kernel launches alone; only a layer in which some sequence fills its page runs
+    /// tensor operations (that page's compression).
+    /// </summary>
+    internal void AttendOnDevice(int layer, in DeviceRows rows)
+    {
+        CheckLayer(layer);
+        var recent = _deviceRecent ??= [.. _items.Select(i => RecentTokens.InPage(i.BufferPage!.Value, i.Buffered + i.NewTokens))];
+        ((CudaPagedAttention)Pool.Attention).AttendDecode(layer, this, recent, rows);
+        if (!_items.Any(i => i.Flushed > 0))
+            return;
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        Write(layer, recent);
+    }
+
+    private RecentTokens[]? _deviceRecent;
+
+    /// <summary>
     /// Stores the layer's new keys and values [N, Hkv, D] without attention (filling a cache whose outputs are not
     /// wanted: memory measurements, benchmarks of later steps).
     /// </summary>

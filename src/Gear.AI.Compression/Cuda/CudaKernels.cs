@@ -51,7 +51,8 @@ internal static class CudaKernels
          .. RowBuckets.Select(m => $"gear_paged_dense_values_m{m}"),
          "gear_paged_dense_scores", "gear_paged_softmax", "gear_orthonormalize",
          .. RankBounds.Select(r => $"gear_power_iteration_r{r}"),
-         "gear_rms_norm", "gear_rope_qk", "gear_compress_channels", "gear_compress_tokens"];
+         "gear_rms_norm", "gear_rope_qk", "gear_compress_channels", "gear_compress_tokens",
+         "gear_paged_append", "gear_embed", "gear_rope_decode", "gear_silu_mul"];
 
     private static string ValueKernelName((int Rows, int Bits, int Channels) k) => $"gear_paged_values_m{k.Rows}_b{k.Bits}_c{k.Channels}";
 
@@ -94,8 +95,46 @@ internal static class CudaKernels
     internal sealed record Module(IntPtr[,] KeyScores, IntPtr[,] Finish,
         IReadOnlyDictionary<(int Rows, int Bits, int Channels), IntPtr> Values, IntPtr[] DenseValues,
         IntPtr DenseScores, IntPtr Softmax, IntPtr Orthonormalize,
-        IntPtr RmsNorm, IntPtr RopeQk, IntPtr[] PowerIteration, IntPtr CompressChannels, IntPtr CompressTokens)
+        IntPtr RmsNorm, IntPtr RopeQk, IntPtr[] PowerIteration, IntPtr CompressChannels, IntPtr CompressTokens,
+        IntPtr PagedAppend, IntPtr Embed, IntPtr RopeDecode, IntPtr SiluMul)
     {
+        /// <summary>out [rows, H] = RMSNorm of x [rows, H] with weight w [H] (one dtype code), as <see cref="CudaKernels.RmsNorm"/>.</summary>
+        public unsafe void RunRmsNorm(IntPtr x, IntPtr w, IntPtr output, int type, int rows, int h, float eps)
+        {
+            void** args = stackalloc void*[6];
+            args[0] = &x; args[1] = &w; args[2] = &output; args[3] = &type; args[4] = &h; args[5] = &eps;
+            CudaDriver.Launch(RmsNorm, ((uint)rows, 1), (uint)Math.Clamp((h / 4 + 31) / 32 * 32, 32, 1024), 0, args);
+        }
+
+        /// <summary>x [S, H] = table [V, H] rows at ids [S] (int64), one dtype code.</summary>
+        public unsafe void RunEmbed(IntPtr ids, IntPtr table, IntPtr x, int type, int sequences, int h)
+        {
+            void** args = stackalloc void*[5];
+            args[0] = &ids; args[1] = &table; args[2] = &x; args[3] = &type; args[4] = &h;
+            CudaDriver.Launch(Embed, ((uint)sequences, 1), (uint)Math.Clamp((h + 31) / 32 * 32, 32, 1024), 0, args);
+        }
+
+        /// <summary>
+        /// One new token per sequence: q [S, Hq, D], k and v [S, Hkv, D] from the fused projection qkv [S, (Hq + 2·Hkv)·D],
+        /// q and k rotated at positions [S] (int64) with the inverse frequencies [D/2] (float32).
+        /// </summary>
+        public unsafe void RunRopeDecode(IntPtr qkv, IntPtr positions, IntPtr inverseFrequencies, IntPtr q, IntPtr k, IntPtr v, int type,
+                                         int sequences, int hq, int hkv, int d)
+        {
+            void** args = stackalloc void*[10];
+            args[0] = &qkv; args[1] = &positions; args[2] = &inverseFrequencies; args[3] = &q; args[4] = &k; args[5] = &v;
+            args[6] = &type; args[7] = &hq; args[8] = &hkv; args[9] = &d;
+            CudaDriver.Launch(RopeDecode, ((uint)sequences, (uint)(hq + 2 * hkv)), (uint)(d / 2), 0, args);
+        }
+
+        /// <summary>out [S, I] = silu(gate)·up from gateUp [S, 2·I] (gate first), one dtype code.</summary>
+        public unsafe void RunSiluMul(IntPtr gateUp, IntPtr output, int type, int sequences, int intermediate)
+        {
+            void** args = stackalloc void*[4];
+            args[0] = &gateUp; args[1] = &output; args[2] = &type; args[3] = &intermediate;
+            CudaDriver.Launch(SiluMul, ((uint)((intermediate + 255) / 256), (uint)sequences), 256, 0, args);
+        }
+
         /// <summary>The kernel instantiated for the fewest rows ≥ <paramref name="rows"/> (and <paramref name="bits"/>-bit codes).</summary>
         public IntPtr Pick(IntPtr[,] kernels, int rows, int bits) => kernels[RowBucket(rows), Array.IndexOf(CodeWidths, bits)];
 
@@ -179,7 +218,11 @@ internal static class CudaKernels
                     CudaDriver.Function(handle, "gear_rope_qk"),
                     [.. RankBounds.Select(r => CudaDriver.Function(handle, $"gear_power_iteration_r{r}"))],
                     CudaDriver.Function(handle, "gear_compress_channels"),
-                    CudaDriver.Function(handle, "gear_compress_tokens"));
+                    CudaDriver.Function(handle, "gear_compress_tokens"),
+                    CudaDriver.Function(handle, "gear_paged_append"),
+                    CudaDriver.Function(handle, "gear_embed"),
+                    CudaDriver.Function(handle, "gear_rope_decode"),
+                    CudaDriver.Function(handle, "gear_silu_mul"));
                 Modules[context] = module;
                 return module;
             }
@@ -358,15 +401,8 @@ internal static class CudaKernels
         var w = Contiguous(weight);
         var output = empty_like(input);
         if (rows > 0)
-        {
-            IntPtr xp = Caching.TensorMemory.DeviceAddress(input, contiguous: true), wp = Caching.TensorMemory.DeviceAddress(w, contiguous: true);
-            IntPtr op = Caching.TensorMemory.DeviceAddress(output, contiguous: true);
-            int features = (int)h;
-            float epsilon = (float)eps;
-            void** args = stackalloc void*[6];
-            args[0] = &xp; args[1] = &wp; args[2] = &op; args[3] = &type; args[4] = &features; args[5] = &epsilon;
-            CudaDriver.Launch(module.RmsNorm, ((uint)rows, 1), (uint)Math.Clamp((h / 4 + 31) / 32 * 32, 32, 1024), 0, args);
-        }
+            module.RunRmsNorm(Caching.TensorMemory.DeviceAddress(input, contiguous: true), Caching.TensorMemory.DeviceAddress(w, contiguous: true),
+                Caching.TensorMemory.DeviceAddress(output, contiguous: true), type, (int)rows, (int)h, (float)eps);
         return output;
     }
 

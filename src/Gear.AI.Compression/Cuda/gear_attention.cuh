@@ -768,3 +768,20 @@ GEAR_PAGED_DENSE_VALUES(1) GEAR_PAGED_DENSE_VALUES(2) GEAR_PAGED_DENSE_VALUES(4)
     }
 #define GEAR_PAGED_FINISH_ROWS(M) GEAR_PAGED_FINISH(M, 2) GEAR_PAGED_FINISH(M, 4) GEAR_PAGED_FINISH(M, 8)
 GEAR_PAGED_FINISH_ROWS(1) GEAR_PAGED_FINISH_ROWS(2) GEAR_PAGED_FINISH_ROWS(4) GEAR_PAGED_FINISH_ROWS(8)
+
+// A step's new keys and values into each sequence's buffer page, where attention then reads them: k, v [S·tq, Hkv, D]
+// packed by sequence (dtype kvType) → rows recent − tq … recent − 1 of the sequence's buffer slot in the buffer arena's
+// dense pages, in the dense dtype (rounded to nearest, as a tensor copy rounds). Grid (S·tq, Hkv), block D threads (up to 1,024).
+extern "C" __global__ void gear_paged_append(const PagedBatch b, const void* __restrict__ k, const void* __restrict__ v, int kvType)
+{
+    const int row = blockIdx.x, h = blockIdx.y, s = row / b.tq, t = row - s * b.tq;
+    const SeqInfo seq = b.seqs[s];
+    const PagedArena& arena = b.arenas[b.bufferArena];
+    const long long dst = (((long long)seq.bufferSlot * b.Hkv + h) * b.nb + seq.recent - b.tq + t) * b.D;
+    const long long src = ((long long)row * b.Hkv + h) * b.D;
+    for (int j = threadIdx.x; j < b.D; j += blockDim.x)
+    {
+        store_out((void*)arena.denseKeys, b.denseType, dst + j, load_as_float(k, kvType, src + j));
+        store_out((void*)arena.denseValues, b.denseType, dst + j, load_as_float(v, kvType, src + j));
+    }
+}

@@ -608,3 +608,52 @@ extern "C" __global__ void gear_rope_qk(const void* __restrict__ qkv, const void
     store_out(dst, type, o + j, __fadd_rn(round_to(__fmul_rn(x1, c1), type), round_to(__fmul_rn(-x2, s1), type)));
     store_out(dst, type, o + j + half, __fadd_rn(round_to(__fmul_rn(x2, c2), type), round_to(__fmul_rn(x1, s2), type)));
 }
+
+// The rest of the launch-light decode step (LlamaModel.CudaDecode): the token embeddings, rotary embedding with the angles
+// computed in the kernel, and SiLU·up; rounding as the tensor ops they replace round.
+
+// x [S, H] = table[ids[s]] (one dtype; a copy). Grid (S), block up to 1,024 threads.
+extern "C" __global__ void gear_embed(const long long* __restrict__ ids, const void* __restrict__ table, void* __restrict__ x, int type, int H)
+{
+    const long long from = ids[blockIdx.x] * H, to = (long long)blockIdx.x * H;
+    for (int i = threadIdx.x; i < H; i += blockDim.x)
+        store_out(x, type, to + i, load_as_float(table, type, from + i));
+}
+
+// One new token per sequence: qkv [S, (Hq + 2·Hkv)·D] → q [S, Hq, D], k and v [S, Hkv, D] (contiguous), q and k rotated at
+// positions[s] as RotaryEmbedding.Tables and gear_rope_qk compute it: angle = float(position)·invFreq[j] in float32, cos
+// and sin rounded to the dtype, x·cos + rotate_half(x)·sin with each product and the sum rounded. Grid (S, Hq + 2·Hkv),
+// block D/2 threads (thread j: channels j and j + D/2); the last Hkv heads are v, copied.
+extern "C" __global__ void gear_rope_decode(const void* __restrict__ qkv, const long long* __restrict__ positions, const float* __restrict__ invFreq,
+                                            void* __restrict__ q, void* __restrict__ k, void* __restrict__ v, int type, int Hq, int Hkv, int D)
+{
+    const int s = blockIdx.x, head = blockIdx.y, j = threadIdx.x, half = D / 2;
+    const long long in = (long long)s * (Hq + 2 * Hkv) * D + (long long)head * D;
+    const float x1 = load_as_float(qkv, type, in + j), x2 = load_as_float(qkv, type, in + j + half);
+    if (head >= Hq + Hkv)
+    {
+        const long long o = ((long long)s * Hkv + head - Hq - Hkv) * D;
+        store_out(v, type, o + j, x1);
+        store_out(v, type, o + j + half, x2);
+        return;
+    }
+    const float angle = __fmul_rn((float)positions[s], invFreq[j]);
+    const float c = round_to(cosf(angle), type), sn = round_to(sinf(angle), type);
+    const bool isQuery = head < Hq;
+    void* dst = isQuery ? q : k;
+    const long long o = ((long long)s * (isQuery ? Hq : Hkv) + (isQuery ? head : head - Hq)) * D;
+    store_out(dst, type, o + j, __fadd_rn(round_to(__fmul_rn(x1, c), type), round_to(__fmul_rn(-x2, sn), type)));
+    store_out(dst, type, o + j + half, __fadd_rn(round_to(__fmul_rn(x2, c), type), round_to(__fmul_rn(x1, sn), type)));
+}
+
+// out [S, I] = dtype(silu(gate)) · up, rounded as F.silu(gate) * up rounds, from gateUp [S, 2·I] (gate first). Grid
+// (ceil(I / 256), S), block 256 threads.
+extern "C" __global__ void gear_silu_mul(const void* __restrict__ gateUp, void* __restrict__ out, int type, int I)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= I) return;
+    const long long row = blockIdx.y;
+    const float gate = load_as_float(gateUp, type, row * 2 * I + i), up = load_as_float(gateUp, type, row * 2 * I + I + i);
+    const float silu = round_to(gate / (1.f + expf(-gate)), type);
+    store_out(out, type, row * I + i, __fmul_rn(silu, up));
+}

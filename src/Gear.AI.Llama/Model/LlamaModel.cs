@@ -239,6 +239,8 @@ public sealed partial class LlamaModel : IDisposable
                 : tokens.to(ScalarType.Int64, CPU).data<long>().ToArray();                  // the copy is the scope's
             return DecodeOnCpu(step, hostIds, positions).MoveToOuterDisposeScope();
         }
+        if (!allPositions && step.TokenCount == step.Count && DecodesLaunchLight(step))
+            return DecodeOnCuda(step, tokens, positions).MoveToOuterDisposeScope();
         long n = step.TokenCount;
         // Host ids go up pinned and non-blocking: a pageable copy would wait for all the work queued before it.
         var ids = tokens.device_type == DeviceType.CPU && Device.type != DeviceType.CPU
@@ -310,6 +312,7 @@ public sealed partial class LlamaModel : IDisposable
     /// <inheritdoc />
     public void Dispose()
     {
+        _cublas?.Dispose();
         _rope.Dispose();
         Weights.Dispose();
     }

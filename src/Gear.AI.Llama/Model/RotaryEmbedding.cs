@@ -39,6 +39,9 @@ internal sealed class RotaryEmbedding : IDisposable
         return where(medium, smoothed, scaled);
     }
 
+    /// <summary>The inverse frequencies [D/2], float32 on the model's device (the CUDA decode step computes its angles from them).</summary>
+    public Tensor InverseFrequencies => _invFreq;
+
     private float[]? _hostInvFreq;
 
     /// <summary>The inverse frequencies [D/2] on the host (the CPU decode step computes its angles from them).</summary>
