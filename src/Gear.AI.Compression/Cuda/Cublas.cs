@@ -56,13 +56,13 @@ internal sealed unsafe class Cublas : IDisposable
     };
 
     /// <summary>
-    /// y [rows, N] = x [rows, K] · wᵀ (+ y when <paramref name="accumulate"/>), row-major and contiguous: w [N, K] is a
-    /// linear layer's weight. Products and sums in float32; x and w of <paramref name="inputType"/>, y of
-    /// <paramref name="outputType"/> (cuBLAS data type codes, <see cref="DataType"/>).
+    /// y [rows, N] = x [rows, K] · wᵀ, row-major and contiguous: w [N, K] is a linear layer's weight. Products and sums in
+    /// float32; x and w of <paramref name="inputType"/>, y of <paramref name="outputType"/> (cuBLAS data type codes,
+    /// <see cref="DataType"/>).
     /// </summary>
-    public void Linear(IntPtr x, IntPtr w, int inputType, IntPtr y, int outputType, int rows, int n, int k, bool accumulate = false)
+    public void Linear(IntPtr x, IntPtr w, int inputType, IntPtr y, int outputType, int rows, int n, int k)
     {
-        float alpha = 1f, beta = accumulate ? 1f : 0f;
+        float alpha = 1f, beta = 0f;
         // Column-major, yᵀ [N, rows] = w [N, K] · xᵀ [K, rows]: w is wᵀ of a K×N column-major matrix, x a K×rows one.
         Check(_api.GemmEx(_handle, OpT, OpN, n, rows, k, &alpha, w, inputType, k, x, inputType, k, &beta, y, outputType, n, Compute32F, GemmDefault),
             "cublasGemmEx");

@@ -52,7 +52,7 @@ internal static class CudaKernels
          "gear_paged_dense_scores", "gear_paged_softmax", "gear_orthonormalize",
          .. RankBounds.Select(r => $"gear_power_iteration_r{r}"),
          "gear_rms_norm", "gear_rope_qk", "gear_compress_channels", "gear_compress_tokens",
-         "gear_paged_append", "gear_embed", "gear_rope_decode", "gear_silu_mul"];
+         "gear_paged_append", "gear_embed", "gear_rope_decode", "gear_silu_mul", "gear_add"];
 
     private static string ValueKernelName((int Rows, int Bits, int Channels) k) => $"gear_paged_values_m{k.Rows}_b{k.Bits}_c{k.Channels}";
 
@@ -96,7 +96,7 @@ internal static class CudaKernels
         IReadOnlyDictionary<(int Rows, int Bits, int Channels), IntPtr> Values, IntPtr[] DenseValues,
         IntPtr DenseScores, IntPtr Softmax, IntPtr Orthonormalize,
         IntPtr RmsNorm, IntPtr RopeQk, IntPtr[] PowerIteration, IntPtr CompressChannels, IntPtr CompressTokens,
-        IntPtr PagedAppend, IntPtr Embed, IntPtr RopeDecode, IntPtr SiluMul)
+        IntPtr PagedAppend, IntPtr Embed, IntPtr RopeDecode, IntPtr SiluMul, IntPtr Add)
     {
         /// <summary>out [rows, H] = RMSNorm of x [rows, H] with weight w [H] (one dtype code), as <see cref="CudaKernels.RmsNorm"/>.</summary>
         public unsafe void RunRmsNorm(IntPtr x, IntPtr w, IntPtr output, int type, int rows, int h, float eps)
@@ -125,6 +125,14 @@ internal static class CudaKernels
             args[0] = &qkv; args[1] = &positions; args[2] = &inverseFrequencies; args[3] = &q; args[4] = &k; args[5] = &v;
             args[6] = &type; args[7] = &hq; args[8] = &hkv; args[9] = &d;
             CudaDriver.Launch(RopeDecode, ((uint)sequences, (uint)(hq + 2 * hkv)), (uint)(d / 2), 0, args);
+        }
+
+        /// <summary>x += y over <paramref name="count"/> elements of one dtype code, rounded as a tensor add.</summary>
+        public unsafe void RunAdd(IntPtr x, IntPtr y, int type, long count)
+        {
+            void** args = stackalloc void*[4];
+            args[0] = &x; args[1] = &y; args[2] = &type; args[3] = &count;
+            CudaDriver.Launch(Add, ((uint)((count + 255) / 256), 1), 256, 0, args);
         }
 
         /// <summary>out [S, I] = silu(gate)·up from gateUp [S, 2·I] (gate first), one dtype code.</summary>
@@ -222,7 +230,8 @@ internal static class CudaKernels
                     CudaDriver.Function(handle, "gear_paged_append"),
                     CudaDriver.Function(handle, "gear_embed"),
                     CudaDriver.Function(handle, "gear_rope_decode"),
-                    CudaDriver.Function(handle, "gear_silu_mul"));
+                    CudaDriver.Function(handle, "gear_silu_mul"),
+                    CudaDriver.Function(handle, "gear_add"));
                 Modules[context] = module;
                 return module;
             }

@@ -657,3 +657,11 @@ extern "C" __global__ void gear_silu_mul(const void* __restrict__ gateUp, void* 
     const float silu = round_to(gate / (1.f + expf(-gate)), type);
     store_out(out, type, row * I + i, __fmul_rn(silu, up));
 }
+
+// x += y over n elements of one dtype, rounded as a tensor add rounds (the residual adds). Grid (ceil(n / 256)), block 256.
+extern "C" __global__ void gear_add(void* __restrict__ x, const void* __restrict__ y, int type, long long n)
+{
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        store_out(x, type, i, __fadd_rn(load_as_float(x, type, i), load_as_float(y, type, i)));
+}

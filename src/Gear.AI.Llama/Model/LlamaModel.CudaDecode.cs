@@ -7,10 +7,12 @@ namespace Gear.AI.Llama.Model;
 
 /// <summary>
 /// The launch-light CUDA decode step: every sequence of the step appends one token, and each layer runs as a fixed list
-/// of launches on buffers made once per step — RMSNorm, the projections through cuBLAS (the residual adds folded into the
-/// output and down projections), rotary embedding computed in a kernel from the positions, SiLU·up, and attention
-/// through the fused kernels over the pages (<see cref="KvBatch.AttendOnDevice"/>). About 15 launches a layer instead of
-/// some 40 TorchSharp calls, each of which costs more host time than its kernel takes on the device at batch 1.
+/// of launches on buffers made once per step — RMSNorm, the projections through cuBLAS, the residual adds, rotary
+/// embedding computed in a kernel from the positions, SiLU·up, and attention through the fused kernels over the pages
+/// (<see cref="KvBatch.AttendOnDevice"/>). About 17 launches a layer instead of some 40 TorchSharp calls, each of which
+/// costs more host time than its kernel takes on the device at batch 1. Every result is rounded where the TorchSharp
+/// step rounds it (the residual adds after the projections, the logits in the compute dtype), so the two agree to the
+/// matrix products' summation order.
 /// </summary>
 public sealed partial class LlamaModel
 {
@@ -85,8 +87,9 @@ public sealed partial class LlamaModel
         var o = empty(s, hq, d, dtype: ComputeType, device: Device);                         // [S, Hq, D] attention output
         var gateUp = empty(s, 2 * inter, dtype: ComputeType, device: Device);                // [S, 2·I]
         var act = empty(s, inter, dtype: ComputeType, device: Device);                       // [S, I]
-        var logits = empty(s, c.VocabSize, dtype: ScalarType.Float32, device: Device);       // [S, V]
+        var logits = empty(s, c.VocabSize, dtype: ComputeType, device: Device);              // [S, V]
         IntPtr px = Ptr(x), ph = Ptr(h), pqkv = Ptr(qkv), pg = Ptr(gateUp), pa = Ptr(act), po = Ptr(o);
+        long residual = (long)s * hidden;
         var rows = new DeviceRows(Ptr(q), Ptr(k), Ptr(v), po, ComputeType, hq);
 
         kernels.RunEmbed(Ptr(ids), Ptr(Weights.Embedding), px, type, s, hidden);
@@ -97,16 +100,18 @@ public sealed partial class LlamaModel
             cublas.Linear(ph, Ptr(w.Qkv), blas, pqkv, blas, s, qkvDim, hidden);
             kernels.RunRopeDecode(pqkv, Ptr(at), Ptr(_rope.InverseFrequencies), rows.Queries, rows.Keys, rows.Values, type, s, hq, hkv, d);
             step.AttendOnDevice(i, rows);
-            cublas.Linear(po, Ptr(w.Output), blas, px, blas, s, hidden, hq * d, accumulate: true);      // x += o_proj(o)
+            cublas.Linear(po, Ptr(w.Output), blas, ph, blas, s, hidden, hq * d);
+            kernels.RunAdd(px, ph, type, residual);                                           // x += o_proj(o)
             kernels.RunRmsNorm(px, Ptr(w.MlpNorm), ph, type, s, hidden, eps);
             cublas.Linear(ph, Ptr(w.GateUp), blas, pg, blas, s, 2 * inter, hidden);
             kernels.RunSiluMul(pg, pa, type, s, inter);
-            cublas.Linear(pa, Ptr(w.Down), blas, px, blas, s, hidden, inter, accumulate: true);         // x += down(silu(gate)·up)
+            cublas.Linear(pa, Ptr(w.Down), blas, ph, blas, s, hidden, inter);
+            kernels.RunAdd(px, ph, type, residual);                                           // x += down(silu(gate)·up)
         }
         step.Complete();
         kernels.RunRmsNorm(px, Ptr(Weights.FinalNorm), ph, type, s, hidden, eps);
-        cublas.Linear(ph, Ptr(Weights.LmHead), blas, Ptr(logits), Cublas.DataType(ScalarType.Float32), s, c.VocabSize, hidden);
-        return logits;
+        cublas.Linear(ph, Ptr(Weights.LmHead), blas, Ptr(logits), blas, s, c.VocabSize, hidden);
+        return logits.to(ScalarType.Float32);
 
         static IntPtr Ptr(Tensor t) => TensorMemory.DeviceAddress(t, contiguous: true);
     }
