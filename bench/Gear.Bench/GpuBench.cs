@@ -493,7 +493,7 @@ internal static class GpuBench
                         for (int i = 0; i < filled.Count; i++)
                         {
                             model.UseLaunchLightDecode = launchLight[p];
-                            times[p][i].Add(Decode(model, filled[i], batch, steps));
+                            times[p][i].Add(Decode(model, filled[i], batch, steps, profile: true));
                         }
                 model.UseLaunchLightDecode = true;
                 for (int p = 0; p < launchLight.Count; p++)

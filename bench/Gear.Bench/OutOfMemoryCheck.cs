@@ -30,14 +30,20 @@ internal static class OutOfMemoryCheck
         };
         using var client = new GearChatClient(runtime, options);
         string[] pair = ["Once upon a time there was a little boat.", "Lily and Tom went to the park."];
-        var body = new System.Text.StringBuilder();
-        while (runtime.Tokenizer.Encode(body.ToString()).Count < 1_900)
-            body.Append("The sun was warm and the children played by the river all day long. ");
-        string large = body.ToString();
+        string large = Long("The sun was warm and the children played by the river all day long. ");
+        string other = Long("The old dog slept under the big tree while the birds sang in the garden. ");
+        string Long(string sentence)
+        {
+            var body = new System.Text.StringBuilder();
+            while (runtime.Tokenizer.Encode(body.ToString()).Count < 1_900)
+                body.Append(sentence);
+            return body.ToString();
+        }
 
         var expected = Task.WhenAll(pair.Select((p, i) => Answer(client, p, $"calm-{i}", 96, null))).GetAwaiter().GetResult();
-        // The large prompt once before: its prompt blocks (another low rank) make the pool's second arena, which stays.
-        Answer(client, large, "calm-large", 8, null).GetAwaiter().GetResult();
+        // A prompt as large once before (another text: nothing of it can be reused): its prompt blocks, of another low rank,
+        // make the pool's second arena, which stays.
+        Answer(client, other, "calm-large", 8, null).GetAwaiter().GetResult();
         long tensorsBefore = client.LiveTensors;
 
         // The pair again; once both stream, the device is filled and the large request sent.
