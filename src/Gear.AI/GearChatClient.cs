@@ -8,6 +8,7 @@ using Gear.AI.Llama;
 using Gear.AI.Llama.Chat;
 using Gear.AI.Llama.Weights;
 using Gear.AI.Llama.Generation;
+using Gear.AI.Llama.Generation.Json;
 using Gear.AI.Llama.Model;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Logging;
@@ -174,8 +175,8 @@ public sealed class GearChatClient : IChatClient
 
     private Request Prepare(List<ChatMessage> messages, ChatOptions? options)
     {
-        if (options?.ResponseFormat is ChatResponseFormatJson)
-            throw new NotSupportedException("JSON response format is not supported by GearChatClient: output is not grammar-constrained. Ask for JSON in the prompt and validate it, or use ChatResponseFormat.Text.");
+        if (options?.ResponseFormat is ChatResponseFormatJson && PromptRenderer.Tools(options).Count > 0)
+            throw new NotSupportedException("A JSON response format together with tools is not supported yet: the output is held to the JSON schema, so no tool could be called. Send the tools and the response format in separate requests.");
         string? conversationId = options?.ConversationId;
         if (conversationId is not null && !_options.StatefulConversations)
             throw new ArgumentException("ChatOptions.ConversationId was set but stateful conversations are off; set GearChatClientOptions.StatefulConversations = true, or send the whole conversation without an id.", nameof(options));
@@ -305,7 +306,16 @@ public sealed class GearChatClient : IChatClient
         if (maxNew < 1 || ids.Count + maxNew > context)
             throw new ContextLengthExceededException(ids.Count, Math.Max(1, maxNew), context);
         CheckBudget(runtime, request.Cache, ids.Count);
-        return new RequestPlan(ids, sampling with { MaxNewTokens = maxNew }, conversationId, turns, messageTurns, raw, given - messageTurns.Count);
+        sampling = sampling with { MaxNewTokens = maxNew, Json = GrammarFor(options?.ResponseFormat) };
+        try
+        {
+            sampling.Validate();
+        }
+        catch (ArgumentOutOfRangeException e)
+        {
+            throw new ArgumentException($"Invalid ChatOptions: {e.Message}", nameof(request), e);
+        }
+        return new RequestPlan(ids, sampling, conversationId, turns, messageTurns, raw, given - messageTurns.Count);
     }
 
     /// <summary>The engine's updates as chat updates: text as it comes (held back while it may be a tool call), then usage.</summary>
@@ -406,6 +416,30 @@ public sealed class GearChatClient : IChatClient
             throw new ArgumentException($"Invalid ChatOptions: {e.Message}", nameof(o), e);
         }
     }
+
+    /// <summary>
+    /// The grammar a JSON response format asks for: any JSON object, or the schema's values (compiled once per schema
+    /// text). Null for text.
+    /// </summary>
+    /// <exception cref="NotSupportedException">The schema uses a keyword that cannot be enforced (named in the message).</exception>
+    private JsonGrammar? GrammarFor(ChatResponseFormat? format)
+    {
+        if (format is not ChatResponseFormatJson json)
+            return null;
+        if (json.Schema is not { } schema)
+            return JsonGrammar.AnyObject;
+        string text = schema.GetRawText();
+        lock (_stateLock)
+            if (_grammars.TryGetValue(text, out var known))
+                return known;
+        var grammar = JsonGrammar.FromSchema(schema);
+        lock (_stateLock)
+            _grammars[text] = grammar;
+        return grammar;
+    }
+
+    /// <summary>Compiled JSON grammars by schema text (a client asks for the same few schemas again and again).</summary>
+    private readonly Dictionary<string, JsonGrammar> _grammars = new(StringComparer.Ordinal);
 
     /// <summary>Rejects a request whose cache cannot fit the budget even counting only its quantization codes.</summary>
     private void CheckBudget(LlamaRuntime runtime, GearOptions cache, int tokens)

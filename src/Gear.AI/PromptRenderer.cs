@@ -9,7 +9,8 @@ namespace Gear.AI;
 internal static class PromptRenderer
 {
     /// <summary>
-    /// System instructions first (ChatOptions.Instructions, then the tools' description), then each message.
+    /// System instructions first (ChatOptions.Instructions, then the tools' description, then the JSON response format's
+    /// schema), then each message.
     /// </summary>
     /// <exception cref="ArgumentException">No messages, only system messages, an unknown role or non-text content.</exception>
     public static List<ChatTurn> Turns(IReadOnlyList<ChatMessage> messages, ChatOptions? options)
@@ -24,6 +25,10 @@ internal static class PromptRenderer
         var tools = Tools(options);
         if (tools.Count > 0)
             turns.Add(new ChatTurn(LlamaChatRole.System, ToolCalling.DescribeTools(tools, options!.ToolMode is RequiredChatToolMode)));
+        if (options?.ResponseFormat is ChatResponseFormatJson json)
+            turns.Add(new ChatTurn(LlamaChatRole.System, json.Schema is { } schema
+                ? $"Answer with JSON only: a value that matches this JSON schema{(json.SchemaName is { } name ? $" ({name})" : "")}: {schema.GetRawText()}"
+                : "Answer with JSON only: one JSON object."));
         foreach (var message in messages)
             turns.Add(Turn(message));
         return turns;

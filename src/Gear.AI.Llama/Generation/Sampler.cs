@@ -14,11 +14,24 @@ public sealed class Sampler : IDisposable
     private readonly Random? _random;       // draws one uniform number per sampled token (inverse-CDF sampling)
     private readonly Tensor? _seen;       // [V] bool: in prompt or output (repetition penalty)
     private readonly Tensor? _counts;     // [V] float32: occurrences in the output (frequency/presence)
+    private readonly Json.JsonConstraint? _json;
 
     /// <summary>Creates a sampler for a vocabulary of <paramref name="vocabSize"/> on <paramref name="device"/>.</summary>
-    public Sampler(SamplingOptions options, int vocabSize, Device device, IEnumerable<int>? promptIds = null)
+    /// <param name="options">How to choose.</param>
+    /// <param name="vocabSize">Rows of the logits.</param>
+    /// <param name="device">Where the logits are.</param>
+    /// <param name="promptIds">The prompt (repetition penalty).</param>
+    /// <param name="tokenizer">The model's tokenizer: needed with <see cref="SamplingOptions.Json"/> (the tokens' bytes).</param>
+    /// <param name="endTokenIds">Tokens that end generation: needed with <see cref="SamplingOptions.Json"/> (see <see cref="TokenStream.StopTokenIds"/>).</param>
+    public Sampler(SamplingOptions options, int vocabSize, Device device, IEnumerable<int>? promptIds = null,
+                   Tokenization.LlamaTextTokenizer? tokenizer = null, IEnumerable<int>? endTokenIds = null)
     {
         _options = (options ?? throw new ArgumentNullException(nameof(options))).Validate();
+        if (options.Json is { } grammar)
+            _json = new Json.JsonConstraint(grammar,
+                Json.TokenVocabulary.Of(tokenizer ?? throw new ArgumentException("Constrained output (SamplingOptions.Json) needs the tokenizer.", nameof(tokenizer))),
+                endTokenIds ?? throw new ArgumentException("Constrained output (SamplingOptions.Json) needs the end tokens.", nameof(endTokenIds)),
+                vocabSize, options.MaxNewTokens);
         if (options.Temperature > 0)
             _random = options.Seed is long seed ? new Random(unchecked((int)(seed ^ (seed >> 32)))) : new Random();
         if (options.RepetitionPenalty != 1.0)
@@ -36,7 +49,7 @@ public sealed class Sampler : IDisposable
     }
 
     /// <summary>Whether the choice is the plain argmax (greedy, no penalties): rows of such samplers can share one argmax (<see cref="Greedy"/>).</summary>
-    public bool IsPlainGreedy => _options.Temperature == 0 && _seen is null && _counts is null;
+    public bool IsPlainGreedy => _options.Temperature == 0 && _seen is null && _counts is null && _json is null;
 
     /// <summary>The argmax of every row of <paramref name="logits"/> [S, V], read back in one transfer.</summary>
     public static int[] Greedy(Tensor logits)
@@ -55,6 +68,12 @@ public sealed class Sampler : IDisposable
         using (var scope = NewDisposeScope())
         {
             var l = logits.reshape(-1).to(ScalarType.Float32);                                 // [V]
+            if (_json is not null)
+            {
+                // Tokens that would break the JSON text never win, whatever the penalties or temperature.
+                var allowed = Compression.Caching.TensorMemory.ToDevice(tensor(_json.Allowed()), l.device);   // [V] bool
+                l = l.masked_fill(allowed.logical_not(), Scalars.NegativeInfinity);
+            }
             if (_seen is not null)
             {
                 using Scalar p = (float)_options.RepetitionPenalty;
@@ -67,6 +86,7 @@ public sealed class Sampler : IDisposable
             }
             id = _options.Temperature == 0 ? (int)l.argmax().item<long>() : Sample(l);
         }
+        _json?.Accept(id);
         Record(id);
         return id;
     }

@@ -43,6 +43,12 @@ public sealed record SamplingOptions
     /// <summary>Strings that end generation; the output is cut right before the first one.</summary>
     public IReadOnlyList<string> StopSequences { get; init; } = [];
 
+    /// <summary>
+    /// Holds the output to the JSON texts of a grammar (a JSON Schema, or any JSON object): tokens that would break it are
+    /// never chosen, and generation ends when the value is complete. Null (default): free text.
+    /// </summary>
+    public Json.JsonGrammar? Json { get; init; }
+
     /// <summary>Greedy decoding.</summary>
     public static SamplingOptions Greedy { get; } = new() { Temperature = 0, TopP = 1 };
 
@@ -63,6 +69,11 @@ public sealed record SamplingOptions
             throw new ArgumentOutOfRangeException(nameof(PresencePenalty), PresencePenalty, "PresencePenalty must be between -2 and 2.");
         if (MaxNewTokens < 1)
             throw new ArgumentOutOfRangeException(nameof(MaxNewTokens), MaxNewTokens, "MaxNewTokens must be at least 1.");
+        if (Json is { } grammar && IgnoreEndOfSequence)
+            throw new ArgumentException("Json and IgnoreEndOfSequence cannot be combined: constrained output ends at its end token once the value is complete.", nameof(IgnoreEndOfSequence));
+        if (Json is { } g && MaxNewTokens < g.MinimumBytes)
+            throw new ArgumentOutOfRangeException(nameof(MaxNewTokens), MaxNewTokens,
+                $"MaxNewTokens must be at least {g.MinimumBytes}: the shortest JSON text the schema allows may take that many tokens.");
         if (StopSequences.Any(string.IsNullOrEmpty))
             throw new ArgumentException("StopSequences must not contain empty strings.", nameof(StopSequences));
         return this;

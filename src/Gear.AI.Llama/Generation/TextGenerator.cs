@@ -52,7 +52,7 @@ public sealed class TextGenerator
     private IEnumerable<GenerationUpdate> Run(IReadOnlyList<int> promptIds, int cached, KvSequence sequence, SamplingOptions options, IReadOnlyList<int> extraStops, CancellationToken ct)
     {
         var stream = new TokenStream(_tokenizer, promptIds[^1], options, extraStops);
-        using var sampler = new Sampler(options, _model.Config.VocabSize, _model.Device, promptIds);
+        using var sampler = new Sampler(options, _model.Config.VocabSize, _model.Device, promptIds, _tokenizer, stream.StopTokenIds);
 
         ct.ThrowIfCancellationRequested();
         var clock = Stopwatch.StartNew();

@@ -35,6 +35,9 @@ public sealed class TokenStream
         _maxNewTokens = options.MaxNewTokens;
     }
 
+    /// <summary>The tokens that end this stream: the options' stop tokens, and unless EOS is ignored, the extra ones and the model's EOS.</summary>
+    public IReadOnlyCollection<int> StopTokenIds => _stops;
+
     /// <summary>Tokens accepted so far (a stop token counts: the model produced it).</summary>
     public int Generated { get; private set; }
 

@@ -88,10 +88,19 @@ internal static class Llama3TokenizerFactory
     {
         // Special-token text is not split out: text is text (LlamaTextTokenizer.EncodeWithSpecialTokens parses it on purpose).
         var preTokenizer = new CodePointRegexPreTokenizer(new Regex(Pattern, RegexOptions.Compiled | RegexOptions.CultureInvariant));
-        var tokenizer = TiktokenTokenizer.Create(ranks, preTokenizer, normalizer: null, specialTokens: special);
+        using var copy = new MemoryStream();
+        ranks.CopyTo(copy);
+        var pieces = new Dictionary<int, byte[]>();                                              // "<base64 bytes> <rank>" lines
+        foreach (var line in Encoding.UTF8.GetString(copy.GetBuffer(), 0, (int)copy.Length).Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            int space = line.IndexOf(' ');
+            pieces[int.Parse(line.AsSpan(space + 1), System.Globalization.CultureInfo.InvariantCulture)] = Convert.FromBase64String(line[..space]);
+        }
+        copy.Position = 0;
+        var tokenizer = TiktokenTokenizer.Create(copy, preTokenizer, normalizer: null, specialTokens: special);
         int? Lookup(string? text, string fallback) =>
             text is not null && special.TryGetValue(text, out int id) ? id : special.TryGetValue(fallback, out int f) ? f : null;
-        return LlamaTextTokenizer.Create(tokenizer, special, Lookup(bos, "<|begin_of_text|>"), Lookup(eos, "<|end_of_text|>"), TokenizerKind.Tiktoken, template);
+        return LlamaTextTokenizer.Create(tokenizer, special, Lookup(bos, "<|begin_of_text|>"), Lookup(eos, "<|end_of_text|>"), TokenizerKind.Tiktoken, template, pieces);
     }
 }
 

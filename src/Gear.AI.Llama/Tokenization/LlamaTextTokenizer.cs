@@ -75,8 +75,12 @@ public sealed class LlamaTextTokenizer
         throw new ModelLoadException(model, "no tokenizer.model or tokenizer.json in the model directory.");
     }
 
-    internal static LlamaTextTokenizer Create(Tokenizer tokenizer, Dictionary<string, int> special, int? bos, int? eos, TokenizerKind kind, string? template) =>
-        new(tokenizer, special, bos, eos, kind, template);
+    internal static LlamaTextTokenizer Create(Tokenizer tokenizer, Dictionary<string, int> special, int? bos, int? eos, TokenizerKind kind, string? template,
+        IReadOnlyDictionary<int, byte[]>? pieces = null) =>
+        new(tokenizer, special, bos, eos, kind, template) { Pieces = pieces };
+
+    /// <summary>The bytes of each ordinary token of a byte-level BPE vocabulary (from its rank file), null for SentencePiece.</summary>
+    internal IReadOnlyDictionary<int, byte[]>? Pieces { get; private init; }
 
     private static bool LooksLikeTiktoken(string path)
     {

@@ -241,8 +241,8 @@ internal sealed class GearEngine : IDisposable
             return false;
         job.Sequence = store.Start(runtime.Model, job.Prompt, job.Cache, job.ConversationId);
         job.CachedTokens = job.Fed = (int)job.Sequence.Length;
-        job.Sampler = new Sampler(job.Sampling, runtime.Model.Config.VocabSize, runtime.Model.Device, job.Prompt);
         job.Stream = new TokenStream(runtime.Tokenizer, job.Prompt[^1], job.Sampling, job.StopTokens);
+        job.Sampler = new Sampler(job.Sampling, runtime.Model.Config.VocabSize, runtime.Model.Device, job.Prompt, runtime.Tokenizer, job.Stream.StopTokenIds);
         job.Started?.Invoke(pool);
         job.Plan = plan;
         store.ReservedBytes += plan.Bytes;
