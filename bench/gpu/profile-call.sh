@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call: gpu-selftest, then one launch-light decode step (7B shape, batch 1, 4K) under Nsight Systems (or
-# Nsight Compute) per cache kind, kernel times summed by kernel; then FP16 serving through the client.
+# Nsight Compute) per cache kind, kernel times summed by kernel.
 #   ../shared/device/gpu-pack.sh bench/Gear.Bench/Gear.Bench.csproj ; run: bash bench/gpu/profile-call.sh (carry [".gpu"])
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 S=bench/shapes/llama-2-7b/config.json
@@ -19,6 +19,3 @@ for cache in gear fp16; do
       bash .gpu/run.sh Gear.Bench "${args[@]}" > "$OUT/ncu-$cache.csv" 2> "$OUT/ncu-$cache.log"
   fi
 done
-t 170 bash .gpu/run.sh Gear.Bench serve --shape $S --device cuda --clients 0 --prompt-tokens 4096 --max-tokens 256 \
-  --device-budget-gib 60 --caches fp16 --bits 2 --json "$OUT/serve-7b-fp16.json" > "$OUT/serve-fp16.log" 2>&1
-grep -v "^frame" "$OUT/serve-fp16.log" | tail -3 | cut -c1-400
