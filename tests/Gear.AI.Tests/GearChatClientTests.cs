@@ -174,14 +174,6 @@ public class GearChatClientTests
     }
 
     [Fact]
-    public async Task JsonResponseFormat_RefusedClearly()
-    {
-        using var client = TestClients.Create();
-        var e = await Assert.ThrowsAsync<NotSupportedException>(() => client.GetResponseAsync(Story, new ChatOptions { ResponseFormat = ChatResponseFormat.Json }));
-        Assert.Contains("JSON", e.Message);
-    }
-
-    [Fact]
     public async Task WrongModelId_Refused()
     {
         using var client = TestClients.Create();

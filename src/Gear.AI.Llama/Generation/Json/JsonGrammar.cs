@@ -44,7 +44,12 @@ public sealed class JsonGrammar
         var compiler = new Compiler(schema);
         var root = compiler.Compile(schema, "#");
         compiler.ResolveReferences();
+        // An answer is a value: where the schema also allows null at the top (a nullable reference type), null is left out.
+        if (root is ChoiceNode choice && choice.Options.Any(IsNull) && choice.Options.Any(o => !IsNull(o)))
+            root = new ChoiceNode([.. choice.Options.Where(o => !IsNull(o))]);
         return Build(root, "JSON matching the schema");
+
+        static bool IsNull(JsonNode node) => node is LiteralNode { Texts: [var text] } && text.AsSpan().SequenceEqual("null"u8);
     }
 
     /// <summary>Compiles the schema text <paramref name="schema"/>.</summary>
