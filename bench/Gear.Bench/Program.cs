@@ -78,6 +78,19 @@ var root = new RootCommand("Gear.AI benchmarks: the GEAR cache against FP16 and 
 }
 
 {
+    var model = ModelOption(); var json = JsonOption();
+    var tokens = new Option<int>("--tokens") { DefaultValueFactory = _ => 256, Description = "Tokens generated per run (and mask steps timed)" };
+    var repeats = new Option<int>("--repeats") { DefaultValueFactory = _ => 5, Description = "Interleaved runs per output kind (the median is reported)" };
+    var llama3 = new Option<string?>("--llama3-tokenizer") { Description = "A directory with Llama 3's tokenizer.json: also time the mask on its 128K vocabulary" };
+    var command = new Command("constrained", "Decode tokens/s with and without a JSON schema, and the allowed-token mask's CPU time per step") { model, tokens, repeats, llama3, json };
+    command.SetAction(p =>
+    {
+        using var runtime = LlamaRuntime.Load(ModelLocator.Resolve(p.GetValue(model)!));
+        ConstrainedBench.Run(runtime, p.GetValue(llama3), p.GetValue(tokens), p.GetValue(repeats), Machine.Describe("cpu"), p.GetValue(json));
+    });
+    root.Add(command);
+}
+{
     var model = ModelOption(); var text = TextOption(); var json = JsonOption();
     var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "fp16", Description = "GPU compute dtype: bf16, fp16, fp32" };
     var command = new Command("gpu-selftest", "CUDA against CPU on gear-tiny: greedy 32 tokens equal (Fp16 cache), perplexity within 1% for every cache kind; exit 1 on failure") { model, text, dtype, json };

@@ -65,6 +65,9 @@ public sealed class Sampler : IDisposable
     {
         ArgumentNullException.ThrowIfNull(logits);
         int id;
+        if (_json is not null && _options.Temperature == 0 && _seen is null && _counts is null)
+            id = GreedyAllowed(logits, _json.Allowed());
+        else
         using (var scope = NewDisposeScope())
         {
             var l = logits.reshape(-1).to(ScalarType.Float32);                                 // [V]
@@ -89,6 +92,19 @@ public sealed class Sampler : IDisposable
         _json?.Accept(id);
         Record(id);
         return id;
+    }
+
+    /// <summary>The most likely allowed token, found on the host (one read of the logits, no tensor operations per step).</summary>
+    private static unsafe int GreedyAllowed(Tensor logits, bool[] allowed)
+    {
+        using var scope = NewDisposeScope();
+        var host = logits.reshape(-1).to(ScalarType.Float32, CPU).contiguous();              // [V]
+        var values = new ReadOnlySpan<float>(Compression.Caching.TensorMemory.Pointer<float>(host), (int)host.shape[0]);
+        int best = -1;
+        for (int i = 0; i < values.Length && i < allowed.Length; i++)
+            if (allowed[i] && (best < 0 || values[i] > values[best]))
+                best = i;
+        return best >= 0 ? best : throw new InvalidOperationException("No token can continue the constrained JSON output.");
     }
 
     private int Sample(Tensor logits)

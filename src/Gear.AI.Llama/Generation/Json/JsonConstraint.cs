@@ -48,12 +48,26 @@ internal sealed class JsonConstraint
         int budget = _remaining - 1;                                                             // tokens after this one
         var sorted = _vocabulary.Sorted;
         var shared = _vocabulary.Shared;
-        if (_states.All(s => s.Top is StringFrame { TakesAnyPlainText: true }) && _states.Min(s => s.MinRemaining) <= budget)
+        if (_states.All(s => s.Top is StringFrame { TakesPlainText: true }))
         {
-            // Plain text only makes a free string longer, which never makes it harder to close: allowed together.
-            var plain = _vocabulary.Plain;
-            for (int id = Math.Min(plain.Length, _vocabSize) - 1; id >= 0; id--)
-                allowed[id] |= plain[id];
+            // Inside a string, plain text of whole characters only makes it longer: a token of c such characters is allowed
+            // where the string takes c more and the rest still fits the budget (its minimum length counts down by c).
+            var plain = _vocabulary.PlainCharacters;
+            foreach (var state in _states)
+            {
+                var top = (StringFrame)state.Top;
+                int now = state.MinRemaining, short_ = Math.Max(0, top.Node.MinLength - top.Characters);
+                long left = top.CharactersLeft;
+                bool bounded = top.IsBounded;
+                for (int id = Math.Min(plain.Length, _vocabSize) - 1; id >= 0; id--)
+                {
+                    int c = plain[id];
+                    if (c == 0 || allowed[id] || !_vocabulary.Plain[id] || (c < 0 && bounded) || c > left)
+                        continue;
+                    if (now - Math.Min(Math.Max(c, 0), short_) <= budget)
+                        allowed[id] = true;
+                }
+            }
             sorted = _vocabulary.NotPlain;
             shared = _vocabulary.NotPlainShared;
         }

@@ -233,8 +233,14 @@ internal sealed record StringFrame(StringNode Node, int Characters, int Escape, 
     /// <summary>Whether <paramref name="b"/> may stand for itself inside a string (no quote, backslash or control byte).</summary>
     public static bool IsPlain(byte b) => b >= 0x20 && b != '"' && b != '\\';
 
-    /// <summary>Whether any text of plain, whole characters keeps this frame going, with no bound that counts them (the vocabulary's fast path).</summary>
-    public bool TakesAnyPlainText => Escape == 0 && Pending == 0 && Node.MaxLength == int.MaxValue;
+    /// <summary>Whether plain text of whole characters keeps this frame going, up to <see cref="CharactersLeft"/> of them (the vocabulary's fast path).</summary>
+    public bool TakesPlainText => Escape == 0 && Pending == 0;
+
+    /// <summary>Characters the string may still take.</summary>
+    public long CharactersLeft => (long)Node.MaxLength - Characters;
+
+    /// <summary>Whether the string's length is bounded (four-byte characters are refused then).</summary>
+    public bool IsBounded => Bounded;
 
     private bool Bounded => Node.MinLength > 0 || Node.MaxLength != int.MaxValue;
 

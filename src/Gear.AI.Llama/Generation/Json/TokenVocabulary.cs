@@ -27,13 +27,21 @@ internal sealed class TokenVocabulary
         for (int k = 1; k < ids.Length; k++)
             Shared[k] = bytes[ids[k - 1]]!.AsSpan().CommonPrefixLength(bytes[ids[k]]);
         Plain = new bool[bytes.Length];
+        PlainCharacters = new int[bytes.Length];
         var special = new List<int>();
         foreach (int id in ids)
         {
-            if (bytes[id]!.All(StringFrame.IsPlain) && System.Text.Unicode.Utf8.IsValid(bytes[id]))
+            var b = bytes[id]!;
+            if (b.All(StringFrame.IsPlain) && System.Text.Unicode.Utf8.IsValid(b))
+            {
                 Plain[id] = true;
+                // Characters as a string frame counts them; a four-byte character makes the token unfit for bounded strings.
+                PlainCharacters[id] = b.Any(x => x >= 0xF0) ? -1 : b.Count(x => (x & 0xC0) != 0x80);
+            }
             else
+            {
                 special.Add(id);
+            }
         }
         NotPlain = special.ToArray();
         NotPlainShared = new int[NotPlain.Length];
@@ -55,6 +63,9 @@ internal sealed class TokenVocabulary
 
     /// <summary>[id]: every byte is plain string text.</summary>
     public bool[] Plain { get; }
+
+    /// <summary>[id]: characters of a <see cref="Plain"/> token (−1: it holds a four-byte character, which bounded strings refuse).</summary>
+    public int[] PlainCharacters { get; }
 
     /// <summary>The ordinary tokens that are not <see cref="Plain"/>, sorted like <see cref="Sorted"/>, and their shared lengths.</summary>
     public int[] NotPlain { get; }
