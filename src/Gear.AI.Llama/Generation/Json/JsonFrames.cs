@@ -410,7 +410,16 @@ internal sealed record NumberFrame(NumberNode Node, bool Negative, int IntegerDi
     /// level kept to the first <see cref="Frontier"/> states (digits tried in order), so the figure is the length of a real
     /// completion and shrinks by at least one along it. Remembered per state on the node.
     /// </summary>
-    public int ShortestCompletion() => Node.Completions.GetOrAdd(this, static frame =>
+    public int ShortestCompletion()
+    {
+        if (Node.Completions.Count > MaxRemembered)
+            Node.Completions.Clear();
+        return Node.Completions.GetOrAdd(this, Search);
+    }
+
+    private const int MaxRemembered = 100_000;
+
+    private static int Search(NumberFrame frame)
     {
         var level = new List<NumberFrame> { frame };
         for (int depth = 0; depth <= frame.Node.Digits + JsonLimits.FractionDigits + 2 && level.Count > 0; depth++)
@@ -425,7 +434,7 @@ internal sealed record NumberFrame(NumberNode Node, bool Negative, int IntegerDi
             level = [.. next];
         }
         return JsonLimits.Unreachable;
-    });
+    }
 
     private const int Frontier = 256;
 

@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 
@@ -354,6 +353,4 @@ public sealed class JsonGrammar
 
     /// <inheritdoc />
     public override string ToString() => Description;
-
-    internal static string Invariant(decimal value) => value.ToString(CultureInfo.InvariantCulture);
 }
