@@ -306,7 +306,7 @@ public sealed class GearChatClient : IChatClient
         if (maxNew < 1 || ids.Count + maxNew > context)
             throw new ContextLengthExceededException(ids.Count, Math.Max(1, maxNew), context);
         CheckBudget(runtime, request.Cache, ids.Count);
-        sampling = sampling with { MaxNewTokens = maxNew, Json = GrammarFor(options?.ResponseFormat) };
+        sampling = sampling with { MaxNewTokens = maxNew, Json = GrammarFor(options?.ResponseFormat) ?? CallGrammarFor(options, request.Tools) };
         try
         {
             sampling.Validate();
@@ -436,6 +436,39 @@ public sealed class GearChatClient : IChatClient
         lock (_stateLock)
             _grammars[text] = grammar;
         return grammar;
+    }
+
+    /// <summary>
+    /// The grammar of a tool call when tools are offered: with a required tool mode the answer is a call (to the named
+    /// function with RequireSpecific, to one of them with RequireAny); with Auto it may be text, but once it starts as
+    /// JSON it is a well-formed call whose arguments fit the function's schema. Several calls (a JSON array) unless
+    /// AllowMultipleToolCalls is false. Null without tools; with Auto, also where a tool's schema cannot be enforced
+    /// (logged once; the call is then parsed as before).
+    /// </summary>
+    private JsonGrammar? CallGrammarFor(ChatOptions? options, IReadOnlyList<AIFunctionDeclaration> tools)
+    {
+        if (tools.Count == 0)
+            return null;
+        bool required = options?.ToolMode is RequiredChatToolMode;
+        JsonGrammar? grammar = null;
+        try
+        {
+            string text = ToolCalling.CallSchema(tools, allowMultiple: options?.AllowMultipleToolCalls != false);
+            lock (_stateLock)
+                _grammars.TryGetValue(text, out grammar);
+            if (grammar is null)
+            {
+                grammar = JsonGrammar.FromSchema(text);
+                lock (_stateLock)
+                    _grammars[text] = grammar;
+            }
+        }
+        catch (NotSupportedException e) when (!required)
+        {
+            _logger.LogWarning("Tool calls are not constrained for these tools: {Reason}", e.Message);
+            return null;
+        }
+        return required ? grammar : grammar.OrFreeText();
     }
 
     /// <summary>Compiled JSON grammars by schema text (a client asks for the same few schemas again and again).</summary>

@@ -34,11 +34,18 @@ internal static class PromptRenderer
         return turns;
     }
 
-    /// <summary>The function tools the model may call (none when ToolMode is None).</summary>
-    public static IReadOnlyList<AIFunctionDeclaration> Tools(ChatOptions? options) =>
-        options?.Tools is { Count: > 0 } tools && options.ToolMode is not NoneChatToolMode
-            ? tools.OfType<AIFunctionDeclaration>().ToArray()
-            : [];
+    /// <summary>The function tools the model may call (none when ToolMode is None; the one named by RequireSpecific).</summary>
+    /// <exception cref="ArgumentException">RequireSpecific names a function that is not among the tools.</exception>
+    public static IReadOnlyList<AIFunctionDeclaration> Tools(ChatOptions? options)
+    {
+        if (options?.Tools is not { Count: > 0 } tools || options.ToolMode is NoneChatToolMode)
+            return [];
+        var functions = tools.OfType<AIFunctionDeclaration>().ToArray();
+        if (options.ToolMode is RequiredChatToolMode { RequiredFunctionName: { } name })
+            return functions.Where(f => f.Name == name).ToArray() is { Length: > 0 } named ? named
+                : throw new ArgumentException($"ToolMode requires the function '{name}', which is not among ChatOptions.Tools ({string.Join(", ", functions.Select(f => f.Name))}).", nameof(options));
+        return functions;
+    }
 
     private static ChatTurn Turn(ChatMessage message)
     {

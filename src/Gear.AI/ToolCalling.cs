@@ -32,6 +32,29 @@ public static class ToolCalling
         return sb.ToString().TrimEnd();
     }
 
+    /// <summary>
+    /// The JSON Schema of an answer that calls one of <paramref name="tools"/> in the format <see cref="DescribeTools"/>
+    /// asks for — <c>{"name": …, "parameters": {…}}</c> with the function's own parameter schema — or, when
+    /// <paramref name="allowMultiple"/>, also a JSON array of such calls.
+    /// </summary>
+    /// <exception cref="NotSupportedException">A tool's parameter schema refers to its own definitions ($ref), which cannot be nested here.</exception>
+    public static string CallSchema(IReadOnlyList<AIFunctionDeclaration> tools, bool allowMultiple)
+    {
+        ArgumentNullException.ThrowIfNull(tools);
+        if (tools.Count == 0)
+            throw new ArgumentException("At least one tool is needed.", nameof(tools));
+        var calls = new List<string>();
+        foreach (var tool in tools)
+        {
+            string parameters = tool.JsonSchema.ValueKind == JsonValueKind.Object ? tool.JsonSchema.GetRawText() : """{"type":"object"}""";
+            if (parameters.Contains("\"$ref\"", StringComparison.Ordinal))
+                throw new NotSupportedException($"Tool '{tool.Name}': its parameter schema uses $ref, which constrained tool calls do not support yet.");
+            calls.Add($$"""{"type":"object","properties":{"name":{"const":{{JsonSerializer.Serialize(tool.Name)}}},"parameters":{{parameters}}},"required":["name","parameters"],"additionalProperties":false}""");
+        }
+        string one = calls.Count == 1 ? calls[0] : $$"""{"anyOf":[{{string.Join(",", calls)}}]}""";
+        return allowMultiple ? $$"""{"anyOf":[{{one}},{"type":"array","items":{{one}},"minItems":1}]}""" : one;
+    }
+
     /// <summary>How an assistant's earlier call is shown to the model.</summary>
     public static string RenderCall(FunctionCallContent call)
     {

@@ -126,6 +126,31 @@ public sealed class JsonGrammarTests
         Assert.Throws<ArgumentException>(() => JsonGrammar.FromSchema(schema));
 
     [Fact]
+    public void OrFreeText_AnyTextMayStart_ButOnceJsonStartsItIsHeldToTheGrammar()
+    {
+        var tokenizer = LlamaTextTokenizer.Load(TestModels.GearTinyDir);
+        var vocabulary = TokenVocabulary.Of(tokenizer);
+        int Id(string piece) => System.Array.FindIndex(vocabulary.Bytes, b => b is not null && b.AsSpan().SequenceEqual(Encoding.UTF8.GetBytes(piece)));
+        int brace = Id("{"), word = Id("The"), space = Id(" "), eos = tokenizer.EosId!.Value;
+        Assert.True(brace >= 0 && word >= 0 && space >= 0);
+        var grammar = JsonGrammar.FromSchema(Schemas[0]).OrFreeText();
+        Assert.Equal(0, grammar.MinimumBytes);
+
+        var text = new JsonConstraint(grammar, vocabulary, [eos], 8192, 32);
+        Assert.True(text.Allowed()[word] && text.Allowed()[brace] && text.Allowed()[eos]);
+        text.Accept(word);
+        Assert.All(text.Allowed(), Assert.True);                                                    // free text from here on
+
+        var call = new JsonConstraint(grammar, vocabulary, [eos], 8192, 32);
+        call.Accept(space);                                                                         // whitespace decides nothing
+        Assert.True(call.Allowed()[word]);
+        call.Accept(brace);
+        var allowed = call.Allowed();
+        Assert.False(allowed[word] || allowed[eos] || allowed[brace]);
+        Assert.True(allowed[Id("\"")]);
+    }
+
+    [Fact]
     public void Allowed_EqualsTryingEveryTokenAlone_OnTheRealLlama3Vocabulary()
     {
         var tokenizer = LlamaTextTokenizer.Load(Gear.AI.TestSupport.RealLlama3Tokenizer.Directory);

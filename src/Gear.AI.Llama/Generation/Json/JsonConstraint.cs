@@ -13,6 +13,8 @@ internal sealed class JsonConstraint
     private readonly int _vocabSize;
     private List<FrameStack> _states;
     private int _remaining;
+    private bool _undecided;                                        // OnlyOnceStarted: nothing but whitespace so far
+    private bool _free;                                             // OnlyOnceStarted: the output became free text
     private readonly List<List<FrameStack>> _levels = [];           // [depth]: states after that many bytes of a token
 
     /// <param name="grammar">The texts allowed.</param>
@@ -33,6 +35,7 @@ internal sealed class JsonConstraint
             throw new ArgumentOutOfRangeException(nameof(maxTokens), maxTokens,
                 $"The shortest JSON text the schema allows takes {grammar.MinimumBytes} bytes, which may need as many tokens; allow at least that many output tokens.");
         _states = [new FrameStack(new RootFrame(grammar.Root), null)];
+        _undecided = grammar.OnlyOnceStarted;
     }
 
     /// <summary>Whether the text so far is a complete value (the end tokens are allowed).</summary>
@@ -42,7 +45,12 @@ internal sealed class JsonConstraint
     public bool[] Allowed()
     {
         var allowed = new bool[_vocabSize];
-        if (CanEnd)
+        if (_free)
+        {
+            System.Array.Fill(allowed, true);
+            return allowed;
+        }
+        if (CanEnd || _undecided)
             foreach (int end in _endTokens)
                 allowed[end] = true;
         int budget = _remaining - 1;                                                             // tokens after this one
@@ -72,7 +80,26 @@ internal sealed class JsonConstraint
             shared = _vocabulary.NotPlainShared;
         }
         Search(sorted, shared, budget, allowed);
+        if (_undecided)
+        {
+            // Free text may start with any token whose first byte past whitespace does not open a value.
+            var bytes = _vocabulary.Bytes;
+            for (int id = Math.Min(bytes.Length, _vocabSize) - 1; id >= 0; id--)
+                if (bytes[id] is { } token && StartsFreeText(token))
+                    allowed[id] = true;
+            for (int id = bytes.Length; id < _vocabSize; id++)
+                allowed[id] = true;
+        }
         return allowed;
+    }
+
+    /// <summary>Whether a token's first byte past whitespace is there and opens no JSON value of a call.</summary>
+    private static bool StartsFreeText(byte[] token)
+    {
+        foreach (byte b in token)
+            if (b is not ((byte)' ' or (byte)'\n' or (byte)'\t' or (byte)'\r'))
+                return b is not ((byte)'{' or (byte)'[');
+        return false;
     }
 
     /// <summary>
@@ -129,6 +156,18 @@ internal sealed class JsonConstraint
     public void Accept(int id)
     {
         _remaining--;
+        if (_free)
+            return;
+        if (_undecided && (uint)id < (uint)_vocabulary.Size && _vocabulary.Bytes[id] is { } first && StartsFreeText(first))
+        {
+            _free = true;
+            return;
+        }
+        if (_undecided && ((uint)id >= (uint)_vocabulary.Size || _vocabulary.Bytes[id] is null) && !_endTokens.Contains(id))
+        {
+            _free = true;                                                                       // a control token: not a call
+            return;
+        }
         if (_endTokens.Contains(id))
         {
             _states = [];
@@ -145,5 +184,7 @@ internal sealed class JsonConstraint
         if (states.Count == 0 || _vocabulary.Bytes.ElementAtOrDefault(id) is null)
             throw new InvalidOperationException($"Token {id} does not continue the constrained JSON output.");
         _states = states;
+        if (_undecided && _vocabulary.Bytes[id]!.Any(b => b is not ((byte)' ' or (byte)'\n' or (byte)'\t' or (byte)'\r')))
+            _undecided = false;                                                                  // a call has started
     }
 }

@@ -16,19 +16,29 @@ namespace Gear.AI.Llama.Generation.Json;
 /// </remarks>
 public sealed class JsonGrammar
 {
-    private JsonGrammar(JsonNode root, string description)
+    private JsonGrammar(JsonNode root, string description, bool onlyOnceStarted = false)
     {
         Root = root;
         Description = description;
+        OnlyOnceStarted = onlyOnceStarted;
     }
 
     internal JsonNode Root { get; }
 
+    /// <summary>
+    /// Whether the output may instead be free text: the grammar holds only once the output (after whitespace) starts with
+    /// '{' or '[' (a tool call the model chose to make); any other start leaves the rest unconstrained.
+    /// </summary>
+    public bool OnlyOnceStarted { get; }
+
+    /// <summary>This grammar for output that may be free text instead (see <see cref="OnlyOnceStarted"/>).</summary>
+    public JsonGrammar OrFreeText() => new(Root, Description + ", or free text", onlyOnceStarted: true);
+
     /// <summary>What the grammar accepts, for messages and logs.</summary>
     public string Description { get; }
 
-    /// <summary>Bytes of the shortest valid text: a generation needs at least this many tokens.</summary>
-    public int MinimumBytes => Root.MinBytes;
+    /// <summary>Bytes of the shortest valid text: a generation needs at least this many tokens (none where it may be free text).</summary>
+    public int MinimumBytes => OnlyOnceStarted ? 0 : Root.MinBytes;
 
     /// <summary>Any JSON object (<c>ChatResponseFormat.Json</c> without a schema).</summary>
     public static JsonGrammar AnyObject { get; } = Build(new ObjectNode([], new AnyNode()), "any JSON object");
