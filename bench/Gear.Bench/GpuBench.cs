@@ -28,7 +28,7 @@ internal static class GpuBench
     /// gear-tiny on CPU (float32) and CUDA (the given compute dtype): greedy continuation with the Fp16 cache
     /// equal for 32 tokens and perplexity within 1%; every compressed kind runs on CUDA too. Exit code 1 on failure.
     /// </summary>
-    public static int SelfTest(string model, string textFile, string machine, string? json, ScalarType dtype)
+    public static int SelfTest(string model, string textFile, string machine, string? json, ScalarType dtype, bool outOfMemoryOnly = false)
     {
         if (!cuda.is_available())
         {
@@ -41,6 +41,14 @@ internal static class GpuBench
         var ids = cpu.Tokenizer.Encode(File.ReadAllText(textFile)).Take(1024).Prepend(cpu.Tokenizer.BosId ?? 1).ToArray();
         var report = new BenchReport<GpuSelfTestRow>("gpu-selftest", cpu.ModelId, machine);
         bool ok = true;
+        if (outOfMemoryOnly)
+        {
+            // The out-of-memory row with each decode step, the TorchSharp one first.
+            ok &= OutOfMemoryCheck.Run(dir, dtype, report, launchLight: false);
+            ok &= OutOfMemoryCheck.Run(dir, dtype, report);
+            report.Finish(json);
+            return ok ? 0 : 1;
+        }
 
         var cpuGreedy = Greedy(cpu, ids[..64], GearOptions.Fp16, 32);
         var gpuGreedy = Greedy(gpu, ids[..64], GearOptions.Fp16, 32);

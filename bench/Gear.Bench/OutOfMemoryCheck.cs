@@ -20,9 +20,11 @@ internal static class OutOfMemoryCheck
 {
     private const long Margin = 4L << 20;
 
-    public static bool Run(string modelDirectory, ScalarType dtype, BenchReport<GpuSelfTestRow> report)
+    /// <param name="launchLight">Whether decode steps run launch-light (false: every step through TorchSharp, the reference).</param>
+    public static bool Run(string modelDirectory, ScalarType dtype, BenchReport<GpuSelfTestRow> report, bool launchLight = true)
     {
         using var runtime = LlamaRuntime.Load(modelDirectory, new ModelLoadOptions { Device = "cuda", ComputeType = dtype });
+        runtime.Model.UseLaunchLightDecode = launchLight;
         var options = new GearChatClientOptions
         {
             Model = modelDirectory, Cache = CacheKind.Gear, Bits = 2, DefaultTemperature = 0, MaxSessions = 2,
@@ -83,7 +85,7 @@ internal static class OutOfMemoryCheck
         bool othersEqual = pressed.SequenceEqual(expected);
         bool recovered = !after.StartsWith("failed:", StringComparison.Ordinal);
         bool pass = named && othersEqual && recovered && tensorsAfter == tensorsBefore;
-        report.Add(new GpuSelfTestRow("out_of_memory_mid_request", "gear", 2, tensorsBefore, tensorsAfter, pass,
+        report.Add(new GpuSelfTestRow(launchLight ? "out_of_memory_mid_request" : "out_of_memory_mid_request_tensor_step", "gear", 2, tensorsBefore, tensorsAfter, pass,
             $"large request: {(failure is null ? "no failure" : $"{failure.GetType().Name}: {failure.Message}")} | the 2 beside it equal to their calm run: {othersEqual} | " +
             $"same request with the memory back: {(recovered ? "answered" : after)} | live tensors {tensorsBefore} → {tensorsAfter} | device filled: {filledWith}"));
         Console.WriteLine($"out_of_memory_mid_request: {(pass ? "pass" : "FAIL")} — {failure?.Message}");

@@ -93,8 +93,9 @@ var root = new RootCommand("Gear.AI benchmarks: the GEAR cache against FP16 and 
 {
     var model = ModelOption(); var text = TextOption(); var json = JsonOption();
     var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "fp16", Description = "GPU compute dtype: bf16, fp16, fp32" };
-    var command = new Command("gpu-selftest", "CUDA against CPU on gear-tiny: greedy 32 tokens equal (Fp16 cache), perplexity within 1% for every cache kind; exit 1 on failure") { model, text, dtype, json };
-    command.SetAction(p => GpuBench.SelfTest(p.GetValue(model)!, p.GetValue(text)!, Machine.Describe("cuda"), p.GetValue(json), DTypeNames.Parse(p.GetValue(dtype)!)));
+    var oomOnly = new Option<bool>("--out-of-memory-only") { Description = "Only the out-of-memory row, with the TorchSharp decode step and with the launch-light one" };
+    var command = new Command("gpu-selftest", "CUDA against CPU on gear-tiny: greedy 32 tokens equal (Fp16 cache), perplexity within 1% for every cache kind; exit 1 on failure") { model, text, dtype, oomOnly, json };
+    command.SetAction(p => GpuBench.SelfTest(p.GetValue(model)!, p.GetValue(text)!, Machine.Describe("cuda"), p.GetValue(json), DTypeNames.Parse(p.GetValue(dtype)!), p.GetValue(oomOnly)));
     root.Add(command);
 }
 {
