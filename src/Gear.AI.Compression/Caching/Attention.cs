@@ -55,6 +55,8 @@ internal static class Attention
         long hq = queries.shape[1], tq = queries.shape[2], t = keys.shape[2], d = queries.shape[3];
         var k = keys.to(queries.dtype);                                        // [B, Hkv, T, D]
         var v = values.to(queries.dtype);                                      // [B, Hkv, T, D]
+        if (queries.device_type != DeviceType.CUDA && tq > 1)
+            return Prefill(queries, k, v, kvHeads).MoveToOuterDisposeScope();
         var q = GroupQueries(queries, kvHeads);                                // [B, Hkv, G·Tq, D]
         var mask = CausalMask(tq, t, hq / kvHeads, queries.device);            // [G·Tq, T]
         Tensor o;                                                              // [B, Hkv, G·Tq, D]
@@ -74,5 +76,22 @@ internal static class Attention
             o = nn.functional.scaled_dot_product_attention(q, k, v, mask);
         }
         return UngroupQueries(o, hq, tq).MoveToOuterDisposeScope();            // [B, Hq, Tq, D]
+    }
+
+    /// <summary>
+    /// A prompt chunk's attention on the CPU: each key/value head shared by its query heads (expanded, not grouped into
+    /// rows), so the causal mask is one [Tq, T] for every head — none at all for a chunk that is the whole history
+    /// (libtorch's flash kernel then skips the masked blocks instead of reading a mask of G·Tq·T floats per layer).
+    /// </summary>
+    private static Tensor Prefill(Tensor queries, Tensor keys, Tensor values, long kvHeads)
+    {
+        long b = queries.shape[0], hq = queries.shape[1], tq = queries.shape[2], t = keys.shape[2], d = queries.shape[3];
+        long groups = hq / kvHeads;
+        var k = keys.unsqueeze(2).expand(b, kvHeads, groups, t, d).reshape(b, hq, t, d);   // [B, Hq, T, D]
+        var v = values.unsqueeze(2).expand(b, kvHeads, groups, t, d).reshape(b, hq, t, d); // [B, Hq, T, D]
+        if (tq == t)
+            return nn.functional.scaled_dot_product_attention(queries, k, v, null, 0.0, true);  // [B, Hq, Tq, D]
+        var mask = CausalMask(tq, t, 1, queries.device);                                    // [Tq, T]
+        return nn.functional.scaled_dot_product_attention(queries, k, v, mask);             // [B, Hq, Tq, D]
     }
 }
