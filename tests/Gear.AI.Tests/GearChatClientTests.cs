@@ -188,6 +188,8 @@ public class GearChatClientTests
         var huge = new ChatMessage(ChatRole.User, string.Join(" ", Enumerable.Repeat("the big dog ran home", 200)));
         var e = await Assert.ThrowsAsync<ContextLengthExceededException>(() => client.GetResponseAsync([huge]));
         Assert.True(e.PromptTokens > 512);
+        Assert.Contains("prompt alone", e.Message);                                            // not "lower the output tokens to at most 0"
+        Assert.DoesNotContain("at most 0", e.Message);
         Assert.False(string.IsNullOrEmpty((await client.GetResponseAsync(Story, Seeded(4))).Text));
     }
 
