@@ -71,6 +71,8 @@ internal sealed record ChatCompletionRequest(string? Model, List<ChatMessage> Me
             options.Tools = tools;
         ToolChoice(root, options);
         ResponseFormat(root, options);
+        if (root.TryGetProperty("parallel_tool_calls", out var parallel) && parallel.ValueKind is JsonValueKind.True or JsonValueKind.False)
+            options.AllowMultipleToolCalls = parallel.GetBoolean();
 
         bool stream = root.TryGetProperty("stream", out var s) && s.ValueKind switch
         {

@@ -204,6 +204,38 @@ public class ChatCompletionsTests(GearTinyServer fixture, ITestOutputHelper outp
     }
 
     [Fact]
+    public async Task JsonSchemaResponseFormat_AnswerParsesAndValidates()
+    {
+        var chat = Server.OpenAI("gear-tiny");
+        const string schema = """{"type":"object","properties":{"city":{"type":"string","maxLength":20},"days":{"type":"integer","minimum":1,"maximum":7}},"required":["city","days"],"additionalProperties":false}""";
+        ChatCompletion completion = await chat.CompleteChatAsync([new UserChatMessage("Plan a trip.")], new ChatCompletionOptions
+        {
+            MaxOutputTokenCount = 80, Temperature = 1.2f,
+            ResponseFormat = ChatResponseFormat.CreateJsonSchemaFormat("trip", BinaryData.FromString(schema), jsonSchemaIsStrict: true),
+        });
+        using var answer = JsonDocument.Parse(completion.Content[0].Text);
+        Assert.True(Json.Schema.JsonSchema.FromText(schema).Evaluate(answer.RootElement).IsValid, completion.Content[0].Text);
+        Assert.Equal(ChatFinishReason.Stop, completion.FinishReason);
+    }
+
+    [Fact]
+    public async Task RequiredToolChoice_NotParallel_GivesOneCall()
+    {
+        var chat = Server.OpenAI("gear-tiny");
+        var tool = ChatTool.CreateFunctionTool("get_weather", "Weather for a city",
+            BinaryData.FromString("""{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}"""));
+        ChatCompletion completion = await chat.CompleteChatAsync([new UserChatMessage("Weather?")], new ChatCompletionOptions
+        {
+            Tools = { tool }, ToolChoice = ChatToolChoice.CreateRequiredChoice(), AllowParallelToolCalls = false, MaxOutputTokenCount = 60,
+        });
+        Assert.Equal(ChatFinishReason.ToolCalls, completion.FinishReason);
+        var call = Assert.Single(completion.ToolCalls);
+        Assert.Equal("get_weather", call.FunctionName);
+        using var arguments = JsonDocument.Parse(call.FunctionArguments.ToString());
+        Assert.Equal(JsonValueKind.String, arguments.RootElement.GetProperty("city").ValueKind);
+    }
+
+    [Fact]
     public async Task Models_ListsTheServedModel()
     {
         using var http = Server.Http();
