@@ -31,11 +31,7 @@ public sealed partial class LlamaModel
     {
         get
         {
-            _managedDecodeFits ??= Device.type == DeviceType.CPU && ComputeType == ScalarType.Float32
-                && Weights.Layers.All(l => l.Qkv.is_contiguous() && l.Output.is_contiguous() && l.GateUp.is_contiguous() && l.Down.is_contiguous()
-                                           && l.AttentionNorm.is_contiguous() && l.MlpNorm.is_contiguous()
-                                           && l.QkvBias?.is_contiguous() != false && l.OutputBias?.is_contiguous() != false)
-                && Weights.Embedding.is_contiguous() && Weights.LmHead.is_contiguous() && Weights.FinalNorm.is_contiguous();
+            _managedDecodeFits ??= Device.type == DeviceType.CPU && ComputeType == ScalarType.Float32 && Weights.Tensors.All(w => w.is_contiguous());
             return UseManagedCpuDecode && _managedDecodeFits.Value;
         }
     }

@@ -56,8 +56,7 @@ public sealed partial class LlamaModel
             return $"compute dtype {ComputeType}";
         if (Weights.Layers.Any(l => l.QkvBias is not null || l.OutputBias is not null))
             return "projection biases";
-        Tensor[] all = [Weights.Embedding, Weights.FinalNorm, Weights.LmHead, .. Weights.Layers.SelectMany(l => new[] { l.AttentionNorm, l.Qkv, l.Output, l.MlpNorm, l.GateUp, l.Down })];
-        if (all.Any(w => !w.is_contiguous() || w.dtype != ComputeType))
+        if (Weights.Tensors.Any(w => !w.is_contiguous() || w.dtype != ComputeType))
             return "weights that are not contiguous in the compute dtype";
         if (Config.HeadDim % 2 != 0 || Config.HeadDim > 2048)
             return $"head_dim {Config.HeadDim}";

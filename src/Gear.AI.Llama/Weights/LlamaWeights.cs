@@ -44,6 +44,10 @@ public sealed class LayerWeights : IDisposable
     /// <summary>Down projection, [H, I].</summary>
     public required Tensor Down { get; init; }
 
+    /// <summary>Every tensor the layer holds (biases where there are some).</summary>
+    public IEnumerable<Tensor> Tensors =>
+        new[] { AttentionNorm, Qkv, QkvBias, Output, OutputBias, MlpNorm, GateUp, Down }.OfType<Tensor>();
+
     /// <inheritdoc />
     public void Dispose()
     {
@@ -87,10 +91,12 @@ public sealed class LlamaWeights : IDisposable
     /// <summary>Output head, [V, H] (the embedding itself when tied).</summary>
     public Tensor LmHead { get; }
 
+    /// <summary>Every tensor held, each once (a tied head is the embedding).</summary>
+    public IEnumerable<Tensor> Tensors =>
+        new[] { Embedding, FinalNorm }.Concat(_tied ? [] : [LmHead]).Concat(Layers.SelectMany(l => l.Tensors));
+
     /// <summary>Bytes held by the weights.</summary>
-    public long Bytes => Compression.Bytes.Of(Embedding) + Compression.Bytes.Of(FinalNorm) + (_tied ? 0 : Compression.Bytes.Of(LmHead)) +
-        Layers.Sum(l => Compression.Bytes.Of(l.AttentionNorm) + Compression.Bytes.Of(l.Qkv) + Compression.Bytes.Of(l.QkvBias) + Compression.Bytes.Of(l.Output) +
-                        Compression.Bytes.Of(l.OutputBias) + Compression.Bytes.Of(l.MlpNorm) + Compression.Bytes.Of(l.GateUp) + Compression.Bytes.Of(l.Down));
+    public long Bytes => Tensors.Sum(Compression.Bytes.Of);
 
     /// <summary>Loads and validates the checkpoint in <paramref name="modelDirectory"/> for <paramref name="config"/>.</summary>
     /// <exception cref="ModelLoadException">A tensor is missing, unexpected, or has the wrong shape or dtype.</exception>
