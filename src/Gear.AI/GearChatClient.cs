@@ -426,16 +426,7 @@ public sealed class GearChatClient : IChatClient
     {
         if (format is not ChatResponseFormatJson json)
             return null;
-        if (json.Schema is not { } schema)
-            return JsonGrammar.AnyObject;
-        string text = schema.GetRawText();
-        lock (_stateLock)
-            if (_grammars.TryGetValue(text, out var known))
-                return known;
-        var grammar = JsonGrammar.FromSchema(schema);
-        lock (_stateLock)
-            _grammars[text] = grammar;
-        return grammar;
+        return json.Schema is { } schema ? Compiled(schema.GetRawText()) : JsonGrammar.AnyObject;
     }
 
     /// <summary>
@@ -443,25 +434,17 @@ public sealed class GearChatClient : IChatClient
     /// function with RequireSpecific, to one of them with RequireAny); with Auto it may be text, but once it starts as
     /// JSON it is a well-formed call whose arguments fit the function's schema. Several calls (a JSON array) unless
     /// AllowMultipleToolCalls is false. Null without tools; with Auto, also where a tool's schema cannot be enforced
-    /// (logged once; the call is then parsed as before).
+    /// (logged; the call is then parsed as before).
     /// </summary>
     private JsonGrammar? CallGrammarFor(ChatOptions? options, IReadOnlyList<AIFunctionDeclaration> tools)
     {
         if (tools.Count == 0)
             return null;
         bool required = options?.ToolMode is RequiredChatToolMode;
-        JsonGrammar? grammar = null;
+        JsonGrammar grammar;
         try
         {
-            string text = ToolCalling.CallSchema(tools, allowMultiple: options?.AllowMultipleToolCalls != false);
-            lock (_stateLock)
-                _grammars.TryGetValue(text, out grammar);
-            if (grammar is null)
-            {
-                grammar = JsonGrammar.FromSchema(text);
-                lock (_stateLock)
-                    _grammars[text] = grammar;
-            }
+            grammar = Compiled(ToolCalling.CallSchema(tools, allowMultiple: options?.AllowMultipleToolCalls != false));
         }
         catch (NotSupportedException e) when (!required)
         {
@@ -471,7 +454,18 @@ public sealed class GearChatClient : IChatClient
         return required ? grammar : grammar.OrFreeText();
     }
 
-    /// <summary>Compiled JSON grammars by schema text (a client asks for the same few schemas again and again).</summary>
+    /// <summary>The grammar of a schema text, compiled once (a client asks for the same few schemas again and again).</summary>
+    private JsonGrammar Compiled(string schema)
+    {
+        lock (_stateLock)
+            if (_grammars.TryGetValue(schema, out var known))
+                return known;
+        var grammar = JsonGrammar.FromSchema(schema);
+        lock (_stateLock)
+            _grammars[schema] = grammar;
+        return grammar;
+    }
+
     private readonly Dictionary<string, JsonGrammar> _grammars = new(StringComparer.Ordinal);
 
     /// <summary>Rejects a request whose cache cannot fit the budget even counting only its quantization codes.</summary>
