@@ -97,7 +97,7 @@ internal sealed class JsonConstraint
     private static bool StartsFreeText(byte[] token)
     {
         foreach (byte b in token)
-            if (b is not ((byte)' ' or (byte)'\n' or (byte)'\t' or (byte)'\r'))
+            if (!JsonFrame.IsWhitespace(b))
                 return b is not ((byte)'{' or (byte)'[');
         return false;
     }
@@ -184,7 +184,7 @@ internal sealed class JsonConstraint
         if (states.Count == 0 || _vocabulary.Bytes.ElementAtOrDefault(id) is null)
             throw new InvalidOperationException($"Token {id} does not continue the constrained JSON output.");
         _states = states;
-        if (_undecided && _vocabulary.Bytes[id]!.Any(b => b is not ((byte)' ' or (byte)'\n' or (byte)'\t' or (byte)'\r')))
+        if (_undecided && !_vocabulary.Bytes[id]!.All(JsonFrame.IsWhitespace))
             _undecided = false;                                                                  // a call has started
     }
 }

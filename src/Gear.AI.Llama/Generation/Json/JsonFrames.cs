@@ -68,7 +68,8 @@ internal abstract record JsonFrame
     /// <summary>For a frame that <see cref="CanPop"/>: ends it and feeds <paramref name="b"/> to its parent.</summary>
     protected static void PopAndStep(byte b, FrameStack? rest, List<FrameStack> output) => FrameStack.Pop(rest).Step(b, output);
 
-    protected static bool IsWhitespace(byte b) => b is (byte)' ' or (byte)'\n' or (byte)'\t' or (byte)'\r';
+    /// <summary>Whether <paramref name="b"/> is JSON whitespace.</summary>
+    public static bool IsWhitespace(byte b) => b is (byte)' ' or (byte)'\n' or (byte)'\t' or (byte)'\r';
 }
 
 /// <summary>The whole text: one value, then nothing.</summary>
@@ -169,7 +170,12 @@ internal sealed record ObjectFrame(ObjectNode Node, ObjectPhase Phase, int Index
     };
 
     public override int MinToFinish => Node.Free
-        ? Phase switch { ObjectPhase.Open or ObjectPhase.Value or ObjectPhase.AfterValue => 1, ObjectPhase.Key => 1 + Node.Additional!.MinBytes + 1, ObjectPhase.AfterKey => 1 + Node.Additional!.MinBytes + 1, _ => 2 + 1 + Node.Additional!.MinBytes + 1 }
+        ? Phase switch
+        {
+            ObjectPhase.Open or ObjectPhase.Value or ObjectPhase.AfterValue => 1,
+            ObjectPhase.Key or ObjectPhase.AfterKey => 1 + Node.Additional!.MinBytes + 1,                 // colon, value, brace
+            _ => 2 + 1 + Node.Additional!.MinBytes + 1,                                               // "", colon, value, brace
+        }
         : Phase switch
         {
             ObjectPhase.Open => Node.AfterProperty(-1, first: true),

@@ -23,9 +23,7 @@ internal sealed class TokenVocabulary
         System.Array.Sort(ids, (a, b) => bytes[a]!.AsSpan().SequenceCompareTo(bytes[b]));
         Sorted = ids;
         Bytes = bytes;
-        Shared = new int[ids.Length];
-        for (int k = 1; k < ids.Length; k++)
-            Shared[k] = bytes[ids[k - 1]]!.AsSpan().CommonPrefixLength(bytes[ids[k]]);
+        Shared = SharedPrefixes(ids);
         Plain = new bool[bytes.Length];
         PlainCharacters = new int[bytes.Length];
         var special = new List<int>();
@@ -44,9 +42,16 @@ internal sealed class TokenVocabulary
             }
         }
         NotPlain = special.ToArray();
-        NotPlainShared = new int[NotPlain.Length];
-        for (int k = 1; k < NotPlain.Length; k++)
-            NotPlainShared[k] = bytes[NotPlain[k - 1]]!.AsSpan().CommonPrefixLength(bytes[NotPlain[k]]);
+        NotPlainShared = SharedPrefixes(NotPlain);
+    }
+
+    /// <summary>[k]: bytes token <paramref name="order"/>[k] shares with the one before it.</summary>
+    private int[] SharedPrefixes(int[] order)
+    {
+        var shared = new int[order.Length];
+        for (int k = 1; k < order.Length; k++)
+            shared[k] = Bytes[order[k - 1]]!.AsSpan().CommonPrefixLength(Bytes[order[k]]);
+        return shared;
     }
 
     /// <summary>Ids of the vocabulary (the model's vocab size may be larger; ids past it are never allowed).</summary>
