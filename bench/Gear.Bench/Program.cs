@@ -67,10 +67,12 @@ var root = new RootCommand("Gear.AI benchmarks: the GEAR cache against FP16 and 
     var contexts = ContextsOption("256,2048");
     var decode = new Option<int>("--decode-tokens") { DefaultValueFactory = _ => 64, Description = "Decode steps timed per measurement" };
     var repeats = new Option<int>("--repeats") { DefaultValueFactory = _ => 3, Description = "Measurements per configuration (median kept)" };
-    var command = new Command("speed", "Prefill and decode tokens/s per cache kind, decode ratio to Fp16") { model, text, contexts, decode, repeats, caches, bits, device, json };
+    var keep = new Option<bool>("--keep-freed-host-memory") { DefaultValueFactory = _ => true, Description = "ModelLoadOptions.KeepFreedHostMemory (false: glibc's allocator as it comes)" };
+    var command = new Command("speed", "Prefill and decode tokens/s per cache kind, decode ratio to Fp16") { model, text, contexts, decode, repeats, caches, bits, device, keep, json };
     command.SetAction(p =>
     {
-        using var runtime = Load(p.GetValue(model)!, p.GetValue(device)!);
+        using var runtime = LlamaRuntime.Load(ModelLocator.Resolve(p.GetValue(model)!),
+            new ModelLoadOptions { Device = p.GetValue(device)!, KeepFreedHostMemory = p.GetValue(keep) });
         SpeedBench.Run(runtime, p.GetValue(text)!, Ints(p.GetValue(contexts)!), p.GetValue(decode), p.GetValue(repeats),
             CacheConfigs.Parse(p.GetValue(caches)!, p.GetValue(bits)!), Machine.Describe(p.GetValue(device)!), p.GetValue(json));
     });

@@ -18,6 +18,14 @@ public sealed record ModelLoadOptions
 
     /// <summary>Receives progress while tensors load.</summary>
     public IProgress<ModelLoadProgress>? Progress { get; init; }
+
+    /// <summary>
+    /// On the CPU under Linux (glibc), keep the memory freed tensors give back inside the process instead of returning it
+    /// to the system between prompt chunks (default true): glibc's mmap threshold goes to its 32 MiB maximum and the heap
+    /// is not trimmed, which made prefill about 1.6 × faster on a 2-core machine (docs/benchmarks.md). It sets the C
+    /// allocator of the whole process, which then holds on to its peak heap; false leaves the allocator as it is.
+    /// </summary>
+    public bool KeepFreedHostMemory { get; init; } = true;
 }
 
 /// <summary>
@@ -64,6 +72,8 @@ public sealed partial class LlamaModel : IDisposable
         var config = LlamaConfig.Load(modelDirectory);
         TorchSharpSetup.EnsureLoaded();
         var device = ResolveDevice(options.Device);
+        if (device.type == DeviceType.CPU && options.KeepFreedHostMemory)
+            HostAllocator.KeepFreedMemory();
         var dtype = options.ComputeType ?? (device.type == DeviceType.CUDA ? ScalarType.BFloat16 : ScalarType.Float32);
         if (dtype is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16))
             throw new ArgumentOutOfRangeException(nameof(options), dtype, "ComputeType must be Float32, Float16 or BFloat16.");
