@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Microsoft.Extensions.AI;
 
 namespace Gear.AI;
@@ -35,24 +36,55 @@ public static class ToolCalling
     /// <summary>
     /// The JSON Schema of an answer that calls one of <paramref name="tools"/> in the format <see cref="DescribeTools"/>
     /// asks for — <c>{"name": …, "parameters": {…}}</c> with the function's own parameter schema — or, when
-    /// <paramref name="allowMultiple"/>, also a JSON array of such calls.
+    /// <paramref name="allowMultiple"/>, also a JSON array of such calls. Each function's parameter schema sits under
+    /// <c>$defs</c> of the answer's schema, its own references (<c>#</c>, <c>#/$defs/…</c>, <c>#/properties/…</c>, as
+    /// <see cref="AIJsonUtilities"/> writes them for nested and repeated types) rewritten to point into it there.
     /// </summary>
-    /// <exception cref="NotSupportedException">A tool's parameter schema refers to its own definitions ($ref), which cannot be nested here.</exception>
     public static string CallSchema(IReadOnlyList<AIFunctionDeclaration> tools, bool allowMultiple)
     {
         ArgumentNullException.ThrowIfNull(tools);
         if (tools.Count == 0)
             throw new ArgumentException("At least one tool is needed.", nameof(tools));
+        var definitions = new JsonObject();
         var calls = new List<string>();
-        foreach (var tool in tools)
+        for (int i = 0; i < tools.Count; i++)
         {
-            string parameters = tool.JsonSchema.ValueKind == JsonValueKind.Object ? tool.JsonSchema.GetRawText() : """{"type":"object"}""";
-            if (parameters.Contains("\"$ref\"", StringComparison.Ordinal))
-                throw new NotSupportedException($"Tool '{tool.Name}': its parameter schema uses $ref, which constrained tool calls do not support yet.");
-            calls.Add($$"""{"type":"object","properties":{"name":{"const":{{JsonSerializer.Serialize(tool.Name)}}},"parameters":{{parameters}}},"required":["name","parameters"],"additionalProperties":false}""");
+            var tool = tools[i];
+            var parameters = tool.JsonSchema.ValueKind == JsonValueKind.Object ? JsonNode.Parse(tool.JsonSchema.GetRawText())! : new JsonObject { ["type"] = "object" };
+            string at = $"#/$defs/tool{i}";
+            Relocate(parameters, at);
+            definitions[$"tool{i}"] = parameters;
+            calls.Add($$$"""{"type":"object","properties":{"name":{"const":{{{JsonSerializer.Serialize(tool.Name)}}}},"parameters":{"$ref":"{{{at}}}"}},"required":["name","parameters"],"additionalProperties":false}""");
         }
         string one = calls.Count == 1 ? calls[0] : $$"""{"anyOf":[{{string.Join(",", calls)}}]}""";
-        return allowMultiple ? $$"""{"anyOf":[{{one}},{"type":"array","items":{{one}},"minItems":1}]}""" : one;
+        string answer = allowMultiple ? $$"""{"anyOf":[{{one}},{"type":"array","items":{{one}},"minItems":1}]}""" : one;
+        var schema = JsonNode.Parse(answer)!.AsObject();
+        schema["$defs"] = definitions;
+        return schema.ToJsonString();
+    }
+
+    /// <summary>
+    /// Rewrites every local <c>$ref</c> of a schema (a string starting with '#') to the same place under
+    /// <paramref name="at"/>; instance data (const, enum, default, examples) is left alone.
+    /// </summary>
+    private static void Relocate(JsonNode? schema, string at)
+    {
+        switch (schema)
+        {
+            case JsonObject o:
+                foreach (var (key, value) in o.ToArray())
+                {
+                    if (key == "$ref" && value is JsonValue v && v.TryGetValue<string>(out var reference) && reference.StartsWith('#'))
+                        o[key] = at + reference[1..];
+                    else if (key is not ("const" or "enum" or "default" or "examples"))
+                        Relocate(value, at);
+                }
+                break;
+            case JsonArray a:
+                foreach (var item in a)
+                    Relocate(item, at);
+                break;
+        }
     }
 
     /// <summary>How an assistant's earlier call is shown to the model.</summary>

@@ -105,6 +105,66 @@ public sealed class ConstrainedToolCallTests
         Assert.NotNull(Gear.AI.Llama.Generation.Json.JsonGrammar.FromSchema(ToolCalling.CallSchema([weather, time], allowMultiple: true)));
     }
 
+    public sealed record Point(double X, double Y);
+
+    public sealed record Shape(string Name, Point[] Corners, Shape? Inner);
+
+    /// <summary>Tools whose parameter schemas refer to themselves: a type used twice ("#/properties/…") and a recursive one ("#").</summary>
+    private static (AIFunction Route, AIFunction Draw, Calls Calls) ReferringFunctions()
+    {
+        var calls = new Calls();
+        var route = AIFunctionFactory.Create((Point from, Point to) =>
+        {
+            lock (calls) calls.Made.Add($"route({from}, {to})");
+            return "12 km";
+        }, "route", "Distance between two points");
+        var draw = AIFunctionFactory.Create((Shape shape) =>
+        {
+            lock (calls) calls.Made.Add($"draw({shape.Name})");
+            return "drawn";
+        }, "draw", "Draws a shape");
+        return (route, draw, calls);
+    }
+
+    [Fact]
+    public void CallSchema_KeepsEachToolsReferences_PointingIntoItsOwnSchema()
+    {
+        var (route, draw, _) = ReferringFunctions();
+        Assert.Contains("\"$ref\"", route.JsonSchema.GetRawText() + draw.JsonSchema.GetRawText());
+        string text = ToolCalling.CallSchema([route, draw], allowMultiple: false);
+        var schema = JsonSchema.FromText(text);
+        bool Valid(string json)
+        {
+            using var call = JsonDocument.Parse(json);
+            return schema.Evaluate(call.RootElement).IsValid;
+        }
+        Assert.True(Valid("""{"name":"route","parameters":{"from":{"x":1,"y":2},"to":{"x":3,"y":4}}}"""));
+        Assert.False(Valid("""{"name":"route","parameters":{"from":{"x":1,"y":2},"to":{"x":"far","y":4}}}"""));   // "to" refers to "from"'s type
+        Assert.True(Valid("""{"name":"draw","parameters":{"shape":{"name":"a","corners":[],"inner":{"name":"b","corners":[{"x":0,"y":0}],"inner":null}}}}"""));
+        Assert.False(Valid("""{"name":"draw","parameters":{"shape":{"name":"a","corners":[],"inner":{"name":7,"corners":[],"inner":null}}}}"""));
+        Assert.NotNull(Gear.AI.Llama.Generation.Json.JsonGrammar.FromSchema(text));
+    }
+
+    [Theory]
+    [InlineData("route", 0f, 8)]
+    [InlineData("draw", 1.0f, 9)]
+    public async Task RequireSpecific_ToolWithReferences_IsInvokedWithArgumentsThatValidate(string name, float temperature, int seed)
+    {
+        var (route, draw, calls) = ReferringFunctions();
+        using var gear = Client();
+        var response = await gear.GetResponseAsync("Go.", new ChatOptions
+        {
+            Tools = [route, draw], ToolMode = ChatToolMode.RequireSpecific(name), AllowMultipleToolCalls = false, Temperature = temperature, Seed = seed, MaxOutputTokens = 160,
+        });
+        var call = Assert.Single(response.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>());
+        Assert.Equal(name, call.Name);
+        var function = name == "route" ? route : draw;
+        var arguments = JsonSerializer.SerializeToElement(call.Arguments);
+        Assert.True(JsonSchema.FromText(function.JsonSchema.GetRawText()).Evaluate(arguments).IsValid, $"{call.Name}: {arguments}");
+        await function.InvokeAsync(new AIFunctionArguments(call.Arguments));                   // the arguments bind to the C# types
+        Assert.StartsWith(name + "(", Assert.Single(calls.Made));
+    }
+
     [Fact]
     public async Task RequireSpecific_UnknownFunction_IsAnArgumentError()
     {
