@@ -175,8 +175,6 @@ public sealed class GearChatClient : IChatClient
 
     private Request Prepare(List<ChatMessage> messages, ChatOptions? options)
     {
-        if (options?.ResponseFormat is ChatResponseFormatJson && PromptRenderer.Tools(options).Count > 0)
-            throw new NotSupportedException("A JSON response format together with tools is not supported yet: the output is held to the JSON schema, so no tool could be called. Send the tools and the response format in separate requests.");
         string? conversationId = options?.ConversationId;
         if (conversationId is not null && !_options.StatefulConversations)
             throw new ArgumentException("ChatOptions.ConversationId was set but stateful conversations are off; set GearChatClientOptions.StatefulConversations = true, or send the whole conversation without an id.", nameof(options));
@@ -306,7 +304,7 @@ public sealed class GearChatClient : IChatClient
         if (maxNew < 1 || ids.Count + maxNew > context)
             throw new ContextLengthExceededException(ids.Count, Math.Max(1, maxNew), context);
         CheckBudget(runtime, request.Cache, ids.Count);
-        sampling = sampling with { MaxNewTokens = maxNew, Json = GrammarFor(options?.ResponseFormat) ?? CallGrammarFor(options, request.Tools) };
+        sampling = sampling with { MaxNewTokens = maxNew, Json = GrammarFor(options, request.Tools) };
         try
         {
             sampling.Validate();
@@ -418,33 +416,27 @@ public sealed class GearChatClient : IChatClient
     }
 
     /// <summary>
-    /// The grammar a JSON response format asks for: any JSON object, or the schema's values (compiled once per schema
-    /// text). Null for text.
+    /// What the answer is held to: a JSON response format's values (any JSON object, or the schema's; compiled once per
+    /// schema text) and, with tools, tool calls — with a required tool mode the answer is a call (to the named function
+    /// with RequireSpecific, to one of them with RequireAny); with Auto it is either a well-formed call whose arguments fit
+    /// the function's schema or the answer itself: a value of the response format, or free text that does not start as
+    /// JSON. Several calls (a JSON array) unless AllowMultipleToolCalls is false. Null for free text; also, with Auto and
+    /// no response format, where a tool's schema cannot be enforced (logged; the call is then parsed as before).
     /// </summary>
-    /// <exception cref="NotSupportedException">The schema uses a keyword that cannot be enforced (named in the message).</exception>
-    private JsonGrammar? GrammarFor(ChatResponseFormat? format)
+    /// <exception cref="NotSupportedException">A schema uses a keyword that cannot be enforced (named in the message).</exception>
+    private JsonGrammar? GrammarFor(ChatOptions? options, IReadOnlyList<AIFunctionDeclaration> tools)
     {
-        if (format is not ChatResponseFormatJson json)
-            return null;
-        return json.Schema is { } schema ? Compiled(schema.GetRawText()) : JsonGrammar.AnyObject;
-    }
-
-    /// <summary>
-    /// The grammar of a tool call when tools are offered: with a required tool mode the answer is a call (to the named
-    /// function with RequireSpecific, to one of them with RequireAny); with Auto it may be text, but once it starts as
-    /// JSON it is a well-formed call whose arguments fit the function's schema. Several calls (a JSON array) unless
-    /// AllowMultipleToolCalls is false. Null without tools; with Auto, also where a tool's schema cannot be enforced
-    /// (logged; the call is then parsed as before).
-    /// </summary>
-    private JsonGrammar? CallGrammarFor(ChatOptions? options, IReadOnlyList<AIFunctionDeclaration> tools)
-    {
+        var format = options?.ResponseFormat as ChatResponseFormatJson;
         if (tools.Count == 0)
-            return null;
+            return format is null ? null : format.Schema is { } schema ? Compiled(schema.GetRawText()) : JsonGrammar.AnyObject;
         bool required = options?.ToolMode is RequiredChatToolMode;
+        bool multiple = options?.AllowMultipleToolCalls != false;
+        if (format is not null && !required)
+            return Compiled(ToolCalling.CallSchema(tools, multiple, format.Schema ?? AnyObjectSchema));
         JsonGrammar grammar;
         try
         {
-            grammar = Compiled(ToolCalling.CallSchema(tools, allowMultiple: options?.AllowMultipleToolCalls != false));
+            grammar = Compiled(ToolCalling.CallSchema(tools, multiple));
         }
         catch (NotSupportedException e) when (!required)
         {
@@ -453,6 +445,8 @@ public sealed class GearChatClient : IChatClient
         }
         return required ? grammar : grammar.OrFreeText();
     }
+
+    private static readonly JsonElement AnyObjectSchema = JsonDocument.Parse("""{"type":"object"}""").RootElement.Clone();
 
     /// <summary>The grammar of a schema text, compiled once (a client asks for the same few schemas again and again).</summary>
     private JsonGrammar Compiled(string schema)

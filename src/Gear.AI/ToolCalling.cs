@@ -39,8 +39,10 @@ public static class ToolCalling
     /// <paramref name="allowMultiple"/>, also a JSON array of such calls. Each function's parameter schema sits under
     /// <c>$defs</c> of the answer's schema, its own references (<c>#</c>, <c>#/$defs/…</c>, <c>#/properties/…</c>, as
     /// <see cref="AIJsonUtilities"/> writes them for nested and repeated types) rewritten to point into it there.
+    /// With <paramref name="answer"/> (a JSON response format's schema, or null for none), a value of that schema is an
+    /// answer too: the model either calls a tool or answers in the format.
     /// </summary>
-    public static string CallSchema(IReadOnlyList<AIFunctionDeclaration> tools, bool allowMultiple)
+    public static string CallSchema(IReadOnlyList<AIFunctionDeclaration> tools, bool allowMultiple, JsonElement? answer = null)
     {
         ArgumentNullException.ThrowIfNull(tools);
         if (tools.Count == 0)
@@ -57,8 +59,15 @@ public static class ToolCalling
             calls.Add($$$"""{"type":"object","properties":{"name":{"const":{{{JsonSerializer.Serialize(tool.Name)}}}},"parameters":{"$ref":"{{{at}}}"}},"required":["name","parameters"],"additionalProperties":false}""");
         }
         string one = calls.Count == 1 ? calls[0] : $$"""{"anyOf":[{{string.Join(",", calls)}}]}""";
-        string answer = allowMultiple ? $$"""{"anyOf":[{{one}},{"type":"array","items":{{one}},"minItems":1}]}""" : one;
-        var schema = JsonNode.Parse(answer)!.AsObject();
+        string call = allowMultiple ? $$"""{"anyOf":[{{one}},{"type":"array","items":{{one}},"minItems":1}]}""" : one;
+        if (answer is { } format)
+        {
+            var formatSchema = JsonNode.Parse(format.GetRawText());
+            Relocate(formatSchema, "#/$defs/answer");
+            definitions["answer"] = formatSchema;
+            call = $$"""{"anyOf":[{{call}},{"$ref":"#/$defs/answer"}]}""";
+        }
+        var schema = JsonNode.Parse(call)!.AsObject();
         schema["$defs"] = definitions;
         return schema.ToJsonString();
     }

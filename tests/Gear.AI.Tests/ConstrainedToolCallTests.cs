@@ -165,6 +165,72 @@ public sealed class ConstrainedToolCallTests
         Assert.StartsWith(name + "(", Assert.Single(calls.Made));
     }
 
+    private const string Verdict = """{"type":"object","properties":{"verdict":{"enum":["yes","no"]},"score":{"type":"integer","minimum":0,"maximum":9}},"required":["verdict","score"],"additionalProperties":false}""";
+
+    [Fact]
+    public void CallSchema_WithAnAnswerFormat_TakesACallOrAnAnswer()
+    {
+        var (weather, time, _) = Functions();
+        using var format = JsonDocument.Parse(Verdict);
+        string text = ToolCalling.CallSchema([weather, time], allowMultiple: false, format.RootElement);
+        var schema = JsonSchema.FromText(text);
+        bool Valid(string json)
+        {
+            using var value = JsonDocument.Parse(json);
+            return schema.Evaluate(value.RootElement).IsValid;
+        }
+        Assert.True(Valid("""{"name":"get_time","parameters":{"timeZone":"UTC"}}"""));
+        Assert.True(Valid("""{"verdict":"yes","score":3}"""));
+        Assert.False(Valid("""{"verdict":"maybe","score":3}"""));
+        Assert.False(Valid("""{"name":"get_time","parameters":{"zone":1}}"""));
+        Assert.NotNull(Gear.AI.Llama.Generation.Json.JsonGrammar.FromSchema(text));
+    }
+
+    [Theory]
+    [InlineData(0f, 10)]
+    [InlineData(1.0f, 11)]
+    [InlineData(1.5f, 12)]
+    [InlineData(1.5f, 13)]
+    public async Task JsonSchemaFormatWithTools_Auto_AnswersWithACallOrAValidAnswer(float temperature, int seed)
+    {
+        var (weather, time, _) = Functions();
+        using var gear = Client();
+        using var format = JsonDocument.Parse(Verdict);
+        var response = await gear.GetResponseAsync("Is it sunny?", new ChatOptions
+        {
+            Tools = [weather, time], ResponseFormat = ChatResponseFormat.ForJsonSchema(format.RootElement.Clone(), "verdict"),
+            Temperature = temperature, Seed = seed, MaxOutputTokens = 96,
+        });
+        var calls = response.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>().ToArray();
+        if (calls.Length > 0)
+        {
+            foreach (var call in calls)
+            {
+                Assert.Contains(call.Name, new[] { "get_weather", "get_time" });
+                var function = call.Name == "get_weather" ? weather : time;
+                Assert.True(JsonSchema.FromText(function.JsonSchema.GetRawText()).Evaluate(JsonSerializer.SerializeToElement(call.Arguments)).IsValid, call.Name);
+            }
+            Assert.Equal("", response.Text);
+        }
+        else
+        {
+            using var answer = JsonDocument.Parse(response.Text);
+            Assert.True(JsonSchema.FromText(Verdict).Evaluate(answer.RootElement).IsValid, response.Text);
+        }
+    }
+
+    [Fact]
+    public async Task JsonFormatWithTools_RequireAny_AlwaysCalls()
+    {
+        var (weather, time, _) = Functions();
+        using var gear = Client();
+        var response = await gear.GetResponseAsync("Is it sunny?", new ChatOptions
+        {
+            Tools = [weather, time], ToolMode = ChatToolMode.RequireAny, ResponseFormat = ChatResponseFormat.Json, Temperature = 1.2f, Seed = 14, MaxOutputTokens = 96,
+        });
+        Assert.NotEmpty(response.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>());
+    }
+
     [Fact]
     public async Task RequireSpecific_UnknownFunction_IsAnArgumentError()
     {
