@@ -171,7 +171,8 @@ public sealed class GearChatClient : IChatClient
     }
 
     /// <summary>What a request asks for, checked before it queues.</summary>
-    private sealed record Request(List<ChatMessage> Messages, ChatOptions? Options, GearOptions Cache, string? ConversationId, IReadOnlyList<AIFunctionDeclaration> Tools);
+    private sealed record Request(List<ChatMessage> Messages, ChatOptions? Options, GearOptions Cache, RequestProperties Properties, string? ConversationId,
+        IReadOnlyList<AIFunctionDeclaration> Tools);
 
     private Request Prepare(List<ChatMessage> messages, ChatOptions? options)
     {
@@ -180,76 +181,9 @@ public sealed class GearChatClient : IChatClient
             throw new ArgumentException("ChatOptions.ConversationId was set but stateful conversations are off; set GearChatClientOptions.StatefulConversations = true, or send the whole conversation without an id.", nameof(options));
         if (messages.Count == 0)
             throw new ArgumentException("At least one message is required.", nameof(messages));
-        return new Request(messages, options, CacheOptionsFor(options), conversationId, PromptRenderer.Tools(options));
+        var properties = RequestProperties.Read(options);
+        return new Request(messages, options, properties.Cache(_cacheOptions), properties, conversationId, PromptRenderer.Tools(options));
     }
-
-    /// <summary>Per-request cache settings from AdditionalProperties ("gear.cache", "gear.bits", …).</summary>
-    private GearOptions CacheOptionsFor(ChatOptions? options)
-    {
-        var props = options?.AdditionalProperties;
-        if (props is null || !props.Keys.Any(k => k.StartsWith("gear.", StringComparison.Ordinal)))
-            return _cacheOptions;
-        var o = _cacheOptions;
-        foreach (var (key, value) in props)
-        {
-            if (!key.StartsWith("gear.", StringComparison.Ordinal))
-                continue;
-            o = key switch
-            {
-                "gear.cache" => o with { Kind = CacheKindNames.Parse(AsString(key, value)) },
-                "gear.bits" => o with { Bits = AsInt(key, value) },
-                "gear.group_size" => o with { GroupSize = AsInt(key, value) },
-                "gear.outlier_ratio" => o with { OutlierRatio = AsDouble(key, value) },
-                "gear.prompt_rank" => o with { PromptRank = AsInt(key, value) },
-                "gear.decode_rank" => o with { DecodeRank = AsInt(key, value) },
-                "gear.buffer_length" => o with { BufferLength = AsInt(key, value) },
-                "gear.repetition_penalty" or "gear.raw" or "gear.ignore_eos" => o,
-                _ => throw new ArgumentException($"Unknown additional property '{key}'; Gear reads gear.cache, gear.bits, gear.group_size, gear.outlier_ratio, gear.prompt_rank, gear.decode_rank, gear.buffer_length, gear.repetition_penalty, gear.raw.", nameof(options)),
-            };
-        }
-        try
-        {
-            return o.Validate();
-        }
-        catch (ArgumentOutOfRangeException e)
-        {
-            throw new ArgumentException($"Invalid cache setting in ChatOptions.AdditionalProperties: {e.Message}", nameof(options), e);
-        }
-    }
-
-    private static string AsString(string key, object? value) => value switch
-    {
-        string s => s,
-        JsonElement { ValueKind: JsonValueKind.String } e => e.GetString()!,
-        _ => throw new ArgumentException($"{key} must be a string.", key),
-    };
-
-    private static int AsInt(string key, object? value) => value switch
-    {
-        int i => i,
-        long l when l is >= int.MinValue and <= int.MaxValue => (int)l,
-        string s when int.TryParse(s, out int p) => p,
-        JsonElement { ValueKind: JsonValueKind.Number } e when e.TryGetInt32(out int j) => j,
-        _ => throw new ArgumentException($"{key} must be an integer.", key),
-    };
-
-    private static double AsDouble(string key, object? value) => value switch
-    {
-        double d => d,
-        float f => f,
-        int i => i,
-        string s when double.TryParse(s, System.Globalization.CultureInfo.InvariantCulture, out double p) => p,
-        JsonElement { ValueKind: JsonValueKind.Number } e => e.GetDouble(),
-        _ => throw new ArgumentException($"{key} must be a number.", key),
-    };
-
-    private static bool AsBool(string key, object? value) => value switch
-    {
-        bool b => b,
-        string s when bool.TryParse(s, out bool p) => p,
-        JsonElement { ValueKind: JsonValueKind.True or JsonValueKind.False } e => e.GetBoolean(),
-        _ => throw new ArgumentException($"{key} must be true or false.", key),
-    };
 
     /// <summary>What a request will feed the engine, and what the client remembers of it afterwards.</summary>
     private sealed record RequestPlan(IReadOnlyList<int> Ids, SamplingOptions Sampling, string? ConversationId, List<ChatTurn> Turns, List<ChatTurn> MessageTurns, bool Raw, int DroppedMessages);
@@ -273,11 +207,11 @@ public sealed class GearChatClient : IChatClient
         var messageTurns = history.Concat(newTurns.Skip(preamble)).ToList();
         var preambleTurns = newTurns.Take(preamble).ToList();
 
-        var sampling = Sampling(options);
+        var sampling = Sampling(options, request.Properties);
         int context = runtime.Model.Config.MaxPositionEmbeddings;
         // "gear.raw": no chat template, just BOS and the messages' text, special-token text parsed as control tokens (a prompt
         // format built by the caller, or base-model continuation). Off by default: message text is text.
-        bool raw = options?.AdditionalProperties?.TryGetValue("gear.raw", out var rawValue) == true && AsBool("gear.raw", rawValue);
+        bool raw = request.Properties.Raw;
         IReadOnlyList<int> Render(List<ChatTurn> turns)
         {
             if (raw)
@@ -391,7 +325,7 @@ public sealed class GearChatClient : IChatClient
             _logger.LogInformation("KV cache {Cache} {Bits}-bit on {Device}: attention by {Path}", CacheKindNames.Name(cache.Kind), cache.Bits, pool.Shape.Device, pool.AttentionPath);
     }
 
-    private SamplingOptions Sampling(ChatOptions? o)
+    private SamplingOptions Sampling(ChatOptions? o, RequestProperties properties)
     {
         try
         {
@@ -403,9 +337,9 @@ public sealed class GearChatClient : IChatClient
                 Seed = o?.Seed,
                 FrequencyPenalty = o?.FrequencyPenalty ?? 0,
                 PresencePenalty = o?.PresencePenalty ?? 0,
-                RepetitionPenalty = o?.AdditionalProperties?.TryGetValue("gear.repetition_penalty", out var rp) == true ? AsDouble("gear.repetition_penalty", rp) : 1.0,
+                RepetitionPenalty = properties.RepetitionPenalty,
                 StopSequences = o?.StopSequences?.ToArray() ?? [],
-                IgnoreEndOfSequence = o?.AdditionalProperties?.TryGetValue("gear.ignore_eos", out var ignore) == true && AsBool("gear.ignore_eos", ignore),
+                IgnoreEndOfSequence = properties.IgnoreEndOfSequence,
                 MaxNewTokens = Math.Max(1, o?.MaxOutputTokens ?? 1),
             }.Validate();
         }
