@@ -32,7 +32,6 @@ internal static unsafe class CudaDriver
     [DllImport(Library)] private static extern int cuModuleLoadData(out IntPtr module, byte* image);
     [DllImport(Library)] private static extern int cuModuleGetFunction(out IntPtr function, IntPtr module, [MarshalAs(UnmanagedType.LPStr)] string name);
     [DllImport(Library)] private static extern int cuGetErrorString(int error, out IntPtr message);
-    [DllImport(Library)] private static extern int cuDriverGetVersion(out int version);
     [DllImport(Library)] private static extern int cuProfilerStart();
     [DllImport(Library)] private static extern int cuProfilerStop();
     [DllImport(Library)] private static extern int cuMemGetInfo_v2(out nuint free, out nuint total);
@@ -73,13 +72,6 @@ internal static unsafe class CudaDriver
         CurrentContext(device);
         Check(cuMemGetInfo_v2(out var free, out var total), "cuMemGetInfo");
         return ((long)free, (long)total);
-    }
-
-    /// <summary>The driver's CUDA version, e.g. 12040 for 12.4.</summary>
-    public static int DriverVersion()
-    {
-        Check(cuDriverGetVersion(out int version), "cuDriverGetVersion");
-        return version;
     }
 
     /// <summary>
