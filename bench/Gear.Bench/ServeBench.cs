@@ -69,8 +69,14 @@ internal static class ServeBench
                 var prompts = Prompts(clients);
                 // Each phase on a client of its own: no prefix of one phase is cached for the other.
                 Func<string, Task<Outcome>> Through(GearChatClient client) => p => Stream(client, p, settings);
+                // Warm-up until the JIT has settled: on a 2-core machine the first few hundred steps run tier-0 code of the
+                // managed step (TensorPrimitives' generic loops among it) and wait on the background JIT, which made the first
+                // measured phase — serial FP16 — up to 3 × slower than the same phase run again.
                 using (var warm = new GearChatClient(runtime, options))
-                    Stream(warm, prompts[0], settings with { MaxTokens = 8 }).GetAwaiter().GetResult();
+                {
+                    Stream(warm, prompts[0], settings with { MaxTokens = 128 }).GetAwaiter().GetResult();
+                    Task.WhenAll(prompts.Take(4).Select(p => Stream(warm, p, settings with { MaxTokens = 64 }))).GetAwaiter().GetResult();
+                }
                 using var serialClient = new GearChatClient(runtime, options);
                 using var concurrentClient = new GearChatClient(runtime, options);
                 Measure(report, CacheConfigs.Name(cache), CacheConfigs.Bits(cache), "client", prompts, settings, settings.BudgetBytes, Through(serialClient), Through(concurrentClient),
