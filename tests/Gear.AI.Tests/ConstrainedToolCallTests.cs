@@ -36,6 +36,17 @@ public sealed class ConstrainedToolCallTests
     private static GearChatClient Client() =>
         new(TestClients.GearTiny, new GearChatClientOptions { Model = TestClients.GearTiny.Directory, Cache = Compression.CacheKind.Gear, Bits = 4 });
 
+    /// <summary>Whether <paramref name="json"/> validates against <paramref name="schema"/> (JsonSchema.Net).</summary>
+    private static bool Validates(string schema, string json)
+    {
+        using var value = JsonDocument.Parse(json);
+        return JsonSchema.FromText(schema).Evaluate(value.RootElement).IsValid;
+    }
+
+    /// <summary>Whether a call's arguments validate against its function's parameter schema.</summary>
+    private static bool ArgumentsFit(AIFunction function, FunctionCallContent call) =>
+        Validates(function.JsonSchema.GetRawText(), JsonSerializer.Serialize(call.Arguments));
+
     [Theory]
     [InlineData(0f, 1)]
     [InlineData(1.0f, 2)]
@@ -75,9 +86,7 @@ public sealed class ConstrainedToolCallTests
             Tools = [weather, time], ToolMode = ChatToolMode.RequireAny, AllowMultipleToolCalls = false, Temperature = temperature, Seed = seed, MaxOutputTokens = 96,
         });
         var call = Assert.Single(response.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>());
-        var function = call.Name == "get_weather" ? weather : time;
-        var arguments = JsonSerializer.SerializeToElement(call.Arguments);
-        Assert.True(JsonSchema.FromText(function.JsonSchema.GetRawText()).Evaluate(arguments).IsValid, $"{call.Name}: {arguments}");
+        Assert.True(ArgumentsFit(call.Name == "get_weather" ? weather : time, call), $"{call.Name}: {JsonSerializer.Serialize(call.Arguments)}");
         Assert.Equal(ChatFinishReason.ToolCalls, response.FinishReason);
     }
 
@@ -99,9 +108,8 @@ public sealed class ConstrainedToolCallTests
     {
         var (weather, time, _) = Functions();
         const string two = """[{"name":"get_weather","parameters":{"city":"Oslo","days":1}},{"name":"get_time","parameters":{"timeZone":"UTC"}}]""";
-        using var array = JsonDocument.Parse(two);
-        Assert.True(JsonSchema.FromText(ToolCalling.CallSchema([weather, time], allowMultiple: true)).Evaluate(array.RootElement).IsValid);
-        Assert.False(JsonSchema.FromText(ToolCalling.CallSchema([weather, time], allowMultiple: false)).Evaluate(array.RootElement).IsValid);
+        Assert.True(Validates(ToolCalling.CallSchema([weather, time], allowMultiple: true), two));
+        Assert.False(Validates(ToolCalling.CallSchema([weather, time], allowMultiple: false), two));
         Assert.NotNull(Gear.AI.Llama.Generation.Json.JsonGrammar.FromSchema(ToolCalling.CallSchema([weather, time], allowMultiple: true)));
     }
 
@@ -132,12 +140,7 @@ public sealed class ConstrainedToolCallTests
         var (route, draw, _) = ReferringFunctions();
         Assert.Contains("\"$ref\"", route.JsonSchema.GetRawText() + draw.JsonSchema.GetRawText());
         string text = ToolCalling.CallSchema([route, draw], allowMultiple: false);
-        var schema = JsonSchema.FromText(text);
-        bool Valid(string json)
-        {
-            using var call = JsonDocument.Parse(json);
-            return schema.Evaluate(call.RootElement).IsValid;
-        }
+        bool Valid(string json) => Validates(text, json);
         Assert.True(Valid("""{"name":"route","parameters":{"from":{"x":1,"y":2},"to":{"x":3,"y":4}}}"""));
         Assert.False(Valid("""{"name":"route","parameters":{"from":{"x":1,"y":2},"to":{"x":"far","y":4}}}"""));   // "to" refers to "from"'s type
         Assert.True(Valid("""{"name":"draw","parameters":{"shape":{"name":"a","corners":[],"inner":{"name":"b","corners":[{"x":0,"y":0}],"inner":null}}}}"""));
@@ -159,8 +162,7 @@ public sealed class ConstrainedToolCallTests
         var call = Assert.Single(response.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>());
         Assert.Equal(name, call.Name);
         var function = name == "route" ? route : draw;
-        var arguments = JsonSerializer.SerializeToElement(call.Arguments);
-        Assert.True(JsonSchema.FromText(function.JsonSchema.GetRawText()).Evaluate(arguments).IsValid, $"{call.Name}: {arguments}");
+        Assert.True(ArgumentsFit(function, call), $"{call.Name}: {JsonSerializer.Serialize(call.Arguments)}");
         await function.InvokeAsync(new AIFunctionArguments(call.Arguments));                   // the arguments bind to the C# types
         Assert.StartsWith(name + "(", Assert.Single(calls.Made));
     }
@@ -173,12 +175,7 @@ public sealed class ConstrainedToolCallTests
         var (weather, time, _) = Functions();
         using var format = JsonDocument.Parse(Verdict);
         string text = ToolCalling.CallSchema([weather, time], allowMultiple: false, format.RootElement);
-        var schema = JsonSchema.FromText(text);
-        bool Valid(string json)
-        {
-            using var value = JsonDocument.Parse(json);
-            return schema.Evaluate(value.RootElement).IsValid;
-        }
+        bool Valid(string json) => Validates(text, json);
         Assert.True(Valid("""{"name":"get_time","parameters":{"timeZone":"UTC"}}"""));
         Assert.True(Valid("""{"verdict":"yes","score":3}"""));
         Assert.False(Valid("""{"verdict":"maybe","score":3}"""));
@@ -207,15 +204,13 @@ public sealed class ConstrainedToolCallTests
             foreach (var call in calls)
             {
                 Assert.Contains(call.Name, new[] { "get_weather", "get_time" });
-                var function = call.Name == "get_weather" ? weather : time;
-                Assert.True(JsonSchema.FromText(function.JsonSchema.GetRawText()).Evaluate(JsonSerializer.SerializeToElement(call.Arguments)).IsValid, call.Name);
+                Assert.True(ArgumentsFit(call.Name == "get_weather" ? weather : time, call), call.Name);
             }
             Assert.Equal("", response.Text);
         }
         else
         {
-            using var answer = JsonDocument.Parse(response.Text);
-            Assert.True(JsonSchema.FromText(Verdict).Evaluate(answer.RootElement).IsValid, response.Text);
+            Assert.True(Validates(Verdict, response.Text), response.Text);
         }
     }
 
