@@ -13,7 +13,7 @@ namespace Gear.AI.Compression;
 /// little-endian 8·b-bit word the b bytes form. Rows whose length is not a multiple of 8 are padded
 /// with zero codes; those bytes are real storage and are counted.
 /// </remarks>
-public static class BitPacking
+internal static class BitPacking
 {
     /// <summary>Bytes that <paramref name="count"/> codes of <paramref name="bits"/> bits take in one row.</summary>
     public static long PackedLength(long count, int bits) => (count + 7) / 8 * bits;

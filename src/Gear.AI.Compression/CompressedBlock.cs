@@ -6,7 +6,7 @@ namespace Gear.AI.Compression;
 /// <summary>
 /// One tensor [..., n, D] compressed by <see cref="GearCompressor"/>: X ≈ D̂ + S + L. Owns its tensors.
 /// </summary>
-public sealed class CompressedBlock : IDisposable
+internal sealed class CompressedBlock : IDisposable
 {
     internal CompressedBlock(QuantizedTensor quantized, OutlierSet? outliers, LowRankFactors? lowRank, ScalarType originalType)
     {

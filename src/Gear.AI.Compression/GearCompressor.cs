@@ -13,7 +13,7 @@ namespace Gear.AI.Compression;
 /// 3. L (GEAR, GEAR-L): rank-r approximation of R = X − D̂ − S (<see cref="LowRankFactors"/>).
 /// KIVI stops after step 2. Keys use <see cref="QuantAxis.PerChannel"/>, values <see cref="QuantAxis.PerToken"/>.
 /// </remarks>
-public static class GearCompressor
+internal static class GearCompressor
 {
     /// <summary>Compresses <paramref name="x"/> [..., n, D] (float32, float16 or bfloat16; not modified).</summary>
     /// <param name="x">Keys or values of one block, e.g. [B, Hkv, n, D].</param>

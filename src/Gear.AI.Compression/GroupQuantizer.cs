@@ -12,7 +12,7 @@ namespace Gear.AI.Compression;
 /// stored float16 values (0 when scale is 0); x̂ = code · scale + zero. A tail group shorter than g
 /// (length not a multiple of g) is quantized on its own entries.
 /// </remarks>
-public static class GroupQuantizer
+internal static class GroupQuantizer
 {
     /// <summary>Quantizes <paramref name="x"/> [..., tokens, features] (float32, float16 or bfloat16; not modified).</summary>
     /// <param name="x">Input, at least 2-D; the last two dimensions are tokens and features.</param>

@@ -7,7 +7,7 @@ namespace Gear.AI.Compression;
 /// The low-rank part L of GEAR: per (batch, head), L ≈ A·Bᵀ with A [n, r] and B [D, r] in float16.
 /// Owns its tensors. Computed by randomized power iteration with QR orthonormalization.
 /// </summary>
-public sealed class LowRankFactors : IDisposable
+internal sealed class LowRankFactors : IDisposable
 {
     internal LowRankFactors(Tensor a, Tensor b)
     {

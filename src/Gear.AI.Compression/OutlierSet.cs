@@ -15,7 +15,7 @@ namespace Gear.AI.Compression;
 /// feature indices within the group. Indices use the smallest type that fits the vector: uint8 up to 256 entries,
 /// int16 up to 32,768, else int32.
 /// </remarks>
-public sealed class OutlierSet : IDisposable
+internal sealed class OutlierSet : IDisposable
 {
     internal OutlierSet(Tensor values, Tensor indices, QuantAxis axis, int vectorLength, int perSide)
     {

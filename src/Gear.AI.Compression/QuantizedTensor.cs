@@ -7,7 +7,7 @@ namespace Gear.AI.Compression;
 /// A [..., tokens, features] tensor quantized group-wise at b bits: packed codes plus a float16
 /// scale and zero point per group. Owns its tensors.
 /// </summary>
-public sealed class QuantizedTensor : IDisposable
+internal sealed class QuantizedTensor : IDisposable
 {
     internal QuantizedTensor(Tensor codes, Tensor scale, Tensor zero, long[] shape, int bits, int groupSize, QuantAxis axis)
     {

@@ -10,7 +10,7 @@ namespace Gear.AI;
 /// model answers a call as <c>{"name": …, "parameters": {…}}</c> (several as a JSON array or one per
 /// line / separated by ';'), results come back as tool turns.
 /// </summary>
-public static class ToolCalling
+internal static class ToolCalling
 {
     /// <summary>The system text that describes <paramref name="tools"/> and the answer format.</summary>
     public static string DescribeTools(IEnumerable<AIFunctionDeclaration> tools, bool required)

@@ -3,12 +3,6 @@ using static TorchSharp.torch;
 
 namespace Gear.AI.Compression.Caching;
 
-/// <summary>A sequence and the tokens a step appends to it (1 for decode, many for a prefill chunk).</summary>
-/// <param name="Sequence">The sequence.</param>
-/// <param name="NewTokens">Tokens this step appends.</param>
-/// <param name="TokenIds">Their ids, when known (they index the pages for prefix reuse); null otherwise.</param>
-public readonly record struct KvBatchItem(KvSequence Sequence, int NewTokens, IReadOnlyList<int>? TokenIds = null);
-
 /// <summary>
 /// One forward step over a ragged batch of sequences of one pool: each appends its own number of tokens at its own
 /// positions. New tokens are packed in item order, [N = Σ NewTokens, ...]. Per layer, <see cref="Attend"/> runs attention

@@ -30,7 +30,7 @@ public sealed class KvSequence : IDisposable
     public long Length => (long)_pages.Count * Pool.PageTokens + Buffered;
 
     /// <summary>The block table: the pages of the first <c>Pages.Count · n_b</c> tokens.</summary>
-    public IReadOnlyList<PageId> Pages => _pages;
+    internal IReadOnlyList<PageId> Pages => _pages;
 
     /// <summary>Tokens in the buffer of recent tokens (fewer than n_b).</summary>
     public int Buffered { get; private set; }

@@ -4,7 +4,7 @@ namespace Gear.AI.Compression.Caching;
 /// One page of a <see cref="PagePool"/>: the same slot in every layer of one of the pool's arenas (pages of one low-rank
 /// rank). Packed in 32 bits as block tables hold it on a device: the arena in the top bits, the slot below.
 /// </summary>
-public readonly record struct PageId
+internal readonly record struct PageId
 {
     private const int SlotBits = 27;
     private const int SlotMask = (1 << SlotBits) - 1;

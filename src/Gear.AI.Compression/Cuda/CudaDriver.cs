@@ -108,7 +108,7 @@ internal static unsafe class CudaDriver
     /// stream (a non-blocking stream: it orders with the default stream only through <see cref="Fork"/> and
     /// <see cref="Join"/>), with the two events that fork and join it.
     /// </summary>
-    public sealed record SideStream(IntPtr Stream, IntPtr Forked, IntPtr Done)
+    internal sealed record SideStream(IntPtr Stream, IntPtr Forked, IntPtr Done)
     {
         /// <summary>Creates the stream and its events in the current context.</summary>
         public static SideStream Create()
@@ -140,7 +140,7 @@ internal static unsafe class CudaDriver
     /// synchronization), <see cref="Intervals"/> waits for the last one and returns the milliseconds between neighbours.
     /// The bench uses it to see which decode steps the device spent longer on, without changing how the host runs ahead.
     /// </summary>
-    public sealed class Timeline : IDisposable
+    internal sealed class Timeline : IDisposable
     {
         private readonly List<IntPtr> _events = [];
 

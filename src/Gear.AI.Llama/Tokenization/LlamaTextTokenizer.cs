@@ -164,13 +164,3 @@ public sealed class LlamaTextTokenizer
         return _tokenizer.Decode(ids.Where(id => !IsSpecial(id))) ?? string.Empty;
     }
 }
-
-/// <summary>Tokenizer families.</summary>
-public enum TokenizerKind
-{
-    /// <summary>SentencePiece BPE with byte fallback (Llama 2, TinyLlama).</summary>
-    SentencePiece,
-
-    /// <summary>Byte-level BPE in tiktoken form (Llama 3).</summary>
-    Tiktoken,
-}

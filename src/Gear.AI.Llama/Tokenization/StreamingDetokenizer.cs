@@ -9,7 +9,7 @@ namespace Gear.AI.Llama.Tokenization;
 /// what is new since the last step. The anchor keeps the leading space that SentencePiece would drop
 /// at the start of a decoded sequence.
 /// </remarks>
-public sealed class StreamingDetokenizer
+internal sealed class StreamingDetokenizer
 {
     private readonly LlamaTextTokenizer _tokenizer;
     private readonly List<int> _ids = [];

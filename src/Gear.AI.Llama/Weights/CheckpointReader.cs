@@ -6,7 +6,7 @@ namespace Gear.AI.Llama.Weights;
 /// The tensors of a Hugging Face checkpoint directory: one <c>model.safetensors</c> or shards listed by
 /// <c>model.safetensors.index.json</c>. Headers are read and validated up front; data is streamed on demand.
 /// </summary>
-public sealed class CheckpointReader
+internal sealed class CheckpointReader
 {
     private readonly Dictionary<string, (SafetensorsFile File, SafetensorsEntry Entry)> _tensors;
 

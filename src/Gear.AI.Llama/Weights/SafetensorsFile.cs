@@ -10,7 +10,7 @@ namespace Gear.AI.Llama.Weights;
 /// <param name="Shape">Dimensions.</param>
 /// <param name="Offset">Absolute byte offset of the data in the file.</param>
 /// <param name="Length">Bytes of data.</param>
-public sealed record SafetensorsEntry(string Name, ScalarType DType, long[] Shape, long Offset, long Length);
+internal sealed record SafetensorsEntry(string Name, ScalarType DType, long[] Shape, long Offset, long Length);
 
 /// <summary>
 /// Reads the header of a safetensors file and streams single tensors out of it, with every field
@@ -18,7 +18,7 @@ public sealed record SafetensorsEntry(string Name, ScalarType DType, long[] Shap
 /// shapes whose byte size matches the data offsets (overflow checked), offsets inside the file,
 /// no overlapping tensors. Nothing is read outside the file.
 /// </summary>
-public sealed class SafetensorsFile
+internal sealed class SafetensorsFile
 {
     private static readonly System.Text.UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
