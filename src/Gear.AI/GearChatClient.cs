@@ -399,9 +399,7 @@ public sealed class GearChatClient : IChatClient
     /// <summary>Rejects a request whose cache cannot fit the budget even counting only its quantization codes.</summary>
     private void CheckBudget(LlamaRuntime runtime, GearOptions cache, int tokens)
     {
-        var c = runtime.Model.Config;
-        long elements = 2L * c.NumLayers * c.NumKeyValueHeads * c.HeadDim * tokens;
-        long lowerBound = elements * (cache.IsCompressed ? cache.Bits : 16) / 8;
+        long lowerBound = runtime.Model.KvShape.Fp16Bytes(tokens) * (cache.IsCompressed ? cache.Bits : 16) / 16;
         if (lowerBound > _options.CacheBudgetBytes)
             throw new CacheBudgetExceededException(lowerBound, _options.CacheBudgetBytes);
     }

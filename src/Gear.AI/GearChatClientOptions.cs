@@ -14,6 +14,9 @@ public sealed class GearChatClientOptions
     /// <summary>The configuration section <c>AddGearChatClient(IConfiguration)</c> reads by convention.</summary>
     public const string SectionName = "Gear";
 
+    // The cache settings' defaults are GearOptions' own, so they are written once.
+    private static readonly GearOptions CacheDefaults = new();
+
     /// <summary>A model directory, or the name of a model under <c>models/</c> (default: the bundled stories260K).</summary>
     public string Model { get; set; } = Llama.ModelLocator.DefaultModel;
 
@@ -24,25 +27,25 @@ public sealed class GearChatClientOptions
     public ChatTemplateKind? ChatTemplate { get; set; }
 
     /// <summary>KV cache kind (default GEAR).</summary>
-    public CacheKind Cache { get; set; } = CacheKind.Gear;
+    public CacheKind Cache { get; set; } = CacheDefaults.Kind;
 
     /// <summary>Bits per compressed KV element, 1–8 (default 4).</summary>
-    public int Bits { get; set; } = GearOptions.DefaultBits;
+    public int Bits { get; set; } = CacheDefaults.Bits;
 
     /// <summary>Quantization group length (default 64).</summary>
-    public int GroupSize { get; set; } = 64;
+    public int GroupSize { get; set; } = CacheDefaults.GroupSize;
 
     /// <summary>Outlier share for GEAR (default 0.02).</summary>
-    public double OutlierRatio { get; set; } = 0.02;
+    public double OutlierRatio { get; set; } = CacheDefaults.OutlierRatio;
 
     /// <summary>Low-rank rank for prompt blocks (default 4).</summary>
-    public int PromptRank { get; set; } = 4;
+    public int PromptRank { get; set; } = CacheDefaults.PromptRank;
 
     /// <summary>Low-rank rank for decode blocks (default 2).</summary>
-    public int DecodeRank { get; set; } = 2;
+    public int DecodeRank { get; set; } = CacheDefaults.DecodeRank;
 
     /// <summary>Streaming buffer length n_b, a multiple of GroupSize (default 64).</summary>
-    public int BufferLength { get; set; } = 64;
+    public int BufferLength { get; set; } = CacheDefaults.BufferLength;
 
     /// <summary>Bytes all resident conversation caches may hold together; least recently used ones are evicted beyond it (default 1 GiB).</summary>
     public long CacheBudgetBytes { get; set; } = 1L << 30;

@@ -13,6 +13,12 @@ public class DependencyInjectionTests
     private static string Stories => ModelLocator.Resolve("stories260K");
 
     [Fact]
+    public void ClientOptions_CacheDefaults_AreGearOptionsDefaults()
+    {
+        Assert.Equal(new GearOptions(), new GearChatClientOptions().ToCacheOptions());
+    }
+
+    [Fact]
     public void AddGearChatClient_ConfigurationSection_Binds()
     {
         var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
