@@ -3,6 +3,9 @@ using Gear.AI;
 using Gear.AI.Compression;
 using Gear.AI.Llama;
 using Microsoft.Extensions.AI;
+using OpenTelemetry;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Trace;
 
 namespace Gear.Server;
 
@@ -23,9 +26,18 @@ public static class GearServer
         builder.Services.AddGearChatClient(builder.Configuration.GetSection(GearChatClientOptions.SectionName), o => o.Model = ModelLocator.Resolve(o.Model))
             .UseLogging()
             .WithWarmup(builder.Services);
+        builder.Services.AddReplicaHealth();
+        // Gear.AI's meter and spans, and ASP.NET Core's, through OpenTelemetry; exported over OTLP where
+        // OTEL_EXPORTER_OTLP_ENDPOINT is set (as .NET Aspire sets it for the processes it starts).
+        var telemetry = builder.Services.AddOpenTelemetry()
+            .WithMetrics(metrics => metrics.AddMeter(GearTelemetry.Name).AddAspNetCoreInstrumentation())
+            .WithTracing(tracing => tracing.AddSource(GearTelemetry.Name).AddAspNetCoreInstrumentation());
+        if (!string.IsNullOrWhiteSpace(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]))
+            telemetry.UseOtlpExporter();
         services?.Invoke(builder.Services);
         var app = builder.Build();
         app.MapChatCompletions();
+        app.MapReplicaEndpoints();
         return app;
     }
 

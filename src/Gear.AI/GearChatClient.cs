@@ -53,6 +53,7 @@ public sealed class GearChatClient : IChatClient
         _cacheOptions = _options.ToCacheOptions();
         _logger = logger ?? (ILogger)NullLogger.Instance;
         _sessions = new SessionStore(_options.CacheBudgetBytes, _options.MaxSessions, _options.MaxConcurrentSequences, _options.MaxQueuedRequests);
+        GearTelemetry.Track(this);
     }
 
     /// <summary>Creates a client over an already loaded runtime (shared; not disposed by this client).</summary>
@@ -99,13 +100,13 @@ public sealed class GearChatClient : IChatClient
                 }
                 string directory = ModelLocator.Resolve(_options.Model, _options.ModelsDirectory);
                 var key = (directory, _options.Device.Trim().ToLowerInvariant(), _options.ChatTemplate);
-                _engine = EngineRegistry.Acquire(key, () => new GearEngine(() => Load(directory), "Gear.AI engine " + Path.GetFileName(directory)));
+                _engine = EngineRegistry.Acquire(key, () => new GearEngine(() => LoadRuntime(directory), "Gear.AI engine " + Path.GetFileName(directory)));
                 return _engine;
             }
         }
     }
 
-    private LlamaRuntime Load(string directory)
+    private LlamaRuntime LoadRuntime(string directory)
     {
         using var activity = GearTelemetry.ActivitySource.StartActivity("gear.load");
         var clock = Stopwatch.StartNew();
@@ -453,6 +454,18 @@ public sealed class GearChatClient : IChatClient
         }
     }
 
+    /// <summary>Requests running and waiting now (no engine round trip).</summary>
+    public GearLoad Load => new(_sessions.Running, Volatile.Read(ref _sessions.Waiting), _options.MaxConcurrentSequences, _options.MaxQueuedRequests);
+
+    /// <summary>The cache statistics if the model is loaded and the engine answers within <paramref name="timeout"/>; else null.</summary>
+    internal GearCacheStatistics? TryCacheStatistics(TimeSpan timeout)
+    {
+        if (Volatile.Read(ref _disposed) != 0 || !IsLoaded)
+            return null;
+        var statistics = Engine.Run(() => _sessions.Statistics);
+        return statistics.Wait(timeout) ? statistics.Result : null;
+    }
+
     /// <summary>Resident cache statistics.</summary>
     public GearCacheStatistics CacheStatistics
     {
@@ -475,6 +488,8 @@ public sealed class GearChatClient : IChatClient
             return this;
         if (serviceType == typeof(GearCacheStatistics))
             return CacheStatistics;
+        if (serviceType == typeof(GearLoad))
+            return Load;
         if (serviceType == typeof(GearChatClientOptions))
             return Options;
         if (serviceType == typeof(LlamaRuntime))
@@ -500,6 +515,7 @@ public sealed class GearChatClient : IChatClient
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
             return;
+        GearTelemetry.Untrack(this);
         _disposing.Cancel();
         GearEngine? engine;
         lock (_engineLock)
