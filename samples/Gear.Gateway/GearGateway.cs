@@ -18,11 +18,16 @@ public static class GearGateway
     /// <summary>The YARP cluster of the replicas.</summary>
     public const string ClusterId = "replicas";
 
+    /// <summary>Where the gateway listens when no address is configured.</summary>
+    public const string DefaultUrl = "http://127.0.0.1:5190";
+
     /// <summary>The gateway's application, configured from <paramref name="args"/> and appsettings.json.</summary>
     /// <exception cref="ArgumentException">The "Gateway" section is invalid; the message names each problem.</exception>
     public static WebApplication Build(string[] args)
     {
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
+        if (string.IsNullOrEmpty(builder.Configuration["urls"]))
+            builder.WebHost.UseUrls(DefaultUrl);                                                // loopback unless told otherwise
         var options = builder.Configuration.GetSection(GatewayOptions.SectionName).Get<GatewayOptions>() ?? new GatewayOptions();
         if (options.Problems() is { Count: > 0 } problems)
             throw new ArgumentException("The gateway's options are invalid: " + string.Join(" ", problems), GatewayOptions.SectionName);

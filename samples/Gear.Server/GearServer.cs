@@ -16,6 +16,9 @@ namespace Gear.Server;
 /// </summary>
 public static class GearServer
 {
+    /// <summary>Where the server listens when no address is configured.</summary>
+    public const string DefaultUrl = "http://127.0.0.1:5180";
+
     /// <summary>
     /// The server's application: Gear registered from the "Gear" configuration section, the endpoints mapped.
     /// <paramref name="services"/> runs after Gear's registration (to replace or decorate the chat client).
@@ -23,6 +26,9 @@ public static class GearServer
     public static WebApplication Build(string[] args, Action<IServiceCollection>? services = null)
     {
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
+        // Loopback unless told otherwise (--Urls, or ASPNETCORE_URLS as .NET Aspire sets it).
+        if (string.IsNullOrEmpty(builder.Configuration["urls"]))
+            builder.WebHost.UseUrls(DefaultUrl);
         builder.Services.AddGearChatClient(builder.Configuration.GetSection(GearChatClientOptions.SectionName), o => o.Model = ModelLocator.Resolve(o.Model))
             .UseLogging()
             .WithWarmup(builder.Services);
