@@ -65,6 +65,8 @@ public sealed class ConversationRouting(RequestDelegate next, ReplicaBook book, 
                         : $"No replica could take the request ({tried.Count} tried). Retry shortly.", "server_error", "no_replica");
                     return;
                 }
+                if (tried.Count > 0)
+                    book.CountRetry();
                 proxy.AvailableDestinations = remaining;
                 if (body is not null)
                     context.Request.Body = new MemoryStream(body, writable: false);
@@ -78,9 +80,9 @@ public sealed class ConversationRouting(RequestDelegate next, ReplicaBook book, 
                         book.Remember(key, picked.DestinationId);
                     return;
                 }
-                if (picked is null || context.RequestAborted.IsCancellationRequested || lifetime.ClientGone)
+                if (picked is null || lifetime.ClientGone || !ReplicaFailed(error.Error))
                 {
-                    lifetime.AbortIfRequested();
+                    lifetime.AbortIfRequested();                                               // YARP's own handling stands
                     return;
                 }
                 tried.Add(picked);
@@ -89,7 +91,6 @@ public sealed class ConversationRouting(RequestDelegate next, ReplicaBook book, 
                     logger.LogWarning("Replica {Replica} failed before answering ({Error}); trying another.", picked.DestinationId, error.Error);
                     context.Response.Clear();
                     context.Response.StatusCode = StatusCodes.Status200OK;
-                    book.CountRetry();
                     continue;
                 }
                 // The answer had begun: a stream cut between two events ends with an error event; anything else is cut.
@@ -112,6 +113,14 @@ public sealed class ConversationRouting(RequestDelegate next, ReplicaBook book, 
             context.Features.Set(realLifetime);
         }
     }
+
+    /// <summary>
+    /// Errors where the replica, not the client or a timeout, failed: it could not be reached, or broke the connection
+    /// while receiving the request or sending the answer. (A timed-out request is not sent again: it would load a second
+    /// replica with the same slow work.)
+    /// </summary>
+    private static bool ReplicaFailed(ForwarderError error) =>
+        error is ForwarderError.Request or ForwarderError.RequestBodyDestination or ForwarderError.ResponseBodyDestination;
 
     /// <summary>One attempt: YARP's load balancing picks a replica among those left, and YARP forwards to it.</summary>
     private async Task<DestinationState?> Forward(HttpContext context)

@@ -53,4 +53,47 @@ public class TelemetryTests
             Assert.Contains(activities, a => a.OperationName == "gear.chat" && (string?)a.GetTagItem("gear.cache") == "kivi" && (int?)a.GetTagItem("gear.output_tokens") == 5);
         Assert.True(decoded >= 5);
     }
+
+    [Fact]
+    public async Task Load_AndItsGauges_CountRunningAndWaitingRequests()
+    {
+        using var client = TestClients.Create(o => o.MaxConcurrentSequences = 1);
+        Assert.Equal(new GearLoad(0, 0, 1, client.Options.MaxQueuedRequests), client.Load);
+        var requests = Enumerable.Range(0, 3).Select(i => client.GetResponseAsync($"Load {i}: once upon a time",
+            new ChatOptions { MaxOutputTokens = 200, AdditionalProperties = new() { ["gear.ignore_eos"] = true } })).ToList();
+        // One admitted at a time, two queued: seen while the first decodes.
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        GearLoad? both = null;
+        while (both is null && DateTime.UtcNow < deadline && requests.Any(r => !r.IsCompleted))
+        {
+            var load = client.Load;
+            if (load is { RunningRequests: 1, WaitingRequests: 2 })
+                both = load;
+            await Task.Delay(1);
+        }
+        Assert.NotNull(both);
+        Assert.Equal(1, client.GetService<GearLoad>()!.MaxConcurrentSequences);
+
+        // The gauges add every live client's load; this client's share is visible while its requests run.
+        var gauges = new Dictionary<string, long>();
+        using (var meters = new MeterListener())
+        {
+            meters.InstrumentPublished = (instrument, l) => { if (instrument.Meter.Name == GearTelemetry.Name) l.EnableMeasurementEvents(instrument); };
+            meters.SetMeasurementEventCallback<int>((instrument, value, _, _) => { lock (gauges) gauges[instrument.Name] = value; });
+            meters.SetMeasurementEventCallback<long>((instrument, value, _, _) => { lock (gauges) gauges[instrument.Name] = value; });
+            meters.Start();
+            meters.RecordObservableInstruments();
+        }
+        bool stillRunning = requests.Any(r => !r.IsCompleted);
+        await Task.WhenAll(requests);
+        Assert.Equal(new GearLoad(0, 0, 1, client.Options.MaxQueuedRequests), client.Load);
+        lock (gauges)
+        {
+            Assert.True(gauges.ContainsKey("gear.requests.running") && gauges.ContainsKey("gear.requests.waiting"), string.Join(", ", gauges.Keys));
+            if (stillRunning)
+                Assert.True(gauges["gear.requests.running"] + gauges["gear.requests.waiting"] >= 1);
+            Assert.True(gauges["gear.kv.budget_bytes"] >= client.Options.CacheBudgetBytes);
+            Assert.True(gauges.ContainsKey("gear.kv.resident_bytes") && gauges.ContainsKey("gear.kv.idle_conversations"));
+        }
+    }
 }

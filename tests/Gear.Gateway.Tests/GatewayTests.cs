@@ -1,0 +1,75 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+
+namespace Gear.Gateway.Tests;
+
+/// <summary>The gateway's own rules, without replicas running: conversation keys, options, and the errors a client gets.</summary>
+public class GatewayTests
+{
+    private static string Chat(params (string Role, string Content)[] messages) =>
+        JsonSerializer.Serialize(new { model = "gear-tiny", messages = messages.Select(m => new { role = m.Role, content = m.Content }) });
+
+    [Fact]
+    public void ConversationKey_SameForEveryTurn_DifferentForAnotherConversation()
+    {
+        string turn1 = Chat(("system", "Be brief."), ("user", "Tell me about the moor."));
+        string turn3 = Chat(("system", "Be brief."), ("user", "Tell me about the moor."), ("assistant", "It is wide."), ("user", "And the hall?"),
+            ("assistant", "Old."), ("user", "Who lives there?"));
+        string other = Chat(("system", "Be brief."), ("user", "Tell me about the hall."));
+        string otherSystem = Chat(("system", "Be long."), ("user", "Tell me about the moor."));
+        string? key = ConversationKey.Of(null, Encoding.UTF8.GetBytes(turn1));
+        Assert.NotNull(key);
+        Assert.Equal(key, ConversationKey.Of(null, Encoding.UTF8.GetBytes(turn3)));
+        Assert.NotEqual(key, ConversationKey.Of(null, Encoding.UTF8.GetBytes(other)));
+        Assert.NotEqual(key, ConversationKey.Of(null, Encoding.UTF8.GetBytes(otherSystem)));
+        // An explicit id wins over the messages; no messages, not JSON or no body: no key (least loaded replica).
+        Assert.Equal("id:abc", ConversationKey.Of(" abc ", Encoding.UTF8.GetBytes(turn1)));
+        Assert.Null(ConversationKey.Of(null, "{\"model\":\"gear-tiny\"}"u8));
+        Assert.Null(ConversationKey.Of(null, "not json"u8));
+        Assert.Null(ConversationKey.Of(null, default));
+    }
+
+    [Fact]
+    public void Options_Invalid_NamesEachProblem()
+    {
+        var e = Assert.Throws<ArgumentException>(() => GearGateway.Build(["--Gateway:Replicas:0=127.0.0.1:5181", "--Gateway:LoadPollInterval=00:00:00"]));
+        Assert.Contains("'127.0.0.1:5181', which is not an absolute http(s) address", e.Message);
+        Assert.Contains("Gateway:LoadPollInterval must be positive", e.Message);
+        e = Assert.Throws<ArgumentException>(() => GearGateway.Build([]));
+        Assert.Contains("Gateway:Replicas is empty", e.Message);
+    }
+
+    [Fact]
+    public async Task NoReplicaAnswers_ClientGets503WithAnOpenAIError_AfterTryingEach()
+    {
+        await using var gateway = await GatewayHost.StartAsync([new Uri($"http://127.0.0.1:{FreePort()}"), new Uri($"http://127.0.0.1:{FreePort()}")], "Affinity");
+        using var http = gateway.Http();
+        using var response = await http.PostAsync("/v1/chat/completions", new StringContent(Chat(("user", "Hello?")), Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        using var error = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        Assert.Equal("no_replica", error.RootElement.GetProperty("error").GetProperty("code").GetString());
+        Assert.Contains("Retry", error.RootElement.GetProperty("error").GetProperty("message").GetString());
+        using var state = JsonDocument.Parse(await http.GetStringAsync("/gateway/replicas"));
+        Assert.Equal(1, state.RootElement.GetProperty("retried_requests").GetInt64());        // the second replica was tried too
+    }
+
+    [Fact]
+    public async Task RequestLargerThanTheLimit_Gets413()
+    {
+        await using var gateway = await GatewayHost.StartAsync([new Uri($"http://127.0.0.1:{FreePort()}")], "Affinity");
+        using var http = gateway.Http();
+        string huge = Chat(("user", new string('a', 17 << 20)));
+        using var response = await http.PostAsync("/v1/chat/completions", new StringContent(huge, Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
+        Assert.Contains("Gateway:MaxRequestBytes", await response.Content.ReadAsStringAsync());
+    }
+
+    private static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+}
