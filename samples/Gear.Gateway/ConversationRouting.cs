@@ -23,9 +23,21 @@ public sealed class ConversationRouting(RequestDelegate next, ReplicaBook book, 
     /// <summary>The conversation key this step found for the request (null when none).</summary>
     public static string? KeyOf(HttpContext context) => context.Items.TryGetValue(KeyItem, out var key) ? key as string : null;
 
+    /// <summary>Request header naming each gateway a request passed through (a gateway listed as its own replica is refused).</summary>
+    public const string ViaHeader = "x-gear-gateway";
+
+    private static readonly string Instance = Guid.NewGuid().ToString("N")[..12];
+
     public async Task InvokeAsync(HttpContext context)
     {
         var proxy = context.GetReverseProxyFeature();
+        if (context.Request.Headers[ViaHeader].Contains(Instance))
+        {
+            await WriteError(context, StatusCodes.Status508LoopDetected,
+                "The request came back to the gateway that sent it: Gateway:Replicas lists this gateway's own address.", "server_error", "gateway_loop");
+            return;
+        }
+        context.Request.Headers.Append(ViaHeader, Instance);
         byte[]? body = null;
         if (context.Request.ContentLength is > 0 || context.Request.Headers.TransferEncoding.Count > 0)
         {

@@ -44,7 +44,8 @@ public class GatewayTests
     [Fact]
     public async Task NoReplicaAnswers_ClientGets503WithAnOpenAIError_AfterTryingEach()
     {
-        await using var gateway = await GatewayHost.StartAsync([new Uri($"http://127.0.0.1:{FreePort()}"), new Uri($"http://127.0.0.1:{FreePort()}")], "Affinity");
+        using DeadPort a = new(), b = new();
+        await using var gateway = await GatewayHost.StartAsync([a.Address, b.Address], "Affinity");
         using var http = gateway.Http();
         using var response = await http.PostAsync("/v1/chat/completions", new StringContent(Chat(("user", "Hello?")), Encoding.UTF8, "application/json"));
         Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
@@ -58,7 +59,8 @@ public class GatewayTests
     [Fact]
     public async Task RequestLargerThanTheLimit_Gets413()
     {
-        await using var gateway = await GatewayHost.StartAsync([new Uri($"http://127.0.0.1:{FreePort()}")], "Affinity");
+        using DeadPort a = new();
+        await using var gateway = await GatewayHost.StartAsync([a.Address], "Affinity");
         using var http = gateway.Http();
         string huge = Chat(("user", new string('a', 17 << 20)));
         using var response = await http.PostAsync("/v1/chat/completions", new StringContent(huge, Encoding.UTF8, "application/json"));
@@ -66,10 +68,29 @@ public class GatewayTests
         Assert.Contains("Gateway:MaxRequestBytes", await response.Content.ReadAsStringAsync());
     }
 
-    private static int FreePort()
+    /// <summary>
+    /// A loopback port held by a socket that never listens, for the test's lifetime: connecting to it is refused, and no
+    /// other process (another test's server, or this gateway itself) can take it meanwhile.
+    /// </summary>
+    private sealed class DeadPort : IDisposable
     {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
+        private readonly Socket _socket = new(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+
+        public DeadPort() => _socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+
+        public Uri Address => new($"http://127.0.0.1:{((IPEndPoint)_socket.LocalEndPoint!).Port}");
+
+        public void Dispose() => _socket.Dispose();
+    }
+
+    [Fact]
+    public async Task GatewayListedAsItsOwnReplica_Gets508_NotALoop()
+    {
+        // A gateway configured with its own address as its replica (a typo a user can make).
+        await using var looped = await GatewayHost.StartSelfListedAsync();
+        using var http = looped.Http();
+        using var response = await http.PostAsync("/v1/chat/completions", new StringContent(Chat(("user", "Hello?")), Encoding.UTF8, "application/json"));
+        Assert.Equal((HttpStatusCode)508, response.StatusCode);
+        Assert.Contains("gateway_loop", await response.Content.ReadAsStringAsync());
     }
 }

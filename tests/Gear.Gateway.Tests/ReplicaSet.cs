@@ -32,13 +32,35 @@ public sealed partial class ReplicaSet : IAsyncDisposable
         }
     }
 
-    /// <summary>Kills replica <paramref name="index"/> at once (SIGKILL: no draining), as a crashed machine would stop.</summary>
-    public void Kill(int index) => _replicas[index].Dispose();
+    private readonly List<System.Net.Sockets.Socket> _held = [];
+
+    /// <summary>
+    /// Kills replica <paramref name="index"/> at once (SIGKILL: no draining), as a crashed machine would stop, and keeps
+    /// its port bound (never listening) so that no other test's server takes the address the gateway still probes.
+    /// </summary>
+    public void Kill(int index)
+    {
+        _replicas[index].Dispose();
+        var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        try
+        {
+            socket.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, _replicas[index].Address.Port));
+            lock (_held)
+                _held.Add(socket);
+        }
+        catch (System.Net.Sockets.SocketException)
+        {
+            socket.Dispose();                                                                  // taken already: nothing to hold
+        }
+    }
 
     public ValueTask DisposeAsync()
     {
         foreach (var replica in _replicas)
             replica.Dispose();
+        lock (_held)
+            foreach (var socket in _held)
+                socket.Dispose();
         return ValueTask.CompletedTask;
     }
 

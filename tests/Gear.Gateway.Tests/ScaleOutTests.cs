@@ -126,6 +126,28 @@ public sealed class GatewayHost : IAsyncDisposable
         return host;
     }
 
+    /// <summary>A gateway whose only replica is its own address (a port chosen free just before; retried if taken).</summary>
+    public static async Task<GatewayHost> StartSelfListedAsync()
+    {
+        for (int attempt = 1; ; attempt++)
+        {
+            var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+            probe.Start();
+            int port = ((System.Net.IPEndPoint)probe.LocalEndpoint).Port;
+            probe.Stop();
+            var app = GearGateway.Build([$"--Urls=http://127.0.0.1:{port}", "--Logging:LogLevel:Default=Error", $"--Gateway:Replicas:0=http://127.0.0.1:{port}"]);
+            try
+            {
+                await app.StartAsync();
+                return new GatewayHost(app);
+            }
+            catch (IOException) when (attempt < 3)
+            {
+                await app.DisposeAsync();
+            }
+        }
+    }
+
     public HttpClient Http() => new() { BaseAddress = Address, Timeout = TimeSpan.FromMinutes(3) };
 
     public async ValueTask DisposeAsync()
