@@ -57,10 +57,11 @@ public class TelemetryTests
     [Fact]
     public async Task Load_AndItsGauges_CountRunningAndWaitingRequests()
     {
-        using var client = TestClients.Create(o => o.MaxConcurrentSequences = 1);
+        // gear-tiny decodes a few hundred tokens a second here: each request runs long enough to be seen.
+        using var client = new GearChatClient(TestClients.GearTiny, new GearChatClientOptions { Model = TestClients.GearTiny.Directory, MaxConcurrentSequences = 1 });
         Assert.Equal(new GearLoad(0, 0, 1, client.Options.MaxQueuedRequests), client.Load);
         var requests = Enumerable.Range(0, 3).Select(i => client.GetResponseAsync($"Load {i}: once upon a time",
-            new ChatOptions { MaxOutputTokens = 200, AdditionalProperties = new() { ["gear.ignore_eos"] = true } })).ToList();
+            new ChatOptions { MaxOutputTokens = 300, AdditionalProperties = new() { ["gear.ignore_eos"] = true } })).ToList();
         // One admitted at a time, two queued: seen while the first decodes.
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
         GearLoad? both = null;
