@@ -104,7 +104,9 @@ internal static class GearCompressor
         if (grouped && n % g != 0)
             return null;
         var input = grouped ? x.reshape([.. x.shape[..^2], n / g, g, d]) : x;       // keys: [..., G, g, D]
-        if (Cuda.CudaKernels.CompressBlock(input, options.Bits, g, axis, k, residual) is not { } parts)
+        var parts = x.device_type == DeviceType.CPU ? CpuBlockCompression.CompressBlock(input, options.Bits, g, axis, k, residual)
+            : Cuda.CudaKernels.CompressBlock(input, options.Bits, g, axis, k, residual);
+        if (parts is null)
             return null;
         Cuda.CudaKernels.PhaseMarker?.Invoke(axis == QuantAxis.PerChannel ? "keys_quantize" : "values_quantize");
         var lead = x.shape[..^2];

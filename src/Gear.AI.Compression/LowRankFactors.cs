@@ -58,6 +58,9 @@ internal sealed class LowRankFactors : IDisposable
         // ~40 calls, and a batch-1 decode step is bound by calls).
         if (UseCudaKernel && Cuda.CudaKernels.PowerIteration(r, omega, iterations) is { } fused)
             return new LowRankFactors(fused.A.DetachFromDisposeScope(), fused.B.DetachFromDisposeScope());
+        // On the CPU the same for small matrices in managed code (a decode block's ~40 tensor calls cost more than its arithmetic).
+        if (r.device_type == DeviceType.CPU && r.shape[^2] <= ManagedRows && r.shape[^1] <= ManagedRows)
+            return PowerIterationOnCpu(r.contiguous(), omega.contiguous(), rank, iterations);
         var y = r.matmul(omega);                                               // [..., n, r]
         for (int i = 0; i < iterations; i++)
         {
@@ -82,6 +85,95 @@ internal sealed class LowRankFactors : IDisposable
         using var generator = new Generator((ulong)seed, CPU);
         var drawn = randn([d, rank], dtype: ScalarType.Float32, generator: generator); // in the caller's dispose scope
         return Caching.TensorMemory.ToDevice(drawn, device);
+    }
+
+    /// <summary>Matrices up to this many rows and columns are factored in managed code on the CPU (a decode block's 64 tokens).</summary>
+    private const int ManagedRows = 256;
+
+    /// <summary>
+    /// The power iteration above for every [n, D] matrix of <paramref name="r"/> (float32, contiguous, CPU), with modified
+    /// Gram-Schmidt for the QR steps (the same column space as Householder QR; only column signs may differ, which A·Bᵀ
+    /// does not see). A column with nothing left after the projection becomes zero (its B column is then zero too).
+    /// </summary>
+    private static unsafe LowRankFactors PowerIterationOnCpu(Tensor r, Tensor omega, int rank, int iterations)
+    {
+        long n = r.shape[^2], d = r.shape[^1], matrices = r.numel() / Math.Max(1, n * d);
+        var lead = r.shape[..^2];
+        var a16 = empty([.. lead, n, rank], ScalarType.Float16);
+        var b16 = empty([.. lead, d, rank], ScalarType.Float16);
+        float* rp = Caching.TensorMemory.Pointer<float>(r), op = Caching.TensorMemory.Pointer<float>(omega);
+        Half* ap = Caching.TensorMemory.Pointer<Half>(a16), bp = Caching.TensorMemory.Pointer<Half>(b16);
+        int rows = (int)n, cols = (int)d;
+        var y = new float[rows * rank];
+        var z = new float[cols * rank];
+        fixed (float* yp = y, zp = z)
+            for (long m = 0; m < matrices; m++)
+            {
+                float* matrix = rp + m * n * d;
+                Times(matrix, rows, cols, op, rank, yp);                                       // Y = R·Ω
+                for (int i = 0; i < iterations; i++)
+                {
+                    Orthonormalize(yp, rows, rank);
+                    TransposeTimes(matrix, rows, cols, yp, rank, zp);                          // Z = qr(Rᵀ·Q)
+                    Orthonormalize(zp, cols, rank);
+                    Times(matrix, rows, cols, zp, rank, yp);                                   // Y = R·Z
+                }
+                Orthonormalize(yp, rows, rank);                                                // A = qr(Y)
+                TransposeTimes(matrix, rows, cols, yp, rank, zp);                              // B = Rᵀ·A
+                for (int i = 0; i < rows * rank; i++)
+                    ap[m * n * rank + i] = (Half)yp[i];
+                for (int i = 0; i < cols * rank; i++)
+                    bp[m * d * rank + i] = (Half)zp[i];
+            }
+        return new LowRankFactors(a16.DetachFromDisposeScope(), b16.DetachFromDisposeScope());
+
+        // out [rows, rank] = M [rows, cols] · v [cols, rank]
+        static void Times(float* m, int rows, int cols, float* v, int rank, float* result)
+        {
+            for (int t = 0; t < rows; t++)
+                for (int j = 0; j < rank; j++)
+                {
+                    float sum = 0;
+                    for (int c = 0; c < cols; c++)
+                        sum += m[t * cols + c] * v[c * rank + j];
+                    result[t * rank + j] = sum;
+                }
+        }
+
+        // out [cols, rank] = Mᵀ · v [rows, rank]
+        static void TransposeTimes(float* m, int rows, int cols, float* v, int rank, float* result)
+        {
+            new Span<float>(result, cols * rank).Clear();
+            for (int t = 0; t < rows; t++)
+                for (int c = 0; c < cols; c++)
+                {
+                    float x = m[t * cols + c];
+                    for (int j = 0; j < rank; j++)
+                        result[c * rank + j] += x * v[t * rank + j];
+                }
+        }
+
+        // Columns of v [rows, rank] made orthonormal in order (modified Gram-Schmidt, sums in double).
+        static void Orthonormalize(float* v, int rows, int rank)
+        {
+            for (int j = 0; j < rank; j++)
+            {
+                for (int k = 0; k < j; k++)
+                {
+                    double dot = 0;
+                    for (int t = 0; t < rows; t++)
+                        dot += (double)v[t * rank + k] * v[t * rank + j];
+                    for (int t = 0; t < rows; t++)
+                        v[t * rank + j] -= (float)dot * v[t * rank + k];
+                }
+                double norm = 0;
+                for (int t = 0; t < rows; t++)
+                    norm += (double)v[t * rank + j] * v[t * rank + j];
+                float scale = norm > 1e-30 ? (float)(1 / Math.Sqrt(norm)) : 0f;
+                for (int t = 0; t < rows; t++)
+                    v[t * rank + j] *= scale;
+            }
+        }
     }
 
     /// <summary>Whether CUDA runs the power iteration as one kernel where it fits (tests turn it off to compare with the tensor ops).</summary>
