@@ -205,7 +205,7 @@ internal static class GpuBench
             using var scope = NewDisposeScope();
             var residual = randn([2, 3, n, d], generator: new Generator(5, CPU)).to(device);
             using var fused = LowRankFactors.Approximate(residual, rank, 3, 7);
-            using var reference = WithoutKernel(on => LowRankFactors.UseCudaKernel = on, () => LowRankFactors.Approximate(residual, rank, 3, 7));
+            using var reference = LowRankFactors.Approximate(residual, rank, 3, 7, fused: false);
             var lf = fused.Reconstruct();
             var lr = reference.Reconstruct();
             double difference = ((lf - lr).norm() / lr.norm()).item<float>();
@@ -224,7 +224,7 @@ internal static class GpuBench
                     var x = (randn([2, 3, n, d], generator: new Generator(11, CPU)) * 3f).to(device);
                     x[0, 0].zero_();                                                          // constant groups: scale 0, code 0
                     using var fused = GroupQuantizer.Quantize(x, bits, g, axis);
-                    using var reference = WithoutKernel(on => GroupQuantizer.UseCudaKernel = on, () => GroupQuantizer.Quantize(x, bits, g, axis));
+                    using var reference = GroupQuantizer.Quantize(x, bits, g, axis, fused: false);
                     long codes = fused.Codes.ne(reference.Codes).sum().item<long>();
                     long groups = fused.Scale.ne(reference.Scale).sum().item<long>() + fused.Zero.ne(reference.Zero).sum().item<long>();
                     bool pass = codes == 0 && groups == 0 && Gear.AI.Compression.Cuda.CudaKernels.UnavailableReason is null;
@@ -450,7 +450,7 @@ internal static class GpuBench
                 var x = (half ? full.to(ScalarType.Float16) : full).to(device).narrow(2, 0, n); // [2, 3, n, D], not contiguous
                 int rank = Math.Min(options.DecodeRank, n);
                 using var fused = GearCompressor.Compress(x, axis, options, rank);
-                using var reference = WithoutKernel(on => GearCompressor.UseCudaKernel = on, () => GearCompressor.Compress(x, axis, options, rank));
+                using var reference = GearCompressor.Compress(x, axis, options, rank, fused: false);
                 long codes = fused.Quantized.Codes.ne(reference.Quantized.Codes).sum().item<long>();
                 long groups = fused.Quantized.Scale.ne(reference.Quantized.Scale).sum().item<long>() + fused.Quantized.Zero.ne(reference.Quantized.Zero).sum().item<long>();
                 long outliers = fused.Outliers is null != reference.Outliers is null ? -1

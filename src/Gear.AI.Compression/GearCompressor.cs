@@ -20,7 +20,11 @@ internal static class GearCompressor
     /// <param name="axis">Per-channel for keys, per-token for values.</param>
     /// <param name="options">Kind, bits, group size, outlier ratio, power iterations, seed. Kind must not be <see cref="CacheKind.Fp16"/>.</param>
     /// <param name="rank">Low-rank rank; <see cref="GearOptions.PromptRank"/> when null.</param>
-    public static CompressedBlock Compress(Tensor x, QuantAxis axis, GearOptions options, int? rank = null)
+    /// <param name="fused">
+    /// True (default): the one-pass kernels where they apply (CUDA, or managed code on the CPU); false: the tensor ops alone,
+    /// the reference those kernels are compared with.
+    /// </param>
+    public static CompressedBlock Compress(Tensor x, QuantAxis axis, GearOptions options, int? rank = null, bool fused = true)
     {
         ArgumentNullException.ThrowIfNull(x);
         ArgumentNullException.ThrowIfNull(options);
@@ -44,8 +48,8 @@ internal static class GearCompressor
         try
         {
             Tensor? residual = null;                                           // R = X − D̂ − S [..., n, D] float32, in the scope
-            if (UseCudaKernel && QuantizeFused(x, axis, options, g, wantsLowRank) is { } fused)
-                (quantized, outliers, residual) = fused;
+            if (fused && QuantizeFused(x, axis, options, g, wantsLowRank) is { } kernel)
+                (quantized, outliers, residual) = kernel;
             else
             {
                 var xf = x.to(ScalarType.Float32);                             // [..., n, D]
@@ -61,7 +65,7 @@ internal static class GearCompressor
                     (outliers, toQuantize) = OutlierSet.Extract(xf, options.OutlierRatio, axis, g);
                     Cuda.CudaKernels.PhaseMarker?.Invoke(part + "outliers");
                 }
-                quantized = GroupQuantizer.Quantize(toQuantize, options.Bits, options.GroupSize, axis);
+                quantized = GroupQuantizer.Quantize(toQuantize, options.Bits, options.GroupSize, axis, fused);
                 Cuda.CudaKernels.PhaseMarker?.Invoke(part + "quantize");
                 if (wantsLowRank)
                 {
@@ -73,7 +77,7 @@ internal static class GearCompressor
             }
             if (residual is not null)
             {
-                lowRank = LowRankFactors.Approximate(residual, r, options.PowerIterations, options.Seed);
+                lowRank = LowRankFactors.Approximate(residual, r, options.PowerIterations, options.Seed, fused);
                 Cuda.CudaKernels.PhaseMarker?.Invoke(part + "low_rank");
             }
             return new CompressedBlock(quantized, outliers, lowRank, x.dtype);
@@ -86,9 +90,6 @@ internal static class GearCompressor
             throw;
         }
     }
-
-    /// <summary>Whether CUDA blocks are compressed by <see cref="Cuda.CudaKernels.CompressBlock"/>; off for the reference in gpu-selftest.</summary>
-    internal static bool UseCudaKernel { get; set; } = true;
 
     /// <summary>
     /// Steps 1 and 2, and the residual step 3 factors when <paramref name="residual"/> is set, in one CUDA launch where it

@@ -19,7 +19,8 @@ internal static class GroupQuantizer
     /// <param name="bits">Bits per code, 1 to 8.</param>
     /// <param name="groupSize">Group length; per-token groups use min(groupSize, features).</param>
     /// <param name="axis">Per-channel (groups along tokens) or per-token (groups along features).</param>
-    public static QuantizedTensor Quantize(Tensor x, int bits, int groupSize, QuantAxis axis)
+    /// <param name="fused">False: the tensor ops alone, the reference the CUDA kernel is compared with.</param>
+    public static QuantizedTensor Quantize(Tensor x, int bits, int groupSize, QuantAxis axis, bool fused = true)
     {
         ArgumentNullException.ThrowIfNull(x);
         if (bits is < 1 or > 8)
@@ -35,11 +36,11 @@ internal static class GroupQuantizer
         var xf = x.to(ScalarType.Float32);                                    // [..., n, D]
         int g = EffectiveGroupSize(groupSize, axis, x.shape[^1]);
         Tensor codes, scale, zero;
-        if (UseCudaKernel && Cuda.CudaKernels.Quantize(xf, bits, g, axis) is { } fused)
+        if (fused && Cuda.CudaKernels.Quantize(xf, bits, g, axis) is { } kernel)
         {
             // One launch on CUDA (same codes, scales and zeros: gpu-selftest compares them with the tensor ops below).
             return new QuantizedTensor(
-                fused.Codes.DetachFromDisposeScope(), fused.Scale.DetachFromDisposeScope(), fused.Zero.DetachFromDisposeScope(),
+                kernel.Codes.DetachFromDisposeScope(), kernel.Scale.DetachFromDisposeScope(), kernel.Zero.DetachFromDisposeScope(),
                 x.shape, bits, g, axis);
         }
         if (axis == QuantAxis.PerChannel)
@@ -58,9 +59,6 @@ internal static class GroupQuantizer
             packed.DetachFromDisposeScope(), scale.DetachFromDisposeScope(), zero.DetachFromDisposeScope(),
             x.shape, bits, g, axis);
     }
-
-    /// <summary>Whether CUDA tensors are quantized by the kernel (<see cref="Cuda.CudaKernels.Quantize"/>); off for the reference in gpu-selftest.</summary>
-    internal static bool UseCudaKernel { get; set; } = true;
 
     /// <summary>The group length actually used: per-token groups never exceed the feature count.</summary>
     public static int EffectiveGroupSize(int groupSize, QuantAxis axis, long features) =>

@@ -39,7 +39,8 @@ internal sealed class LowRankFactors : IDisposable
     /// leading index independently: Y = R·Ω (Ω Gaussian [D, r] from <paramref name="seed"/>, shared by all), then
     /// <paramref name="iterations"/> rounds of Q = qr(Y), Z = qr(Rᵀ·Q), Y = R·Z; finally A = qr(Y) and B = Rᵀ·A.
     /// </summary>
-    public static LowRankFactors Approximate(Tensor residual, int rank, int iterations, long seed)
+    /// <remarks><paramref name="fused"/> false: the tensor ops alone (the reference the one-pass kernels are compared with).</remarks>
+    public static LowRankFactors Approximate(Tensor residual, int rank, int iterations, long seed, bool fused = true)
     {
         ArgumentNullException.ThrowIfNull(residual);
         if (residual.dim() < 2)
@@ -56,10 +57,10 @@ internal sealed class LowRankFactors : IDisposable
         var omega = Omega(r.shape[^1], rank, seed, r.device);                  // [D, r]
         // On CUDA a decode block's matrices fit in shared memory: the same steps in one launch (the tensor ops below are
         // ~40 calls, and a batch-1 decode step is bound by calls).
-        if (UseCudaKernel && Cuda.CudaKernels.PowerIteration(r, omega, iterations) is { } fused)
-            return new LowRankFactors(fused.A.DetachFromDisposeScope(), fused.B.DetachFromDisposeScope());
+        if (fused && Cuda.CudaKernels.PowerIteration(r, omega, iterations) is { } kernel)
+            return new LowRankFactors(kernel.A.DetachFromDisposeScope(), kernel.B.DetachFromDisposeScope());
         // On the CPU the same for small matrices in managed code (a decode block's ~40 tensor calls cost more than its arithmetic).
-        if (r.device_type == DeviceType.CPU && r.shape[^2] <= ManagedRows && r.shape[^1] <= ManagedRows)
+        if (fused && r.device_type == DeviceType.CPU && r.shape[^2] <= ManagedRows && r.shape[^1] <= ManagedRows)
             return PowerIterationOnCpu(r.contiguous(), omega.contiguous(), rank, iterations);
         var y = r.matmul(omega);                                               // [..., n, r]
         for (int i = 0; i < iterations; i++)
@@ -175,9 +176,6 @@ internal sealed class LowRankFactors : IDisposable
             }
         }
     }
-
-    /// <summary>Whether CUDA runs the power iteration as one kernel where it fits (tests turn it off to compare with the tensor ops).</summary>
-    internal static bool UseCudaKernel { get; set; } = true;
 
     /// <summary>
     /// Q of a thin QR: LAPACK's Householder QR on the CPU; on CUDA one Gram-Schmidt kernel launch for the whole
