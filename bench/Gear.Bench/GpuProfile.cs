@@ -68,12 +68,12 @@ internal static class GpuProfile
 
             if (options.IsCompressed)
             {
-                // Each phase of `run`, timed through CudaKernels.PhaseMarker (a synchronization after each), median of `times`.
+                // Each phase of `run`, timed through the library's phase events (a synchronization after each), median of `times`.
                 void Phases(string prefix, int times, Action prepare, Action run)
                 {
                     var phases = new Dictionary<string, List<double>>();
                     long last = 0;
-                    AI.Compression.Cuda.CudaKernels.PhaseMarker = phase =>
+                    using (new PhaseListener(phase =>
                     {
                         cuda.synchronize();
                         long now = Stopwatch.GetTimestamp();
@@ -81,8 +81,7 @@ internal static class GpuProfile
                             phases[phase] = list = [];
                         list.Add(Stopwatch.GetElapsedTime(last, now).TotalMilliseconds);
                         last = Stopwatch.GetTimestamp();
-                    };
-                    try
+                    }))
                     {
                         for (int i = 0; i < times; i++)
                         {
@@ -91,10 +90,6 @@ internal static class GpuProfile
                             last = Stopwatch.GetTimestamp();
                             run();
                         }
-                    }
-                    finally
-                    {
-                        AI.Compression.Cuda.CudaKernels.PhaseMarker = null;
                     }
                     foreach (var (phase, list) in phases)
                         Add(prefix + phase, Median(list));

@@ -63,22 +63,22 @@ internal static class GearCompressor
                         throw new ArgumentOutOfRangeException(nameof(options.GroupSize), options.GroupSize,
                             $"GEAR's per-channel outlier vectors are whole groups of GroupSize ({g}) tokens; this block has {n} tokens.");
                     (outliers, toQuantize) = OutlierSet.Extract(xf, options.OutlierRatio, axis, g);
-                    Cuda.CudaKernels.PhaseMarker?.Invoke(part + "outliers");
+                    if (Phases.Enabled) Phases.End(part + "outliers");
                 }
                 quantized = GroupQuantizer.Quantize(toQuantize, options.Bits, options.GroupSize, axis, fused);
-                Cuda.CudaKernels.PhaseMarker?.Invoke(part + "quantize");
+                if (Phases.Enabled) Phases.End(part + "quantize");
                 if (wantsLowRank)
                 {
                     var approx = quantized.Dequantize(ScalarType.Float32);     // [..., n, D]
                     outliers?.ScatterInto(approx);
                     residual = xf - approx;
-                    Cuda.CudaKernels.PhaseMarker?.Invoke(part + "residual");
+                    if (Phases.Enabled) Phases.End(part + "residual");
                 }
             }
             if (residual is not null)
             {
                 lowRank = LowRankFactors.Approximate(residual, r, options.PowerIterations, options.Seed, fused);
-                Cuda.CudaKernels.PhaseMarker?.Invoke(part + "low_rank");
+                if (Phases.Enabled) Phases.End(part + "low_rank");
             }
             return new CompressedBlock(quantized, outliers, lowRank, x.dtype);
         }
@@ -109,7 +109,7 @@ internal static class GearCompressor
             : Cuda.CudaKernels.CompressBlock(input, options.Bits, g, axis, k, residual);
         if (parts is null)
             return null;
-        Cuda.CudaKernels.PhaseMarker?.Invoke(axis == QuantAxis.PerChannel ? "keys_quantize" : "values_quantize");
+        Phases.End(axis == QuantAxis.PerChannel ? "keys_quantize" : "values_quantize");
         var lead = x.shape[..^2];
         var codes = grouped ? parts.Codes.reshape([.. lead, n, parts.Codes.shape[^1]]) : parts.Codes;   // [..., n, rowBytes]
         var scale = grouped ? parts.Scale.reshape([.. lead, n / g, d]) : parts.Scale;                 // [..., n/g, D]

@@ -85,4 +85,32 @@ public class CpuBlockCompressionTests
         var difference = (fused.Decompress(ScalarType.Float32) - reference.Decompress(ScalarType.Float32)).abs().max().item<float>();
         Assert.True(difference < 2e-3f, $"decompressed blocks differ by {difference}");      // low rank: float16 factors, GS vs Householder
     }
+
+    [Fact]
+    public void CompressionPhases_ReachASubscribedProfiler()
+    {
+        var seen = new List<string>();
+        int thread = Environment.CurrentManagedThreadId;
+        using var subscription = System.Diagnostics.DiagnosticListener.AllListeners.Subscribe(new Observer<System.Diagnostics.DiagnosticListener>(listener =>
+        {
+            if (listener.Name == Phases.ListenerName)
+                listener.Subscribe(new Observer<KeyValuePair<string, object?>>(e =>
+                {
+                    if (Environment.CurrentManagedThreadId == thread)
+                        lock (seen)
+                            seen.Add(e.Key);
+                }));
+        }));
+        using var x = randn(1, 2, 64, 64);
+        using var block = GearCompressor.Compress(x, QuantAxis.PerChannel, new GearOptions { Kind = CacheKind.Gear, Bits = 2 }, rank: 2, fused: false);
+        lock (seen)
+            Assert.Equal(["keys_outliers", "keys_quantize", "keys_residual", "keys_low_rank"], seen);
+    }
+
+    private sealed class Observer<T>(Action<T> next) : IObserver<T>
+    {
+        public void OnNext(T value) => next(value);
+        public void OnCompleted() { }
+        public void OnError(Exception error) { }
+    }
 }

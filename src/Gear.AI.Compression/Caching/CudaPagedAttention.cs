@@ -206,24 +206,24 @@ internal sealed unsafe class CudaPagedAttention : PagedAttention
         var st = _step;
         IntPtr scores = TensorMemory.DeviceAddress(_scratch!, contiguous: true), partial = scores + sizeof(float) * (nint)(st.Bh * st.Rows * st.Ld);
         bool compressed = Pool.Options.IsCompressed;
-        var mark = CudaKernels.PhaseMarker;
-        mark?.Invoke("queries");
+        bool mark = Phases.Enabled;
+        if (mark) Phases.End("queries");
         if (compressed && st.MaxPages > 0)
             KeyScores(ref args, scores, st.Ld, st.MaxPages, st.Rows, st.Bh);
         DenseScores(ref args, scores, st.Ld, compressed ? 1 : st.MaxPages + 1, bufferOnly: compressed, st.Bh);
-        mark?.Invoke("scores");
+        if (mark) Phases.End("scores");
         Softmax(scores, st.Ld, st.Bh * st.Rows, st.Rows);
-        mark?.Invoke("softmax");
+        if (mark) Phases.End("softmax");
         if (st.MaxPages > 0)
         {
             if (compressed)
                 Values(ref args, scores, st.Ld, partial, st.Slots, st.Layout, st.Rows, st.Bh);
             else
                 DenseValues(ref args, scores, st.Ld, partial, st.Slots, st.Slots, st.Rows, st.Bh);
-            mark?.Invoke("values");
+            if (mark) Phases.End("values");
         }
         Finish(ref args, partial, st.Slots, st.SpanPages, scores, st.Ld, output, outType, st.Rows, st.Bh);
-        mark?.Invoke("finish");
+        if (mark) Phases.End("finish");
     }
 
     /// <summary>The uploaded step's launch geometry: new tokens and query rows per sequence, (sequence, head) slices, longest block table and row of scores, value spans.</summary>

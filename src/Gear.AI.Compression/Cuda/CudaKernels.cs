@@ -179,12 +179,6 @@ internal static class CudaKernels
     private static readonly object Gate = new();
     private static readonly Dictionary<IntPtr, Module> Modules = [];
 
-    /// <summary>
-    /// Diagnostics only (the bench's gpu-profile command): called with a phase name after each phase of a fused attention
-    /// call and of a block compression, so a caller can synchronize and time the phases. Null in normal use.
-    /// </summary>
-    internal static Action<string>? PhaseMarker { get; set; }
-
     /// <summary>Why the kernels are not in use, or null when they are (or have not been needed yet).</summary>
     public static string? UnavailableReason { get; private set; }
 
