@@ -99,7 +99,7 @@ public sealed class GearChatClient : IChatClient
                     return _engine;
                 }
                 string directory = ModelLocator.Resolve(_options.Model, _options.ModelsDirectory);
-                var key = (directory, _options.Device.Trim().ToLowerInvariant(), _options.ChatTemplate);
+                var key = (directory, _options.Device.Trim().ToLowerInvariant(), _options.ChatTemplate, _options.FusedKernels);
                 _engine = EngineRegistry.Acquire(key, () => new GearEngine(() => LoadRuntime(directory), "Gear.AI engine " + Path.GetFileName(directory)));
                 return _engine;
             }
@@ -120,7 +120,7 @@ public sealed class GearChatClient : IChatClient
             }
             _options.LoadProgress?.Report(p);
         });
-        var loaded = LlamaRuntime.Load(directory, new ModelLoadOptions { Device = _options.Device, Progress = progress }, _options.ChatTemplate);
+        var loaded = LlamaRuntime.Load(directory, new ModelLoadOptions { Device = _options.Device, Progress = progress, FusedKernels = _options.FusedKernels }, _options.ChatTemplate);
         GearTelemetry.LoadSeconds.Record(clock.Elapsed.TotalSeconds);
         activity?.SetTag("gear.model", loaded.ModelId);
         _logger.LogInformation("Loaded model {Model} on {Device} in {Seconds:F2} s ({Bytes:N0} bytes of weights)",

@@ -96,6 +96,13 @@ public sealed class GearChatClientOptions
     /// </summary>
     public bool BatchInvariant { get; set; }
 
+    /// <summary>
+    /// Gear.AI's one-pass kernels where they apply (default true): paged attention, page compression and the model's
+    /// element-wise steps on CUDA, page compression in one pass on the CPU. False runs tensor operations instead — slower;
+    /// for troubleshooting a kernel problem, or comparing with the reference path.
+    /// </summary>
+    public bool FusedKernels { get; set; } = true;
+
     /// <summary>When true, responses carry a ConversationId and requests that pass it send only new messages (default false: stateless, prefix reuse).</summary>
     public bool StatefulConversations { get; set; }
 

@@ -54,6 +54,38 @@ public class PagedKvCacheTests
         foreach (var t in ks.Skip(1).Concat(vs.Skip(1))) t.Dispose();
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void FusedKernels_Off_CompressesPagesWithTheTensorOps(bool fused)
+    {
+        var options = new GearOptions { Kind = CacheKind.Gear, Bits = 2 };
+        using var pool = new PagePool(Shape, options, fusedKernels: fused);
+        Assert.Equal(fused, pool.FusedKernels);
+        using var sequence = pool.CreateSequence();
+        var phases = new List<string>();
+        int thread = Environment.CurrentManagedThreadId;
+        using var subscription = System.Diagnostics.DiagnosticListener.AllListeners.Subscribe(new Observer<System.Diagnostics.DiagnosticListener>(l =>
+        {
+            if (l.Name == Phases.ListenerName)
+                l.Subscribe(new Observer<KeyValuePair<string, object?>>(e => { if (Environment.CurrentManagedThreadId == thread) lock (phases) phases.Add(e.Key); }));
+        }));
+        var (k, v) = Kv(64, 3);                                                                 // one page, compressed at once
+        using var _k = k; using var _v = v;
+        using (PagedSteps.Attend(sequence, randn(6, 64, 64), k, v)) { }
+        Assert.Single(sequence.Pages);
+        lock (phases)
+            Assert.Equal(fused ? ["keys_quantize", "keys_low_rank", "values_quantize", "values_low_rank"] : ["keys_outliers", "keys_quantize", "keys_residual", "keys_low_rank",
+                "values_outliers", "values_quantize", "values_residual", "values_low_rank"], phases.Where(p => !p.StartsWith("q", StringComparison.Ordinal)));
+    }
+
+    private sealed class Observer<T>(Action<T> next) : IObserver<T>
+    {
+        public void OnNext(T value) => next(value);
+        public void OnCompleted() { }
+        public void OnError(Exception error) { }
+    }
+
     [Fact]
     public void Attend_LosslessSettings_EqualDenseAttention()
     {

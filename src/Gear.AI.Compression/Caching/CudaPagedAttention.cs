@@ -58,10 +58,15 @@ internal sealed unsafe class CudaPagedAttention : PagedAttention
             : null;
         if (why is not null)
             return null;
+        if (!pool.FusedKernels)
+        {
+            why = "fused kernels are off (FusedKernels = false)";
+            return null;
+        }
         var module = CudaKernels.For(s.Device);
         if (module is null)
         {
-            why = CudaKernels.UnavailableReason ?? "the CUDA kernels are switched off (GEAR_CUDA_KERNELS=0)";
+            why = CudaKernels.UnavailableReason ?? "the CUDA kernels could not be loaded";
             return null;
         }
         return new CudaPagedAttention(pool, module);

@@ -287,7 +287,7 @@ public sealed class KvBatch : IDisposable
             var keys = stack(parts.Select(p => p.Keys.narrow(1, 0, flushed)).ToArray(), 0);                // [K, Hkv, f, D]
             var values = stack(parts.Select(p => p.Values.narrow(1, 0, flushed)).ToArray(), 0);
             PageCodec.Write(Pool.Arenas[group.Key.Arena], layer, [.. members.SelectMany(i => _items[i].Pages)], [.. members.Select(i => _items[i].Block)],
-                keys, values, seed);
+                keys, values, seed, Pool.FusedKernels);
         }
         for (int i = 0; i < _items.Length; i++)
         {

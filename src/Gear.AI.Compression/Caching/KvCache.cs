@@ -52,10 +52,11 @@ public sealed class KvCache : IDisposable
         Create(shape, batch, options, denseStorageType, referenceAttention: false);
 
     /// <summary>As <see cref="Create(KvShape, int, GearOptions, ScalarType?)"/>, with the tensor reference for attention when <paramref name="referenceAttention"/>.</summary>
-    internal static KvCache Create(KvShape shape, int batch, GearOptions options, ScalarType? denseStorageType, bool referenceAttention)
+    internal static KvCache Create(KvShape shape, int batch, GearOptions options, ScalarType? denseStorageType, bool referenceAttention,
+        bool fusedKernels = true)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(batch, 1);
-        var pool = new PagePool(shape, options, denseStorageType, long.MaxValue, referenceAttention);
+        var pool = new PagePool(shape, options, denseStorageType, long.MaxValue, referenceAttention, fusedKernels);
         var sequences = new KvSequence[batch];
         for (int i = 0; i < batch; i++)
             sequences[i] = pool.CreateSequence();

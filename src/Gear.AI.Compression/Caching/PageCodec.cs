@@ -16,7 +16,8 @@ internal static class PageCodec
     /// page j of sequence k into <paramref name="pages"/>[k·P + j] of layer <paramref name="layer"/>; B, when the arena has
     /// low rank, into <paramref name="blocks"/>[k].
     /// </summary>
-    public static void Write(PageArena arena, int layer, IReadOnlyList<PageId> pages, IReadOnlyList<int> blocks, Tensor keys, Tensor values, long seed)
+    public static void Write(PageArena arena, int layer, IReadOnlyList<PageId> pages, IReadOnlyList<int> blocks, Tensor keys, Tensor values, long seed,
+        bool fused = true)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
@@ -44,8 +45,8 @@ internal static class PageCodec
             return;
         }
         var options = f.Options with { Seed = seed };
-        using var k = GearCompressor.Compress(keys, QuantAxis.PerChannel, options, f.Rank);
-        using var v = GearCompressor.Compress(values, QuantAxis.PerToken, options, f.Rank);
+        using var k = GearCompressor.Compress(keys, QuantAxis.PerChannel, options, f.Rank, fused);
+        using var v = GearCompressor.Compress(values, QuantAxis.PerToken, options, f.Rank, fused);
         long keyGroups = nb / f.KeyGroup;
         Put(PagePart.KeyCodes, Paged(k.Quantized.Codes, nb));
         Put(PagePart.KeyScale, Paged(k.Quantized.Scale, keyGroups));

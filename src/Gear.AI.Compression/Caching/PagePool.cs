@@ -19,19 +19,27 @@ public sealed class PagePool : IDisposable
     private long _maxBytes;
     private bool _disposed;
 
+    /// <summary>Whether attention on CUDA and page compression use the one-pass kernels where they apply.</summary>
+    public bool FusedKernels { get; }
+
     /// <summary>Creates an empty pool.</summary>
     /// <param name="shape">Layers, heads, head size, compute dtype and device of the model.</param>
     /// <param name="options">Cache kind and compression settings (validated).</param>
     /// <param name="denseStorageType">For <see cref="CacheKind.Fp16"/>: the stored dtype (float16 by default; the compute dtype for exact parity tests).</param>
     /// <param name="maxBytes">Most bytes the pool's pages and blocks may take, sequences' buffer pages included (unbounded by default).</param>
-    public PagePool(KvShape shape, GearOptions options, ScalarType? denseStorageType = null, long maxBytes = long.MaxValue)
-        : this(shape, options, denseStorageType, maxBytes, referenceAttention: false)
+    /// <param name="fusedKernels">
+    /// True (default): attention on CUDA and the compression of pages run Gear.AI's one-pass kernels where they apply;
+    /// false: tensor operations (slower; the reference the kernels are tested against).
+    /// </param>
+    public PagePool(KvShape shape, GearOptions options, ScalarType? denseStorageType = null, long maxBytes = long.MaxValue, bool fusedKernels = true)
+        : this(shape, options, denseStorageType, maxBytes, referenceAttention: false, fusedKernels)
     {
     }
 
     /// <summary>A pool whose attention is the tensor reference when <paramref name="referenceAttention"/> (what the fused paths are tested against).</summary>
-    internal PagePool(KvShape shape, GearOptions options, ScalarType? denseStorageType, long maxBytes, bool referenceAttention)
+    internal PagePool(KvShape shape, GearOptions options, ScalarType? denseStorageType, long maxBytes, bool referenceAttention, bool fusedKernels = true)
     {
+        FusedKernels = fusedKernels;
         ArgumentNullException.ThrowIfNull(shape);
         ArgumentNullException.ThrowIfNull(options);
         Shape = shape.Validate();

@@ -11,9 +11,8 @@ namespace Gear.AI.Compression.Cuda;
 /// <remarks>
 /// Building the PTX (needs nvcc, any CUDA 11.8 or later; PTX of an older ISA loads on newer drivers):
 /// <c>scripts/build_cuda_kernels.sh</c> (<c>nvcc -std=c++17 -ptx -arch=compute_70 -O3</c>, and the sources' hash a test checks).
-/// <c>GEAR_CUDA_PTX=/path/file.ptx</c> loads another build instead (kernel development); <c>GEAR_CUDA_KERNELS=0</c> turns the
-/// kernels off (the TorchSharp path then runs, as it does wherever the module cannot load, e.g. a driver too old for the PTX;
-/// <see cref="UnavailableReason"/> says why).
+/// Where the module cannot load (e.g. a driver too old for the PTX) the TorchSharp path runs and <see cref="UnavailableReason"/>
+/// says why; a pool or model made with fused kernels off (<c>FusedKernels = false</c>) does not call them.
 /// </remarks>
 internal static class CudaKernels
 {
@@ -182,14 +181,9 @@ internal static class CudaKernels
     /// <summary>Why the kernels are not in use, or null when they are (or have not been needed yet).</summary>
     public static string? UnavailableReason { get; private set; }
 
-    /// <summary>Whether the environment switched the kernels off.</summary>
-    public static bool Disabled => Environment.GetEnvironmentVariable("GEAR_CUDA_KERNELS") == "0";
-
     /// <summary>The module for <paramref name="device"/>'s context on this thread, or null when the kernels cannot be used.</summary>
     public static Module? For(Device device)
     {
-        if (Disabled)
-            return null;
         lock (Gate)
         {
             if (UnavailableReason is not null)
@@ -444,19 +438,10 @@ internal static class CudaKernels
     /// <summary>The PTX text, NUL-terminated as cuModuleLoadData wants it.</summary>
     public static byte[] Ptx()
     {
-        byte[] text;
-        if (Environment.GetEnvironmentVariable("GEAR_CUDA_PTX") is { Length: > 0 } path)
-        {
-            text = File.ReadAllBytes(path);
-        }
-        else
-        {
-            using var stream = typeof(CudaKernels).Assembly.GetManifestResourceStream("Gear.AI.Compression.Cuda.gear_decode.ptx")
-                ?? throw new IOException("The gear_decode.ptx resource is missing from Gear.AI.Compression.");
-            using var copy = new MemoryStream();
-            stream.CopyTo(copy);
-            text = copy.ToArray();
-        }
-        return [.. text, 0];
+        using var stream = typeof(CudaKernels).Assembly.GetManifestResourceStream("Gear.AI.Compression.Cuda.gear_decode.ptx")
+            ?? throw new IOException("The gear_decode.ptx resource is missing from Gear.AI.Compression.");
+        using var copy = new MemoryStream();
+        stream.CopyTo(copy);
+        return [.. copy.ToArray(), 0];
     }
 }

@@ -57,7 +57,7 @@ public sealed partial class LlamaModel : IDisposable
         if (dtype is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16))
             throw new ArgumentOutOfRangeException(nameof(options), dtype, "ComputeType must be Float32, Float16 or BFloat16.");
         var weights = LlamaWeights.Load(modelDirectory, config, device, dtype, options.Progress);
-        return new LlamaModel(config, weights, device, dtype);
+        return new LlamaModel(config, weights, device, dtype) { UseCudaKernels = options.FusedKernels };
     }
 
     /// <summary>Wraps already-loaded weights (tests, synthetic shapes).</summary>
@@ -151,14 +151,14 @@ public sealed partial class LlamaModel : IDisposable
 
     /// <summary>An empty cache of <paramref name="batch"/> sequences in a pool of its own (a static batch).</summary>
     public KvCache CreateCache(GearOptions options, int batch = 1, ScalarType? denseStorageType = null) =>
-        KvCache.Create(KvShape, batch, options, denseStorageType);
+        KvCache.Create(KvShape, batch, options, denseStorageType, referenceAttention: false, fusedKernels: UseCudaKernels);
 
     /// <summary>A page pool for this model's KV history, shared by the sequences of a server or a client.</summary>
     /// <param name="options">Cache kind and compression settings.</param>
     /// <param name="maxBytes">Most bytes its pages may take.</param>
     /// <param name="denseStorageType">For <see cref="CacheKind.Fp16"/>: the stored dtype (float16 by default).</param>
     public PagePool CreatePool(GearOptions options, long maxBytes = long.MaxValue, ScalarType? denseStorageType = null) =>
-        new(KvShape, options, denseStorageType, maxBytes);
+        new(KvShape, options, denseStorageType, maxBytes, fusedKernels: UseCudaKernels);
 
     /// <summary>
     /// Runs <paramref name="tokens"/> [B, T] at positions startPosition … startPosition + T − 1 through the
@@ -282,8 +282,9 @@ public sealed partial class LlamaModel : IDisposable
     }
 
     /// <summary>
-    /// Whether CUDA runs the model's fused element-wise kernels (RMSNorm, rotary embedding; on by default, and off with
-    /// <c>GEAR_CUDA_KERNELS=0</c>). The tensor ops are the reference they are tested against on the GPU machine.
+    /// Whether CUDA runs the model's fused element-wise kernels (RMSNorm, rotary embedding) and pools made by
+    /// <see cref="CreatePool"/> and <see cref="CreateCache"/> use the one-pass kernels (<see cref="ModelLoadOptions.FusedKernels"/>;
+    /// the bench turns it off on a model to compute the tensor-op reference).
     /// </summary>
     internal bool UseCudaKernels { get; set; } = true;
 

@@ -22,4 +22,12 @@ public sealed record ModelLoadOptions
     /// allocator of the whole process, which then holds on to its peak heap; false leaves the allocator as it is.
     /// </summary>
     public bool KeepFreedHostMemory { get; init; } = true;
+
+    /// <summary>
+    /// Run Gear.AI's one-pass kernels where they apply (default true): on CUDA the paged attention, the page compression and
+    /// the model's RMSNorm, rotary embedding and launch-light decode step; on every device the compression of a page in
+    /// one pass. False runs tensor operations instead — slower; the reference the kernels are tested against, and a way
+    /// around a kernel problem on an unusual GPU.
+    /// </summary>
+    public bool FusedKernels { get; init; } = true;
 }
