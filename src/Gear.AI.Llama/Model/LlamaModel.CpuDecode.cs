@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Numerics.Tensors;
 using Tensor = TorchSharp.torch.Tensor;
 using Gear.AI.Compression.Caching;
@@ -176,12 +177,139 @@ public sealed partial class LlamaModel
 
     private static unsafe void ProjectRange(float* w, float* bias, int from, int to, int k, float* x, int rows, float* y, int ldy)
     {
-        for (int j = from; j < to; j++)
+        // Weight rows against input rows a few at a time, so that each load feeds several multiply-adds (a plain dot
+        // product loads two numbers per multiply-add): four weight rows against one input row, or two against two. Every
+        // (weight row, input row) pair is summed the same way in each kernel — two vector accumulators over alternate
+        // chunks, then their sum, then the tail in order — so a row's result does not depend on how many rows share the step
+        // (what BatchInvariant relies on).
+        // Weight rows outside, input rows inside: each weight row comes from memory once for the whole step.
+        int j = from;
+        if (rows == 1)
         {
-            var wj = new ReadOnlySpan<float>(w + (long)j * k, k);
-            float b = bias is null ? 0f : bias[j];
-            for (int r = 0; r < rows; r++)
-                y[(long)r * ldy + j] = TensorPrimitives.Dot(wj, new ReadOnlySpan<float>(x + (long)r * k, k)) + b;
+            for (; j + 4 <= to; j += 4)
+                Dot4x1(w + (long)j * k, k, x, y + j);
         }
+        else
+        {
+            for (; j + 2 <= to; j += 2)
+            {
+                int pair = 0;
+                for (; pair + 2 <= rows; pair += 2)
+                    Dot2x2(w + (long)j * k, k, x + (long)pair * k, y + (long)pair * ldy + j, ldy);
+                if (pair < rows)
+                {
+                    y[(long)pair * ldy + j] = Dot1(w + (long)j * k, x + (long)pair * k, k);
+                    y[(long)pair * ldy + j + 1] = Dot1(w + (long)(j + 1) * k, x + (long)pair * k, k);
+                }
+            }
+        }
+        for (; j < to; j++)
+            for (int r = 0; r < rows; r++)
+                y[(long)r * ldy + j] = Dot1(w + (long)j * k, x + (long)r * k, k);
+        if (bias is not null)
+            for (int r = 0; r < rows; r++)
+                TensorPrimitives.Add(new ReadOnlySpan<float>(y + (long)r * ldy + from, to - from), new ReadOnlySpan<float>(bias + from, to - from),
+                    new Span<float>(y + (long)r * ldy + from, to - from));
+    }
+
+    private static unsafe float Dot1(float* a, float* b, int k)
+    {
+        int n = Vector<float>.Count, c = 0;
+        Vector<float> even = default, odd = default;
+        for (; c + 2 * n <= k; c += 2 * n)
+        {
+            even = Vector.FusedMultiplyAdd(Vector.Load(a + c), Vector.Load(b + c), even);
+            odd = Vector.FusedMultiplyAdd(Vector.Load(a + c + n), Vector.Load(b + c + n), odd);
+        }
+        if (c + n <= k)
+        {
+            even = Vector.FusedMultiplyAdd(Vector.Load(a + c), Vector.Load(b + c), even);
+            c += n;
+        }
+        return Tail(Vector.Sum(even + odd), a, b, c, k);
+    }
+
+    private static unsafe void Dot4x1(float* w0, int k, float* x0, float* y0)
+    {
+        int n = Vector<float>.Count, c = 0;
+        float* w1 = w0 + k, w2 = w1 + k, w3 = w2 + k;
+        Vector<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+        for (; c + 2 * n <= k; c += 2 * n)
+        {
+            var xe = Vector.Load(x0 + c);
+            var xo = Vector.Load(x0 + c + n);
+            a0 = Vector.FusedMultiplyAdd(Vector.Load(w0 + c), xe, a0);
+            b0 = Vector.FusedMultiplyAdd(Vector.Load(w0 + c + n), xo, b0);
+            a1 = Vector.FusedMultiplyAdd(Vector.Load(w1 + c), xe, a1);
+            b1 = Vector.FusedMultiplyAdd(Vector.Load(w1 + c + n), xo, b1);
+            a2 = Vector.FusedMultiplyAdd(Vector.Load(w2 + c), xe, a2);
+            b2 = Vector.FusedMultiplyAdd(Vector.Load(w2 + c + n), xo, b2);
+            a3 = Vector.FusedMultiplyAdd(Vector.Load(w3 + c), xe, a3);
+            b3 = Vector.FusedMultiplyAdd(Vector.Load(w3 + c + n), xo, b3);
+        }
+        if (c + n <= k)
+        {
+            var xe = Vector.Load(x0 + c);
+            a0 = Vector.FusedMultiplyAdd(Vector.Load(w0 + c), xe, a0);
+            a1 = Vector.FusedMultiplyAdd(Vector.Load(w1 + c), xe, a1);
+            a2 = Vector.FusedMultiplyAdd(Vector.Load(w2 + c), xe, a2);
+            a3 = Vector.FusedMultiplyAdd(Vector.Load(w3 + c), xe, a3);
+            c += n;
+        }
+        y0[0] = Tail(Vector.Sum(a0 + b0), w0, x0, c, k);
+        y0[1] = Tail(Vector.Sum(a1 + b1), w1, x0, c, k);
+        y0[2] = Tail(Vector.Sum(a2 + b2), w2, x0, c, k);
+        y0[3] = Tail(Vector.Sum(a3 + b3), w3, x0, c, k);
+    }
+
+    private static unsafe void Dot2x2(float* w0, int k, float* x0, float* y0, int ldy)
+    {
+        int n = Vector<float>.Count, c = 0;
+        float* w1 = w0 + k, x1 = x0 + k, y1 = y0 + ldy;
+        // a: weight row 0, b: weight row 1; 0/1: input row; e/o: even/odd chunks.
+        Vector<float> a0e = default, a0o = default, a1e = default, a1o = default, b0e = default, b0o = default, b1e = default, b1o = default;
+        for (; c + 2 * n <= k; c += 2 * n)
+        {
+            var x0e = Vector.Load(x0 + c);
+            var x1e = Vector.Load(x1 + c);
+            var we = Vector.Load(w0 + c);
+            a0e = Vector.FusedMultiplyAdd(we, x0e, a0e);
+            a1e = Vector.FusedMultiplyAdd(we, x1e, a1e);
+            var ve = Vector.Load(w1 + c);
+            b0e = Vector.FusedMultiplyAdd(ve, x0e, b0e);
+            b1e = Vector.FusedMultiplyAdd(ve, x1e, b1e);
+            var x0o = Vector.Load(x0 + c + n);
+            var x1o = Vector.Load(x1 + c + n);
+            var wo = Vector.Load(w0 + c + n);
+            a0o = Vector.FusedMultiplyAdd(wo, x0o, a0o);
+            a1o = Vector.FusedMultiplyAdd(wo, x1o, a1o);
+            var vo = Vector.Load(w1 + c + n);
+            b0o = Vector.FusedMultiplyAdd(vo, x0o, b0o);
+            b1o = Vector.FusedMultiplyAdd(vo, x1o, b1o);
+        }
+        if (c + n <= k)
+        {
+            var x0e = Vector.Load(x0 + c);
+            var x1e = Vector.Load(x1 + c);
+            var we = Vector.Load(w0 + c);
+            var ve = Vector.Load(w1 + c);
+            a0e = Vector.FusedMultiplyAdd(we, x0e, a0e);
+            a1e = Vector.FusedMultiplyAdd(we, x1e, a1e);
+            b0e = Vector.FusedMultiplyAdd(ve, x0e, b0e);
+            b1e = Vector.FusedMultiplyAdd(ve, x1e, b1e);
+            c += n;
+        }
+        y0[0] = Tail(Vector.Sum(a0e + a0o), w0, x0, c, k);
+        y0[1] = Tail(Vector.Sum(b0e + b0o), w1, x0, c, k);
+        y1[0] = Tail(Vector.Sum(a1e + a1o), w0, x1, c, k);
+        y1[1] = Tail(Vector.Sum(b1e + b1o), w1, x1, c, k);
+    }
+
+    /// <summary>The entries past the last whole vector, added in order.</summary>
+    private static unsafe float Tail(float sum, float* a, float* b, int from, int k)
+    {
+        for (int c = from; c < k; c++)
+            sum = MathF.FusedMultiplyAdd(a[c], b[c], sum);
+        return sum;
     }
 }
