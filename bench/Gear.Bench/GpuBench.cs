@@ -1,3 +1,4 @@
+using Gear.Tests.Shared;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
@@ -198,41 +199,22 @@ internal static class GpuBench
             ok &= pass;
             report.Add(new GpuSelfTestRow($"orthonormalize_n{n}_r{r}", "-", 0, orthogonality, span, pass, $"max |QᵀQ − I| {orthogonality:E2}, ‖QQᵀY − Y‖/‖Y‖ {span:E2}"));
         }
-        // The power-iteration kernel against the tensor ops it replaces (both on the device, same Ω): the same rank-r
-        // approximation, compared as A·Bᵀ (column signs may differ).
-        foreach (var (n, d, rank) in new[] { (64, 128, 1), (64, 128, 2), (64, 128, 3), (64, 128, 4), (48, 96, 6), (64, 64, 8), (32, 256, 4) })
+        // The kernels against the tensor ops they replace, both on the device: the checks the unit tests run on the CPU
+        // (tests/Shared/KernelChecks.cs, one list of cases).
+        foreach (var (n, d, rank) in KernelChecks.PowerIterationCases())
+            ok &= Add(KernelChecks.PowerIteration(n, d, rank, device));
+        foreach (var (axis, bits, n, d, g) in KernelChecks.QuantizationCases())
+            ok &= Add(KernelChecks.Quantization(axis, bits, n, d, g, device));
+        foreach (var (options, axis, n, d, half) in KernelChecks.CompressionCases())
+            ok &= Add(KernelChecks.Compression(options, axis, n, d, half, device));
+
+        bool Add(KernelChecks.Result r)
         {
-            using var scope = NewDisposeScope();
-            var residual = randn([2, 3, n, d], generator: new Generator(5, CPU)).to(device);
-            using var fused = LowRankFactors.Approximate(residual, rank, 3, 7);
-            using var reference = LowRankFactors.Approximate(residual, rank, 3, 7, fused: false);
-            var lf = fused.Reconstruct();
-            var lr = reference.Reconstruct();
-            double difference = ((lf - lr).norm() / lr.norm()).item<float>();
-            double errorFused = ((residual - lf).norm() / residual.norm()).item<float>(), errorReference = ((residual - lr).norm() / residual.norm()).item<float>();
-            bool pass = difference <= 1e-2 && Gear.AI.Compression.Cuda.CudaKernels.UnavailableReason is null;
-            ok &= pass;
-            report.Add(new GpuSelfTestRow($"power_iteration_n{n}_d{d}_r{rank}", "-", 0, errorReference, errorFused, pass,
-                $"‖L − L_ref‖/‖L_ref‖ {difference:E2}; approximation error {errorFused:F4} (tensor ops {errorReference:F4})"));
+            bool pass = r.Passed && Gear.AI.Compression.Cuda.CudaKernels.UnavailableReason is null;
+            report.Add(new GpuSelfTestRow(r.Name, r.Cache, r.Bits, r.Reference, r.Measured, pass, r.Detail));
+            return pass;
         }
-        // The quantization kernel against the tensor ops it replaces (both on the device): codes, scales and zeros equal.
-        foreach (var axis in new[] { QuantAxis.PerChannel, QuantAxis.PerToken })
-            foreach (int bits in new[] { 1, 2, 4, 8 })
-                foreach (var (n, d, g) in new[] { (128, 128, 64), (64, 64, 32), (192, 96, 32) })
-                {
-                    using var scope = NewDisposeScope();
-                    var x = (randn([2, 3, n, d], generator: new Generator(11, CPU)) * 3f).to(device);
-                    x[0, 0].zero_();                                                          // constant groups: scale 0, code 0
-                    using var fused = GroupQuantizer.Quantize(x, bits, g, axis);
-                    using var reference = GroupQuantizer.Quantize(x, bits, g, axis, fused: false);
-                    long codes = fused.Codes.ne(reference.Codes).sum().item<long>();
-                    long groups = fused.Scale.ne(reference.Scale).sum().item<long>() + fused.Zero.ne(reference.Zero).sum().item<long>();
-                    bool pass = codes == 0 && groups == 0 && Gear.AI.Compression.Cuda.CudaKernels.UnavailableReason is null;
-                    ok &= pass;
-                    report.Add(new GpuSelfTestRow($"quantize_{axis}_n{n}_d{d}_g{g}", "-", bits, 0, codes + groups, pass,
-                        $"{codes} code bytes and {groups} scales/zeros differ from the tensor ops"));
-                }
-        ok &= CompressKernelChecks(report, device);
+
         var common = CacheConfigs.Parse("kivi,gearl,gear", "2,4").Where(o => o.IsCompressed).Prepend(GearOptions.Fp16).ToArray();
         // Other code widths and 32-wide groups (narrower value pieces, more key groups per span) on a GQA shape.
         var rare = CacheConfigs.Parse("gear", "1,8").Where(o => o.IsCompressed).Append(new GearOptions { Kind = CacheKind.Gear, Bits = 2, GroupSize = 32 }).ToArray();
@@ -420,51 +402,6 @@ internal static class GpuBench
         }
         logProbs.Dispose();
         return Math.Exp(nll / count);
-    }
-
-    /// <summary>
-    /// The block-compression kernel (outliers, quantization and residual in one launch) against the tensor ops it replaces,
-    /// both on the device: every kind at 1, 2, 4 and 8 bits, keys and values, a float16 narrow of a longer buffer (read in
-    /// place) and a float32 block, with 12σ spikes and a constant slice. Outlier values and indices, scales and zeros
-    /// equal; code bytes equal but where an outlier's filler (the mean of the others, summed in another order) lands
-    /// on a rounding boundary (at most 0.01%); the decompressed block within 1e-3 of the reference's (the power iteration
-    /// runs on a residual that differs in the last bits).
-    /// </summary>
-    private static bool CompressKernelChecks(BenchReport<GpuSelfTestRow> report, Device device)
-    {
-        bool ok = true;
-        // Value groups of 32, 64 (the default) and 128 features: one, two and four entries a lane in the kernel's warps.
-        var cases = from kind in CacheConfigs.Parse("kivi,gearl,gear", "1,2,4,8").Where(o => o.IsCompressed)
-                    from axis in new[] { QuantAxis.PerChannel, QuantAxis.PerToken }
-                    from groupSize in axis == QuantAxis.PerToken ? new[] { 32, 64, 128 } : [kind.GroupSize]
-                    select (Options: kind with { GroupSize = groupSize, BufferLength = Math.Max(kind.BufferLength, groupSize) }, Axis: axis);
-        foreach (var (options, axis) in cases)
-            foreach (var (n, d, half) in new[] { (64, 128, true), (128, 64, false), (192, 96, true) })
-            {
-                if (axis == QuantAxis.PerToken && d % options.GroupSize != 0)
-                    continue;
-                using var scope = NewDisposeScope();
-                using var generator = new Generator(13, CPU);
-                var full = randn([2, 3, n + 40, d], generator: generator) + 12f * (rand([2, 3, n + 40, d], generator: generator) < 0.01f).to(ScalarType.Float32);
-                full[1, 2].fill_(0.5f);                                                   // constant vectors: scale 0, tied extremes
-                var x = (half ? full.to(ScalarType.Float16) : full).to(device).narrow(2, 0, n); // [2, 3, n, D], not contiguous
-                int rank = Math.Min(options.DecodeRank, n);
-                using var fused = GearCompressor.Compress(x, axis, options, rank);
-                using var reference = GearCompressor.Compress(x, axis, options, rank, fused: false);
-                long codes = fused.Quantized.Codes.ne(reference.Quantized.Codes).sum().item<long>();
-                long groups = fused.Quantized.Scale.ne(reference.Quantized.Scale).sum().item<long>() + fused.Quantized.Zero.ne(reference.Quantized.Zero).sum().item<long>();
-                long outliers = fused.Outliers is null != reference.Outliers is null ? -1
-                    : fused.Outliers is null ? 0
-                    : fused.Outliers.Indices.ne(reference.Outliers!.Indices).sum().item<long>() + fused.Outliers.Values.ne(reference.Outliers.Values).sum().item<long>();
-                var expected = reference.Decompress(ScalarType.Float32);
-                double difference = ((fused.Decompress(ScalarType.Float32) - expected).norm() / expected.norm()).item<float>();
-                bool applied = Gear.AI.Compression.Cuda.CudaKernels.UnavailableReason is null;
-                bool pass = applied && groups == 0 && outliers == 0 && codes <= fused.Quantized.Codes.numel() / 10_000 && difference <= 1e-3;
-                ok &= pass;
-                report.Add(new GpuSelfTestRow($"compress_{axis}_n{n}_d{d}_g{options.GroupSize}_{(half ? "f16" : "f32")}", CacheConfigs.Name(options), CacheConfigs.Bits(options), 0, difference, pass,
-                    $"{codes} code bytes, {groups} scales/zeros, {outliers} outlier entries differ; decompressed ‖Δ‖/‖X̂‖ {difference:E2}"));
-            }
-        return ok;
     }
 
     /// <summary>
