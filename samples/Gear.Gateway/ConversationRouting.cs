@@ -78,7 +78,10 @@ public sealed class ConversationRouting(RequestDelegate next, ReplicaBook book, 
                     return;
                 }
                 if (tried.Count > 0)
+                {
                     book.CountRetry();
+                    GatewayTelemetry.Retries.Add(1);
+                }
                 proxy.AvailableDestinations = remaining;
                 if (body is not null)
                     context.Request.Body = new MemoryStream(body, writable: false);
@@ -88,8 +91,8 @@ public sealed class ConversationRouting(RequestDelegate next, ReplicaBook book, 
                 var error = context.Features.Get<IForwarderErrorFeature>();
                 if (error is null || error.Error == ForwarderError.None)
                 {
-                    if (KeyOf(context) is { } key && picked is not null && context.Response.StatusCode < 500)
-                        book.Remember(key, picked.DestinationId);
+                    if (picked is not null)
+                        Count(context, picked.DestinationId);
                     return;
                 }
                 if (picked is null || lifetime.ClientGone || !ReplicaFailed(error.Error))
@@ -114,6 +117,7 @@ public sealed class ConversationRouting(RequestDelegate next, ReplicaBook book, 
                         "\"type\":\"server_error\",\"param\":null,\"code\":\"replica_failed\"}}\n\ndata: [DONE]\n\n"), context.RequestAborted);
                     await responseBody.FlushAsync(context.RequestAborted);
                     book.CountEndedStream();
+                    GatewayTelemetry.StreamsEnded.Add(1);
                     return;
                 }
                 lifetime.AbortIfRequested();
@@ -133,6 +137,20 @@ public sealed class ConversationRouting(RequestDelegate next, ReplicaBook book, 
     /// </summary>
     private static bool ReplicaFailed(ForwarderError error) =>
         error is ForwarderError.Request or ForwarderError.RequestBodyDestination or ForwarderError.ResponseBodyDestination;
+
+    /// <summary>Counts the answered request by how it was routed, and remembers where its conversation now lives.</summary>
+    private void Count(HttpContext context, string replica)
+    {
+        string route = "none";
+        if (KeyOf(context) is { } key)
+        {
+            string? before = book.HolderOf(key);
+            route = before is null ? "new" : before == replica ? "affinity" : "moved";
+            if (context.Response.StatusCode < 500)
+                book.Remember(key, replica);
+        }
+        GatewayTelemetry.Requests.Add(1, new KeyValuePair<string, object?>("gear.route", route), new KeyValuePair<string, object?>("gear.replica", replica));
+    }
 
     /// <summary>One attempt: YARP's load balancing picks a replica among those left, and YARP forwards to it.</summary>
     private async Task<DestinationState?> Forward(HttpContext context)

@@ -1,5 +1,8 @@
 using System.Text.Json;
 using Microsoft.Extensions.Options;
+using OpenTelemetry;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Trace;
 using Yarp.ReverseProxy;
 using Yarp.ReverseProxy.Configuration;
 using Yarp.ReverseProxy.Health;
@@ -37,6 +40,12 @@ public static class GearGateway
         builder.Services.AddHttpClient(ReplicaLoadMonitor.ClientName);
         builder.Services.AddHostedService<ReplicaLoadMonitor>();
         builder.Services.AddReverseProxy().LoadFromMemory([Route()], [Cluster(options)]);
+        // Its own meter and ASP.NET Core's through OpenTelemetry, over OTLP where OTEL_EXPORTER_OTLP_ENDPOINT is set (Aspire).
+        var telemetry = builder.Services.AddOpenTelemetry()
+            .WithMetrics(metrics => metrics.AddMeter(GatewayTelemetry.Name).AddAspNetCoreInstrumentation())
+            .WithTracing(tracing => tracing.AddAspNetCoreInstrumentation());
+        if (!string.IsNullOrWhiteSpace(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]))
+            telemetry.UseOtlpExporter();
         // A replica shutting down lets its streams finish; the gateway waits as long for its own.
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(30));
 

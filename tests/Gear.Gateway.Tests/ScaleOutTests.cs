@@ -21,7 +21,23 @@ public sealed class ScaleOutTests(ITestOutputHelper output) : IAsyncLifetime
     {
         using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(8));
         var roundRobin = await RunThroughGateway("RoundRobin", "Round robin", timeout.Token);
-        var affinity = await RunThroughGateway("Affinity", "Affinity", timeout.Token);
+        var routes = new Dictionary<string, long>();
+        List<TurnResult> affinity;
+        using (var meters = new System.Diagnostics.Metrics.MeterListener())
+        {
+            meters.InstrumentPublished = (instrument, l) => { if (instrument.Meter.Name == GatewayTelemetry.Name) l.EnableMeasurementEvents(instrument); };
+            meters.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
+            {
+                if (instrument.Name != "gear.gateway.requests")
+                    return;
+                foreach (var tag in tags)
+                    if (tag.Key == "gear.route")
+                        lock (routes)
+                            routes[(string)tag.Value!] = routes.GetValueOrDefault((string)tag.Value!) + value;
+            });
+            meters.Start();
+            affinity = await RunThroughGateway("Affinity", "Affinity", timeout.Token);
+        }
         double a = Conversations.CachedShare(affinity), r = Conversations.CachedShare(roundRobin);
         output.WriteLine($"cached prompt tokens of what was possible: affinity {a:P1}, round robin {r:P1} ({Count} conversations x {Turns} turns, {Replicas} replicas)");
         foreach (var (name, turns) in new[] { ("affinity", affinity), ("round robin", roundRobin) })
@@ -29,6 +45,14 @@ public sealed class ScaleOutTests(ITestOutputHelper output) : IAsyncLifetime
                 + $"conversations on one replica throughout: {turns.GroupBy(t => t.Conversation).Count(g => g.Select(t => t.Replica).Distinct().Count() == 1)}");
 
         Assert.All(affinity.Concat(roundRobin), t => Assert.Equal(1, t.Tries));
+        // The gateway's own metric tells the same story: each conversation new once, then on its replica.
+        lock (routes)
+        {
+            output.WriteLine("gear.gateway.requests by route: " + string.Join(", ", routes.Select(r => $"{r.Key} {r.Value}")));
+            Assert.Equal(Count, routes.GetValueOrDefault("new"));
+            Assert.Equal(Count * (Turns - 1), routes.GetValueOrDefault("affinity"));
+            Assert.Equal(0, routes.GetValueOrDefault("moved"));
+        }
         Assert.True(a >= 0.9, $"affinity routing reused {a:P1} of the possible prompt tokens (at least 90% expected)");
         Assert.True(r < 0.7, $"round robin reused {r:P1}: the comparison does not measure routing");
         // Every conversation stays on one replica, and the 24 are spread over all three.
