@@ -28,6 +28,9 @@ public sealed class ConversationRouting(RequestDelegate next, ReplicaBook book, 
 
     private static readonly string Instance = Guid.NewGuid().ToString("N")[..12];
 
+    /// <summary>How long a client gets to read a stream's error event before the connection is cut (a cut discards unread data).</summary>
+    private static readonly TimeSpan ErrorEventGrace = TimeSpan.FromMilliseconds(200);
+
     public async Task InvokeAsync(HttpContext context)
     {
         var proxy = context.GetReverseProxyFeature();
@@ -108,19 +111,21 @@ public sealed class ConversationRouting(RequestDelegate next, ReplicaBook book, 
                     context.Response.StatusCode = StatusCodes.Status200OK;
                     continue;
                 }
-                // The answer had begun: a stream cut between two events ends with an error event; anything else is cut.
+                // The answer had begun: a stream cut between two events gets an error event (clients that read error events,
+                // like OpenAI's Python library, raise it), then the connection is cut either way, so that a client that
+                // ignores error events (OpenAI's .NET library does) still fails instead of taking a truncated answer.
                 logger.LogWarning("Replica {Replica} failed while answering ({Error}).", picked.DestinationId, error.Error);
                 if (context.Response.ContentType?.StartsWith("text/event-stream", StringComparison.Ordinal) == true && responseBody.AtEventBoundary)
                 {
                     await responseBody.WriteAsync(Encoding.UTF8.GetBytes(
                         "data: {\"error\":{\"message\":\"The replica serving this stream failed; retry the request (the gateway sends it to another replica).\"," +
-                        "\"type\":\"server_error\",\"param\":null,\"code\":\"replica_failed\"}}\n\ndata: [DONE]\n\n"), context.RequestAborted);
+                        "\"type\":\"server_error\",\"param\":null,\"code\":\"replica_failed\"}}\n\n"), context.RequestAborted);
                     await responseBody.FlushAsync(context.RequestAborted);
                     book.CountEndedStream();
                     GatewayTelemetry.StreamsEnded.Add(1);
-                    return;
+                    await Task.Delay(ErrorEventGrace, CancellationToken.None);                   // time to read it before the cut
                 }
-                lifetime.AbortIfRequested();
+                realLifetime.Abort();
                 return;
             }
         }

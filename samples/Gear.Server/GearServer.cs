@@ -157,11 +157,13 @@ public static class GearServer
         }
         catch (Exception e)
         {
-            // The status line has gone: the error becomes the stream's last event.
+            // The status line has gone: the error becomes the stream's last event, then the connection is cut — OpenAI's
+            // .NET library ignores error events and would otherwise take the truncated answer as complete.
             var error = Describe(e) ?? new RequestError(500, "The server failed while generating.", type: "server_error");
             logger.LogWarning(e, "Stream {Id} ended with an error", id);
             await Event(http, ChatCompletionWriter.Error(error.Message, error.Type, error.Param, error.Code));
-            await Done(http);
+            await Task.Delay(200, CancellationToken.None);                                       // time to read it: a cut discards unread data
+            http.Abort();
             return;
         }
         await Event(http, ChatCompletionWriter.Chunk(id, created, model, role: false, text: null, calls: null, ChatCompletionWriter.FinishReason(finish)));

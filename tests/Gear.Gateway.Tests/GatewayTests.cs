@@ -2,6 +2,10 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
 
 namespace Gear.Gateway.Tests;
 
@@ -92,5 +96,38 @@ public class GatewayTests
         using var response = await http.PostAsync("/v1/chat/completions", new StringContent(Chat(("user", "Hello?")), Encoding.UTF8, "application/json"));
         Assert.Equal((HttpStatusCode)508, response.StatusCode);
         Assert.Contains("gateway_loop", await response.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
+    public async Task ReplicaDiesMidStream_TheOfficialOpenAIClientFails_InsteadOfTakingATruncatedAnswer()
+    {
+        // A replica that streams one piece of an answer and then drops its connection, as a crashed process would.
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.ClearProviders();
+        await using var replica = builder.Build();
+        replica.MapGet("/health/ready", () => "Healthy");
+        replica.MapPost("/v1/chat/completions", async (HttpContext http) =>
+        {
+            http.Response.ContentType = "text/event-stream";
+            await http.Response.WriteAsync("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gear-tiny\"," +
+                "\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"The moor\"},\"finish_reason\":null}]}\n\n");
+            await http.Response.Body.FlushAsync();
+            await Task.Delay(300);
+            http.Abort();
+        });
+        await replica.StartAsync();
+        await using var gateway = await GatewayHost.StartAsync([new Uri(replica.Urls.Single())], "Affinity");
+        var client = new OpenAI.Chat.ChatClient("gear-tiny", new System.ClientModel.ApiKeyCredential("not-needed"),
+            new OpenAI.OpenAIClientOptions { Endpoint = new Uri(gateway.Address, "/v1"), RetryPolicy = new System.ClientModel.Primitives.ClientRetryPolicy(0) });
+        var text = new StringBuilder();
+        var failure = await Record.ExceptionAsync(async () =>
+        {
+            await foreach (var update in client.CompleteChatStreamingAsync([new OpenAI.Chat.UserChatMessage("Tell me about the moor.")]))
+                foreach (var part in update.ContentUpdate)
+                    text.Append(part.Text);
+        });
+        Assert.Equal("The moor", text.ToString());                                            // the piece that came
+        Assert.NotNull(failure);                                                              // and then an error, not a quiet end
     }
 }
