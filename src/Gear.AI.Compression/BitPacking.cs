@@ -15,6 +15,12 @@ namespace Gear.AI.Compression;
 /// </remarks>
 internal static class BitPacking
 {
+    /// <summary>
+    /// Whether codes of <paramref name="bits"/> bits tile a byte (1, 2, 4 or 8): the widths the one-pass kernels read and
+    /// write (3, 5, 6 and 7 bits are packed too, across byte boundaries, and run as tensor operations).
+    /// </summary>
+    public static bool TilesAByte(int bits) => bits is 1 or 2 or 4 or 8;
+
     /// <summary>Bytes that <paramref name="count"/> codes of <paramref name="bits"/> bits take in one row.</summary>
     public static long PackedLength(long count, int bits) => (count + 7) / 8 * bits;
 

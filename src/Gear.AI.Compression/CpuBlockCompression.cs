@@ -21,7 +21,7 @@ internal static unsafe class CpuBlockCompression
         long n = x.shape[^2], d = x.shape[^1];
         bool channels = axis == QuantAxis.PerChannel;
         long vector = channels ? n : g;
-        if (x.device_type != DeviceType.CPU || !x.is_floating_point() || bits is not (1 or 2 or 4 or 8) || perSide is not (0 or 1)
+        if (x.device_type != DeviceType.CPU || !x.is_floating_point() || !BitPacking.TilesAByte(bits) || perSide is not (0 or 1)
             || d % 8 != 0 || n > int.MaxValue || (perSide == 1 && (vector < 3 || vector > 256))
             || (channels ? n % g != 0 : d % g != 0))
             return null;

@@ -51,7 +51,7 @@ internal sealed unsafe class CudaPagedAttention : PagedAttention
             : !int.IsPow2(o.BufferLength) || o.BufferLength > 1024 ? $"pages of {o.BufferLength} tokens (a power of two up to 1,024)"
             : CudaKernels.TypeCode(pool.BufferType) < 0 ? $"stored dtype {pool.BufferType}"
             : !o.IsCompressed ? null
-            : o.Bits is not (1 or 2 or 4 or 8) ? $"{o.Bits}-bit codes (the kernels read 1, 2, 4 and 8 bits)"
+            : !BitPacking.TilesAByte(o.Bits) ? $"{o.Bits}-bit codes (the kernels read 1, 2, 4 and 8 bits)"
             : !int.IsPow2(o.GroupSize) || o.GroupSize > 256 ? $"key groups of {o.GroupSize} tokens"
             : gv > 256 || s.HeadDim % gv != 0 || CudaKernels.PieceWidth(CudaKernels.MaxRows, o.Bits, s.HeadDim, gv) == 0 ? $"value groups of {gv} features"
             : o.UsesLowRank && Math.Max(o.PromptRank, o.DecodeRank) > CudaKernels.MaxRank ? $"low-rank rank above {CudaKernels.MaxRank}"

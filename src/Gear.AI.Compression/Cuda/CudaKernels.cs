@@ -32,7 +32,7 @@ internal static class CudaKernels
     /// sums, all issued): ranks up to 2 (decode blocks), 4 (prompt blocks) and <see cref="MaxRank"/>.
     /// </summary>
     private static readonly int[] RankBounds = [2, 4, MaxRank];
-    private static readonly int[] CodeWidths = [1, 2, 4, 8];
+    private static readonly int[] CodeWidths = [.. Enumerable.Range(1, 8).Where(BitPacking.TilesAByte)];
     private static readonly int[] PieceWidths = [64, 32, 16, 8];
 
     /// <summary>
@@ -283,7 +283,7 @@ internal static class CudaKernels
         int type = TypeCode(x.dtype);
         bool channels = axis == QuantAxis.PerChannel;
         long vector = channels ? n : g;
-        if (x.device_type != DeviceType.CUDA || type < 0 || bits is not (1 or 2 or 4 or 8) || perSide is not (0 or 1)
+        if (x.device_type != DeviceType.CUDA || type < 0 || !BitPacking.TilesAByte(bits) || perSide is not (0 or 1)
             || d % 8 != 0 || d > 1024 || n > int.MaxValue || (perSide == 1 && (vector < 3 || vector > 256))
             || (channels ? n % g != 0 : d % g != 0 || g % 32 != 0 || g > 256 || n * (d / g) > int.MaxValue)
             || For(x.device) is not { } module)
