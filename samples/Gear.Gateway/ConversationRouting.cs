@@ -10,8 +10,9 @@ namespace Gear.Gateway;
 /// The gateway's step of YARP's proxy pipeline, before load balancing. It reads the request body once (to find the
 /// conversation, <see cref="ConversationKey"/>) and forwards it; when a replica cannot be reached or fails before the
 /// response has begun, the same request goes to another healthy replica (the client sees one slower answer); when a
-/// replica fails while a streamed answer is flowing, the stream ends with an OpenAI-style error event the client can
-/// retry on, instead of a cut connection. Afterwards the conversation is remembered on the replica that answered.
+/// replica fails while a streamed answer is flowing, the stream gets an OpenAI-style error event and the connection is
+/// closed, so that every client sees a failure it can retry. Afterwards the conversation is remembered on the replica
+/// that answered.
 /// </summary>
 public sealed class ConversationRouting(RequestDelegate next, ReplicaBook book, IOptions<GatewayOptions> options, ILogger<ConversationRouting> logger)
 {
