@@ -15,21 +15,22 @@ public sealed class ConstrainedToolCallTests
     private sealed class Calls
     {
         public List<string> Made { get; } = [];
+
+        /// <summary>Notes <paramref name="call"/> and answers <paramref name="result"/> (tools run on any thread).</summary>
+        public string Record(string call, string result)
+        {
+            lock (Made)
+                Made.Add(call);
+            return result;
+        }
     }
 
     private static (AIFunction Weather, AIFunction Time, Calls Calls) Functions()
     {
         var calls = new Calls();
         var weather = AIFunctionFactory.Create(([Description("City")] string city, [Description("Days ahead")] int days) =>
-        {
-            lock (calls) calls.Made.Add($"get_weather({city}, {days})");
-            return $"sunny in {city}";
-        }, "get_weather", "Weather for a city");
-        var time = AIFunctionFactory.Create((string timeZone) =>
-        {
-            lock (calls) calls.Made.Add($"get_time({timeZone})");
-            return "12:00";
-        }, "get_time", "The time in a time zone");
+            calls.Record($"get_weather({city}, {days})", $"sunny in {city}"), "get_weather", "Weather for a city");
+        var time = AIFunctionFactory.Create((string timeZone) => calls.Record($"get_time({timeZone})", "12:00"), "get_time", "The time in a time zone");
         return (weather, time, calls);
     }
 
@@ -121,16 +122,8 @@ public sealed class ConstrainedToolCallTests
     private static (AIFunction Route, AIFunction Draw, Calls Calls) ReferringFunctions()
     {
         var calls = new Calls();
-        var route = AIFunctionFactory.Create((Point from, Point to) =>
-        {
-            lock (calls) calls.Made.Add($"route({from}, {to})");
-            return "12 km";
-        }, "route", "Distance between two points");
-        var draw = AIFunctionFactory.Create((Shape shape) =>
-        {
-            lock (calls) calls.Made.Add($"draw({shape.Name})");
-            return "drawn";
-        }, "draw", "Draws a shape");
+        var route = AIFunctionFactory.Create((Point from, Point to) => calls.Record($"route({from}, {to})", "12 km"), "route", "Distance between two points");
+        var draw = AIFunctionFactory.Create((Shape shape) => calls.Record($"draw({shape.Name})", "drawn"), "draw", "Draws a shape");
         return (route, draw, calls);
     }
 
