@@ -73,7 +73,7 @@ internal static class GpuProfile
                 {
                     var phases = new Dictionary<string, List<double>>();
                     long last = 0;
-                    using (new PhaseListener(phase =>
+                    using (new Gear.Tests.Shared.PhaseListener(phase =>
                     {
                         cuda.synchronize();
                         long now = Stopwatch.GetTimestamp();

@@ -82,10 +82,7 @@ public sealed class ConversationRouting(RequestDelegate next, ReplicaBook book, 
                     return;
                 }
                 if (tried.Count > 0)
-                {
                     book.CountRetry();
-                    GatewayTelemetry.Retries.Add(1);
-                }
                 proxy.AvailableDestinations = remaining;
                 if (body is not null)
                     context.Request.Body = new MemoryStream(body, writable: false);
@@ -123,7 +120,6 @@ public sealed class ConversationRouting(RequestDelegate next, ReplicaBook book, 
                         "\"type\":\"server_error\",\"param\":null,\"code\":\"replica_failed\"}}\n\n"), context.RequestAborted);
                     await responseBody.FlushAsync(context.RequestAborted);
                     book.CountEndedStream();
-                    GatewayTelemetry.StreamsEnded.Add(1);
                     await Task.Delay(ErrorEventGrace, CancellationToken.None);                   // time to read it before the cut
                 }
                 realLifetime.Abort();

@@ -30,13 +30,13 @@ public sealed class ReplicaBook(IOptions<GatewayOptions> options) : IDisposable
         if (before == replica)
             return;
         if (before is not null)
-            _pinned.AddOrUpdate(before, 0, (_, n) => Math.Max(0, n - 1));
+            Decrement(_pinned, before);
         _pinned.AddOrUpdate(replica, 1, (_, n) => n + 1);
         _conversations.Set(key, replica, new MemoryCacheEntryOptions { Size = 1, SlidingExpiration = TimeSpan.FromHours(2) }
             .RegisterPostEvictionCallback(static (_, value, reason, state) =>
             {
                 if (reason != EvictionReason.Replaced && value is string r)
-                    ((ReplicaBook)state!)._pinned.AddOrUpdate(r, 0, (_, n) => Math.Max(0, n - 1));
+                    Decrement(((ReplicaBook)state!)._pinned, r);
             }, this));
     }
 
@@ -48,15 +48,25 @@ public sealed class ReplicaBook(IOptions<GatewayOptions> options) : IDisposable
     /// <summary>Streams whose replica failed while they flowed, ended with an error event for the client to retry.</summary>
     public long StreamsEndedByError => Interlocked.Read(ref _cutStreams);
 
-    internal void CountRetry() => Interlocked.Increment(ref _retried);
+    /// <summary>Counts a request sent again to another replica (here and in <see cref="GatewayTelemetry"/>).</summary>
+    internal void CountRetry()
+    {
+        Interlocked.Increment(ref _retried);
+        GatewayTelemetry.Retries.Add(1);
+    }
 
-    internal void CountEndedStream() => Interlocked.Increment(ref _cutStreams);
+    /// <summary>Counts a stream ended by its replica's failure (here and in <see cref="GatewayTelemetry"/>).</summary>
+    internal void CountEndedStream()
+    {
+        Interlocked.Increment(ref _cutStreams);
+        GatewayTelemetry.StreamsEnded.Add(1);
+    }
 
     /// <summary>A request was sent to <paramref name="replica"/>; <see cref="End"/> when it is over.</summary>
     public void Begin(string replica) => _inFlight.AddOrUpdate(replica, 1, (_, n) => n + 1);
 
     /// <summary>A request to <paramref name="replica"/> is over.</summary>
-    public void End(string replica) => _inFlight.AddOrUpdate(replica, 0, (_, n) => Math.Max(0, n - 1));
+    public void End(string replica) => Decrement(_inFlight, replica);
 
     /// <summary>Stores what <paramref name="replica"/> reported.</summary>
     public void Report(string replica, ReplicaLoad load) => _loads[replica] = load;
@@ -84,4 +94,7 @@ public sealed class ReplicaBook(IOptions<GatewayOptions> options) : IDisposable
         });
 
     public void Dispose() => _conversations.Dispose();
+
+    private static void Decrement(ConcurrentDictionary<string, int> counts, string replica) =>
+        counts.AddOrUpdate(replica, 0, (_, n) => Math.Max(0, n - 1));
 }

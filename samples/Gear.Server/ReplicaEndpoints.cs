@@ -41,7 +41,7 @@ public static class ReplicaEndpoints
         {
             w.WriteStartObject();
             w.WriteString("model", chat.GetService<ChatClientMetadata>()?.DefaultModelId);
-            w.WriteBoolean("ready", gear?.IsLoaded != false && !lifetime.ApplicationStopping.IsCancellationRequested);
+            w.WriteBoolean("ready", NotReady(chat, lifetime) is null);
             w.WriteBoolean("draining", lifetime.ApplicationStopping.IsCancellationRequested);
             w.WriteNumber("running_requests", load?.RunningRequests ?? 0);
             w.WriteNumber("waiting_requests", load?.WaitingRequests ?? 0);
@@ -56,12 +56,15 @@ public static class ReplicaEndpoints
         return buffer.ToArray();
     }
 
-    /// <summary>Ready once the model is loaded (the warm-up loads it at start), until the server begins to stop.</summary>
+    /// <summary>Why the server is not ready, or null: ready once the model is loaded (the warm-up loads it at start), until it begins to stop.</summary>
+    private static string? NotReady(IChatClient chat, IHostApplicationLifetime lifetime) =>
+        lifetime.ApplicationStopping.IsCancellationRequested ? "The server is shutting down."
+        : chat.GetService<GearChatClient>() is { IsLoaded: false } ? "The model is still loading."
+        : null;
+
     private sealed class ReadyCheck(IChatClient chat, IHostApplicationLifetime lifetime) : IHealthCheck
     {
         public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default) =>
-            Task.FromResult(lifetime.ApplicationStopping.IsCancellationRequested ? HealthCheckResult.Unhealthy("The server is shutting down.")
-                : chat.GetService<GearChatClient>() is { IsLoaded: false } ? HealthCheckResult.Unhealthy("The model is still loading.")
-                : HealthCheckResult.Healthy());
+            Task.FromResult(NotReady(chat, lifetime) is { } why ? HealthCheckResult.Unhealthy(why) : HealthCheckResult.Healthy());
     }
 }

@@ -73,27 +73,9 @@ public class CpuBlockCompressionTests
     public void CompressionPhases_ReachASubscribedProfiler()
     {
         var seen = new List<string>();
-        int thread = Environment.CurrentManagedThreadId;
-        using var subscription = System.Diagnostics.DiagnosticListener.AllListeners.Subscribe(new Observer<System.Diagnostics.DiagnosticListener>(listener =>
-        {
-            if (listener.Name == Phases.ListenerName)
-                listener.Subscribe(new Observer<KeyValuePair<string, object?>>(e =>
-                {
-                    if (Environment.CurrentManagedThreadId == thread)
-                        lock (seen)
-                            seen.Add(e.Key);
-                }));
-        }));
+        using var listener = new Gear.Tests.Shared.PhaseListener(seen.Add);
         using var x = randn(1, 2, 64, 64);
         using var block = GearCompressor.Compress(x, QuantAxis.PerChannel, new GearOptions { Kind = CacheKind.Gear, Bits = 2 }, rank: 2, fused: false);
-        lock (seen)
-            Assert.Equal(["keys_outliers", "keys_quantize", "keys_residual", "keys_low_rank"], seen);
-    }
-
-    private sealed class Observer<T>(Action<T> next) : IObserver<T>
-    {
-        public void OnNext(T value) => next(value);
-        public void OnCompleted() { }
-        public void OnError(Exception error) { }
+        Assert.Equal(["keys_outliers", "keys_quantize", "keys_residual", "keys_low_rank"], seen);
     }
 }

@@ -1,10 +1,11 @@
 using System.Diagnostics;
 
-namespace Gear.Bench;
+namespace Gear.Tests.Shared;
 
 /// <summary>
 /// Calls <c>onPhase</c> with the name of each phase the library reports through its "Gear.AI.Phases" diagnostic listener
-/// (decode attention and block compression), on this thread only, while the subscription lasts.
+/// (decode attention and block compression), on this thread only, while the subscription lasts (gpu-profile times the
+/// phases with it; the unit tests check which ran).
 /// </summary>
 internal sealed class PhaseListener : IObserver<DiagnosticListener>, IObserver<KeyValuePair<string, object?>>, IDisposable
 {
@@ -20,7 +21,7 @@ internal sealed class PhaseListener : IObserver<DiagnosticListener>, IObserver<K
 
     public void OnNext(DiagnosticListener listener)
     {
-        if (listener.Name == "Gear.AI.Phases")
+        if (listener.Name == Gear.AI.Compression.Phases.ListenerName)
             lock (_subscriptions)
                 _subscriptions.Add(listener.Subscribe(this));
     }
